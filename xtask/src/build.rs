@@ -1,0 +1,1 @@
+//! Building the Lambda functions (filled in by the build work).
