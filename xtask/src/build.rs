@@ -1,1 +1,0 @@
-//! Building the Lambda functions (filled in by the build work).
