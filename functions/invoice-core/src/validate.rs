@@ -20,6 +20,9 @@ pub const MAX_ITEMS: usize = 1000;
 /// Largest accepted quantity of one line item.
 pub const MAX_QUANTITY: u64 = 1_000_000;
 
+/// Stands in for an element that failed type checks; never stored (errors are returned).
+const PLACEHOLDER: &str = "-";
+
 /// Parses and validates a request body.
 pub fn parse_invoice(body: &[u8]) -> Result<Invoice, ApiError> {
     let value: Value =
@@ -43,9 +46,6 @@ pub fn invoice_from_value(value: &Value) -> Result<Invoice, Vec<FieldError>> {
     let tax_amount = optional_amount(obj, "TaxAmount", &mut errors);
     let line_items = line_items(obj, &mut errors);
 
-    if !errors.is_empty() {
-        return Err(errors);
-    }
     let invoice = Invoice {
         invoice_id: invoice_id.unwrap_or_default(),
         customer_id: customer_id.unwrap_or_default(),
@@ -57,14 +57,45 @@ pub fn invoice_from_value(value: &Value) -> Result<Invoice, Vec<FieldError>> {
         line_items,
         tax_amount,
     };
-    validate(&invoice)?;
-    Ok(invoice)
+    // Value rules run even when some fields had the wrong type, so the client sees every
+    // problem at once; a field already reported (or one of its elements) is not reported twice.
+    let mut value_errors = Vec::new();
+    check_fields(&invoice, &mut value_errors);
+    for err in value_errors {
+        let overlaps = errors.iter().any(|e: &FieldError| {
+            e.field.starts_with(&err.field) || err.field.starts_with(&e.field)
+        });
+        if !overlaps {
+            errors.push(err);
+        }
+    }
+    if errors.is_empty() {
+        check_totals(&invoice, &mut errors);
+    }
+    if errors.is_empty() {
+        Ok(invoice)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Checks the rules that do not depend on JSON types. Also used on invoices read back from
 /// DynamoDB (stream images), which may have been written by other code.
 pub fn validate(invoice: &Invoice) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
+    check_fields(invoice, &mut errors);
+    if errors.is_empty() {
+        check_totals(invoice, &mut errors);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Per-field value rules.
+fn check_fields(invoice: &Invoice, errors: &mut Vec<FieldError>) {
     let mut check = |field: &str, result: Result<(), String>| {
         if let Err(message) = result {
             errors.push(FieldError::new(field, message));
@@ -119,14 +150,6 @@ pub fn validate(invoice: &Invoice) -> Result<(), Vec<FieldError>> {
             );
         }
     }
-    if errors.is_empty() {
-        check_totals(invoice, &mut errors);
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
 }
 
 /// `TotalAmount` must equal the line items plus tax, so the PDF never shows a total that its
@@ -153,7 +176,8 @@ fn check_totals(invoice: &Invoice, errors: &mut Vec<FieldError>) {
     }
 }
 
-fn check_id(id: &str) -> Result<(), String> {
+/// Rules for `InvoiceID` and `CustomerID`, also applied to query parameters.
+pub fn check_id(id: &str) -> Result<(), String> {
     if id.trim().is_empty() {
         return Err("must not be empty".into());
     }
@@ -378,7 +402,11 @@ fn string_list(
             for (i, value) in values.iter().enumerate() {
                 match value {
                     Value::String(s) => out.push(s.clone()),
-                    _ => errors.push(FieldError::new(format!("{name}[{i}]"), "must be a string")),
+                    _ => {
+                        errors.push(FieldError::new(format!("{name}[{i}]"), "must be a string"));
+                        // Placeholder keeps later indices right in value-rule errors.
+                        out.push(PLACEHOLDER.to_owned());
+                    }
                 }
             }
             Some(out)
@@ -406,6 +434,11 @@ fn line_items(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<
                 format!("LineItems[{i}]"),
                 "must be an object",
             ));
+            items.push(LineItem {
+                description: PLACEHOLDER.to_owned(),
+                quantity: 1,
+                unit_price: 0,
+            });
             continue;
         };
         let before = errors.len();
@@ -457,13 +490,18 @@ fn line_items(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<
             }
             Some(value) => amount(value, &format!("LineItems[{i}].UnitPrice"), errors).unwrap_or(0),
         };
-        if errors.len() == before {
-            items.push(LineItem {
-                description,
-                quantity,
-                unit_price,
-            });
-        }
+        // An item with type errors is still pushed, with values that pass the value rules, so
+        // later items keep their index in error messages.
+        let failed = errors.len() != before;
+        items.push(LineItem {
+            description: if failed && description.is_empty() {
+                PLACEHOLDER.to_owned()
+            } else {
+                description
+            },
+            quantity: if failed && quantity == 0 { 1 } else { quantity },
+            unit_price,
+        });
     }
     Some(items)
 }
