@@ -1,0 +1,401 @@
+//! The DynamoDB and S3 stores against a real moto server (the local AWS emulator).
+//!
+//! Each test starts its own `python3 -m moto.server` on a free port and kills it when done, so
+//! tests run in parallel without sharing state. These catch what the in-memory fakes cannot:
+//! key schema and GSI names, condition expressions, attribute names, pagination keys and
+//! presigned URLs that actually download.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
+};
+use invoice_core::dynamo::{DynamoInvoiceStore, DynamoProcessedStore};
+use invoice_core::model::CUSTOMER_INDEX;
+use invoice_core::ops::{InsertOutcome, insert_idempotent};
+use invoice_core::s3::S3PdfStore;
+use invoice_core::store::{InvoiceStore, PdfStore, Presigner, ProcessedStore};
+use invoice_core::{Invoice, LineItem, ProcessedRecord, StoreError};
+
+/// A moto server owned by one test.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        // The port is free when probed but could be taken before moto binds it: retry.
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let child = Command::new("python3")
+                .args([
+                    "-m",
+                    "moto.server",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("moto is installed (pip install 'moto[server]')");
+            let mut moto = Moto { child, port };
+            if moto.wait_healthy(Duration::from_secs(30)) {
+                return moto;
+            }
+            let _ = moto.child.kill();
+            let _ = moto.child.wait();
+        }
+        panic!("moto server did not become healthy");
+    }
+
+    fn wait_healthy(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if http_get(self.port, "/moto-api/").is_ok_and(|(status, _)| status == 200) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
+    fn s3(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal HTTP/1.1 GET (no client crate needed): status and body.
+fn http_get(port: u16, path_and_query: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line)?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if line.trim().is_empty() {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        reader.read_to_end(&mut body)?;
+    }
+    Ok((status, body))
+}
+
+async fn create_tables(client: &aws_sdk_dynamodb::Client) {
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    client
+        .create_table()
+        .table_name("Invoices")
+        .key_schema(key("InvoiceID", KeyType::Hash))
+        .key_schema(key("CustomerID", KeyType::Range))
+        .attribute_definitions(attr("InvoiceID"))
+        .attribute_definitions(attr("CustomerID"))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(CUSTOMER_INDEX)
+                .key_schema(key("CustomerID", KeyType::Hash))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create invoices table");
+    client
+        .create_table()
+        .table_name("Processed")
+        .key_schema(key("InvoiceID", KeyType::Hash))
+        .attribute_definitions(attr("InvoiceID"))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create processed table");
+}
+
+fn invoice(id: &str, customer: &str) -> Invoice {
+    Invoice {
+        invoice_id: id.into(),
+        customer_id: customer.into(),
+        invoice_date: "2024-03-01".into(),
+        product_list: vec!["Łódka".into(), "Ποτήρι".into()],
+        total_amount: 2500,
+        currency: Some("EUR".into()),
+        customer_name: Some("Пётр".into()),
+        line_items: Some(vec![LineItem {
+            description: "Łódka".into(),
+            quantity: 2,
+            unit_price: 1250,
+        }]),
+        tax_amount: None,
+    }
+}
+
+#[tokio::test]
+async fn invoices_round_trip_with_conditional_insert() {
+    let moto = Moto::start();
+    let client = moto.dynamodb();
+    create_tables(&client).await;
+    let store = DynamoInvoiceStore::new(client, "Invoices");
+
+    let original = invoice("INV1", "CUST1");
+    assert_eq!(store.find_by_id("INV1").await.unwrap(), None);
+    store.insert_new(&original).await.unwrap();
+    assert_eq!(
+        store.find_by_id("INV1").await.unwrap(),
+        Some(original.clone())
+    );
+    assert_eq!(
+        store.insert_new(&original).await,
+        Err(StoreError::AlreadyExists)
+    );
+
+    assert_eq!(
+        insert_idempotent(&store, &original).await.unwrap(),
+        InsertOutcome::Unchanged
+    );
+    let other_customer = invoice("INV1", "CUST2");
+    assert!(matches!(
+        insert_idempotent(&store, &other_customer).await.unwrap(),
+        InsertOutcome::Conflict(_)
+    ));
+    assert_eq!(
+        insert_idempotent(&store, &invoice("INV2", "CUST2"))
+            .await
+            .unwrap(),
+        InsertOutcome::Created
+    );
+}
+
+#[tokio::test]
+async fn customer_listing_pages_through_the_gsi() {
+    let moto = Moto::start();
+    let client = moto.dynamodb();
+    create_tables(&client).await;
+    let store = DynamoInvoiceStore::new(client, "Invoices");
+    for n in 1..=5 {
+        store
+            .insert_new(&invoice(&format!("INV{n}"), "CUST1"))
+            .await
+            .unwrap();
+    }
+    store.insert_new(&invoice("INV9", "CUST2")).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..10 {
+        let page = store
+            .list_by_customer("CUST1", 2, after.as_deref())
+            .await
+            .unwrap();
+        assert!(page.invoices.len() <= 2);
+        assert!(page.invoices.iter().all(|i| i.customer_id == "CUST1"));
+        seen.extend(page.invoices.into_iter().map(|i| i.invoice_id));
+        after = page.last_invoice_id;
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(after, None, "listing did not end");
+    seen.sort();
+    assert_eq!(seen, ["INV1", "INV2", "INV3", "INV4", "INV5"]);
+    let none = store.list_by_customer("NOBODY", 10, None).await.unwrap();
+    assert!(none.invoices.is_empty() && none.last_invoice_id.is_none());
+}
+
+#[tokio::test]
+async fn processed_records_use_s3key_and_read_legacy_rows() {
+    let moto = Moto::start();
+    let client = moto.dynamodb();
+    create_tables(&client).await;
+    let store = DynamoProcessedStore::new(client.clone(), "Processed");
+    let record = ProcessedRecord {
+        invoice_id: "INV1".into(),
+        s3_key: "invoices/INV1.pdf".into(),
+    };
+    store.record(&record).await.unwrap();
+    store.record(&record).await.unwrap();
+    assert_eq!(store.get("INV1").await.unwrap(), Some(record));
+    assert_eq!(store.get("INV404").await.unwrap(), None);
+
+    let raw = client
+        .get_item()
+        .table_name("Processed")
+        .key(
+            "InvoiceID",
+            aws_sdk_dynamodb::types::AttributeValue::S("INV1".into()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert!(raw.contains_key("S3Key") && !raw.contains_key("s3key"));
+
+    // A row written by the original Go handler.
+    client
+        .put_item()
+        .table_name("Processed")
+        .item(
+            "InvoiceID",
+            aws_sdk_dynamodb::types::AttributeValue::S("OLD1".into()),
+        )
+        .item(
+            "s3key",
+            aws_sdk_dynamodb::types::AttributeValue::S("old/OLD1.pdf".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("OLD1").await.unwrap().unwrap().s3_key,
+        "old/OLD1.pdf"
+    );
+}
+
+#[tokio::test]
+async fn missing_table_is_a_backend_error() {
+    let moto = Moto::start();
+    let store = DynamoInvoiceStore::new(moto.dynamodb(), "NoSuchTable");
+    assert!(matches!(
+        store.find_by_id("INV1").await,
+        Err(StoreError::Backend(_))
+    ));
+    assert!(matches!(
+        store.insert_new(&invoice("INV1", "CUST1")).await,
+        Err(StoreError::Backend(_))
+    ));
+}
+
+#[tokio::test]
+async fn stored_pdf_downloads_through_the_presigned_url() {
+    let moto = Moto::start();
+    let s3 = moto.s3();
+    s3.create_bucket().bucket("pdfs").send().await.unwrap();
+    let store = S3PdfStore::new(s3.clone(), "pdfs");
+    let pdf = b"%PDF-1.7 not really a PDF but bytes are bytes \xe2\x82\xac".to_vec();
+    store
+        .put_pdf("invoices/INV1.pdf", pdf.clone())
+        .await
+        .unwrap();
+
+    let head = s3
+        .head_object()
+        .bucket("pdfs")
+        .key("invoices/INV1.pdf")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_type(), Some("application/pdf"));
+
+    let url = store
+        .presign_get("invoices/INV1.pdf", Duration::from_secs(900))
+        .await
+        .unwrap();
+    assert!(url.contains("X-Amz-Expires=900"), "{url}");
+    let path = url
+        .strip_prefix(&moto.endpoint())
+        .unwrap_or_else(|| panic!("path-style URL on the endpoint: {url}"));
+    let (status, body) = http_get(moto.port, path).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, pdf);
+
+    let missing_bucket = S3PdfStore::new(s3, "no-such-bucket");
+    assert!(matches!(
+        missing_bucket.put_pdf("k", vec![1]).await,
+        Err(StoreError::Backend(_))
+    ));
+}
