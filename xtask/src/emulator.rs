@@ -300,8 +300,8 @@ pub async fn ensure_running(cfg: &EmulatorConfig) -> Result<Started, EmulatorErr
 
     let mut cmd = Command::new(&python.exe);
     cmd.args([
-        "-m",
-        "moto.server",
+        "-c",
+        &server_script(""),
         "-H",
         &cfg.host,
         "-p",
@@ -415,15 +415,22 @@ pub async fn reset(endpoint: &str) -> Result<(), EmulatorError> {
 /// Runs `moto.server`'s `main`, and exits as soon as stdin reaches end-of-file. The test process
 /// holds the other end of that pipe, so the server dies with the test process however it ends
 /// (even SIGKILL or abort, where `Drop` never runs) instead of leaking.
-const TEST_SERVER_SCRIPT: &str = "\
+const TEST_SERVER_PRELUDE: &str = "\
 import os, sys, threading
 def _exit_with_parent():
     sys.stdin.buffer.read()
     os._exit(0)
 threading.Thread(target=_exit_with_parent, daemon=True).start()
-from moto.server import main
-main(sys.argv[1:])
 ";
+
+/// Patches for moto's known differences from AWS (see the file), applied before it serves.
+const MOTO_FIXES: &str = include_str!("moto_fixes.py");
+
+/// The Python program that runs a moto server with [`MOTO_FIXES`] after `prelude`; the
+/// command line still names moto, which [`stop`] checks before signalling.
+fn server_script(prelude: &str) -> String {
+    format!("{prelude}\n{MOTO_FIXES}\nfrom moto.server import main\nmain(sys.argv[1:])\n")
+}
 
 /// How often [`TestEmulator::try_start`] tries a new port when the server cannot get the one it
 /// picked (another process took it between our probe and the server's bind).
@@ -484,7 +491,7 @@ impl TestEmulator {
         let child = Command::new(python)
             .args([
                 "-c",
-                TEST_SERVER_SCRIPT,
+                &server_script(TEST_SERVER_PRELUDE),
                 "-H",
                 "127.0.0.1",
                 "-p",

@@ -4,5 +4,11 @@
 //! plan, apply, waits) lives in [`engine`] and knows no resource kind by name; each AWS resource
 //! kind is one module under [`providers`].
 
+pub mod aws;
 pub mod build;
+pub mod cmd;
 pub mod emulator;
+pub mod engine;
+pub mod lock;
+pub mod providers;
+pub mod session;

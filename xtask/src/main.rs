@@ -1,1 +1,82 @@
-fn main() {}
+//! `cargo xtask`: the invoice app's deployer.
+//!
+//! Cargo finds it through the `xtask` alias in `.cargo/config.toml`, as in rust-analyzer.
+//! Flags are parsed here and each command runs in its own module under `cmd/`.
+//!
+//! Exit codes: 0 success (and, for `plan --detailed-exitcode`, no changes); 1 error;
+//! 2 changes pending (`plan --detailed-exitcode`); 130 interrupted.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use xtask::cmd::{self, exit};
+use xtask::session::Global;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Plan, apply and destroy the invoice app on AWS or on the local emulator",
+    after_help = "Exit codes: 0 ok / no changes, 1 error, 2 changes pending (plan --detailed-exitcode), 130 interrupted."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what apply would change (reads only).
+    Plan(cmd::plan::Args),
+    /// Create, update and replace resources until AWS matches the config.
+    Apply(cmd::apply::Args),
+    /// Delete everything the environment owns, after purging bucket versions.
+    Destroy(cmd::destroy::Args),
+    /// Build and package the Lambda functions.
+    Build(cmd::build::Args),
+    /// Manage the local emulator (moto server).
+    #[command(subcommand)]
+    Emulator(cmd::emulator::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = if cli.global.verbose {
+        "xtask=info"
+    } else {
+        "xtask=warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("XTASK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    let g = &cli.global;
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Plan(a) => cmd::plan::run(g, a).await,
+            Command::Apply(a) => cmd::apply::run(g, a).await,
+            Command::Destroy(a) => cmd::destroy::run(g, a).await,
+            Command::Build(a) => cmd::build::run(g, a).await,
+            Command::Emulator(c) => cmd::emulator::run(g, c).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}

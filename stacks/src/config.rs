@@ -1,0 +1,629 @@
+//! An environment's configuration: the typed, strict form of `config/<env>.toml`.
+//!
+//! Layering is built-in defaults <- the file <- environment variables <- CLI `--set` flags.
+//! Every value is checked before anything talks to AWS, and every error names where the bad
+//! value came from: the file with line and column, the environment variable, or the flag.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment variables that override config keys; `__` separates path segments,
+/// because keys themselves contain single underscores (`XTASK__INVOICES_TABLE__READ_CAPACITY=10`).
+pub const ENV_PREFIX: &str = "XTASK__";
+
+/// The whole configuration of one environment.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Application name: used in resource names and in the `app` tag.
+    pub app: String,
+    /// Prepended to every physical name, e.g. to run two copies of an env side by side.
+    pub name_prefix: String,
+    /// AWS region. Empty means the SDK's default chain (`AWS_REGION`, profile, ...).
+    pub region: String,
+    /// When non-empty, credentials of any other account are refused before any write.
+    pub allowed_account_ids: Vec<String>,
+    /// Extra tags on every taggable resource (the ownership tags are always added).
+    pub tags: BTreeMap<String, String>,
+    /// Local emulator settings; present only for environments that run against moto.
+    pub emulator: Option<EmulatorConfig>,
+    pub buckets: BucketsConfig,
+    pub invoices_table: InvoicesTableConfig,
+    pub processed_table: ProcessedTableConfig,
+    pub deploy: DeployConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            app: "invoice-app".into(),
+            name_prefix: String::new(),
+            region: String::new(),
+            allowed_account_ids: Vec::new(),
+            tags: BTreeMap::new(),
+            emulator: None,
+            buckets: BucketsConfig::default(),
+            invoices_table: InvoicesTableConfig::default(),
+            processed_table: ProcessedTableConfig::default(),
+            deploy: DeployConfig::default(),
+        }
+    }
+}
+
+/// Where the local emulator listens; xtask starts it there when nothing answers.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmulatorConfig {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            host: "127.0.0.1".into(),
+            port: 4566,
+        }
+    }
+}
+
+impl EmulatorConfig {
+    pub fn endpoint(&self) -> String {
+        format!("http://{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BucketsConfig {
+    /// Makes bucket names globally unique. Empty means the AWS account id.
+    pub name_suffix: String,
+    /// Days after which noncurrent object versions expire; 0 keeps them forever.
+    pub noncurrent_version_expiry_days: u32,
+    /// Deny every request that is not made over TLS.
+    pub tls_only: bool,
+    /// `AES256` (SSE-S3) or `aws:kms` (the AWS managed key).
+    pub encryption: Encryption,
+}
+
+impl Default for BucketsConfig {
+    fn default() -> Self {
+        BucketsConfig {
+            name_suffix: String::new(),
+            noncurrent_version_expiry_days: 30,
+            tls_only: true,
+            encryption: Encryption::Aes256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Encryption {
+    #[serde(rename = "AES256")]
+    Aes256,
+    #[serde(rename = "aws:kms")]
+    AwsKms,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BillingMode {
+    Provisioned,
+    PayPerRequest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StreamViewType {
+    NewImage,
+    OldImage,
+    NewAndOldImages,
+    KeysOnly,
+}
+
+impl StreamViewType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamViewType::NewImage => "NEW_IMAGE",
+            StreamViewType::OldImage => "OLD_IMAGE",
+            StreamViewType::NewAndOldImages => "NEW_AND_OLD_IMAGES",
+            StreamViewType::KeysOnly => "KEYS_ONLY",
+        }
+    }
+}
+
+/// The invoices table: provisioned with autoscaling by default, streamed to generate-pdf.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InvoicesTableConfig {
+    pub billing_mode: BillingMode,
+    /// Provisioned read capacity units (ignored for PAY_PER_REQUEST).
+    pub read_capacity: u32,
+    pub write_capacity: u32,
+    pub point_in_time_recovery: bool,
+    pub deletion_protection: bool,
+    /// generate-pdf needs new images: NEW_IMAGE or NEW_AND_OLD_IMAGES.
+    pub stream_view_type: StreamViewType,
+    pub autoscaling: AutoscalingConfig,
+    /// The `CustomerID-Index` global secondary index's own capacity and autoscaling.
+    pub gsi: GsiConfig,
+}
+
+impl Default for InvoicesTableConfig {
+    fn default() -> Self {
+        InvoicesTableConfig {
+            billing_mode: BillingMode::Provisioned,
+            read_capacity: 5,
+            write_capacity: 5,
+            point_in_time_recovery: true,
+            deletion_protection: false,
+            stream_view_type: StreamViewType::NewImage,
+            autoscaling: AutoscalingConfig::default(),
+            gsi: GsiConfig::default(),
+        }
+    }
+}
+
+/// The processed-invoices table: on-demand by default.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessedTableConfig {
+    pub billing_mode: BillingMode,
+    pub read_capacity: u32,
+    pub write_capacity: u32,
+    pub point_in_time_recovery: bool,
+    pub deletion_protection: bool,
+    pub autoscaling: AutoscalingConfig,
+}
+
+impl Default for ProcessedTableConfig {
+    fn default() -> Self {
+        ProcessedTableConfig {
+            billing_mode: BillingMode::PayPerRequest,
+            read_capacity: 5,
+            write_capacity: 5,
+            point_in_time_recovery: true,
+            deletion_protection: false,
+            autoscaling: AutoscalingConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GsiConfig {
+    pub read_capacity: u32,
+    pub write_capacity: u32,
+    pub autoscaling: AutoscalingConfig,
+}
+
+impl Default for GsiConfig {
+    fn default() -> Self {
+        GsiConfig {
+            read_capacity: 5,
+            write_capacity: 5,
+            autoscaling: AutoscalingConfig::default(),
+        }
+    }
+}
+
+/// Read and write autoscaling of one table or index.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoscalingConfig {
+    /// Unset means on for PROVISIONED billing (autoscaling does not apply to PAY_PER_REQUEST).
+    pub enabled: Option<bool>,
+    pub read: ScalingConfig,
+    pub write: ScalingConfig,
+}
+
+impl AutoscalingConfig {
+    /// The autoscaling in force for a billing mode, if any.
+    pub fn active(&self, billing: BillingMode) -> Option<&AutoscalingConfig> {
+        match (billing, self.enabled) {
+            (BillingMode::Provisioned, None | Some(true)) => Some(self),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalingConfig {
+    pub min: u32,
+    pub max: u32,
+    /// Target utilisation in percent; AWS accepts 20 to 90.
+    pub target_utilization: f64,
+    pub scale_in_cooldown_secs: u32,
+    pub scale_out_cooldown_secs: u32,
+}
+
+impl Default for ScalingConfig {
+    fn default() -> Self {
+        ScalingConfig {
+            min: 5,
+            max: 20,
+            target_utilization: 70.0,
+            scale_in_cooldown_secs: 60,
+            scale_out_cooldown_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeployConfig {
+    /// How many AWS operations apply runs at once.
+    pub concurrency: usize,
+    /// Upper bound for any single wait (table ACTIVE, ...), in seconds.
+    pub wait_timeout_secs: u64,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        DeployConfig {
+            concurrency: 8,
+            wait_timeout_secs: 600,
+        }
+    }
+}
+
+/// Where a value came from, so an error can point at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    File {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+    },
+    EnvVar(String),
+    Flag(String),
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File { path, line, column } => {
+                write!(f, "{}:{line}:{column}", path.display())
+            }
+            Origin::EnvVar(name) => write!(f, "environment variable {name}"),
+            Origin::Flag(flag) => write!(f, "flag --set {flag}"),
+            Origin::Default => write!(f, "built-in default"),
+        }
+    }
+}
+
+/// One rejected value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub origin: Origin,
+    /// Dotted key path, e.g. `invoices_table.autoscaling.read.min`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.origin, self.message)
+        } else {
+            write!(f, "{}: `{}`: {}", self.origin, self.key, self.message)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid(p) => p,
+            ConfigError::Read { .. } => &[],
+        }
+    }
+}
+
+fn render_problems(problems: &[Problem]) -> String {
+    let mut out = format!(
+        "invalid configuration ({} problem{})",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        out.push_str("\n  ");
+        out.push_str(&p.to_string().replace('\n', "\n    "));
+    }
+    out
+}
+
+/// One `key.path=value` override from the environment or the command line.
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub key: String,
+    pub value: String,
+    pub origin: Origin,
+}
+
+impl Override {
+    /// Parses `--set a.b=value`.
+    pub fn from_flag(arg: &str) -> Result<Override, ConfigError> {
+        let (key, value) = arg.split_once('=').ok_or_else(|| {
+            ConfigError::Invalid(vec![Problem {
+                origin: Origin::Flag(arg.into()),
+                key: String::new(),
+                message: "expected KEY=VALUE, e.g. --set invoices_table.read_capacity=10".into(),
+            }])
+        })?;
+        Ok(Override {
+            key: key.trim().into(),
+            value: value.into(),
+            origin: Origin::Flag(arg.into()),
+        })
+    }
+
+    /// Collects `XTASK__A__B=value` variables from an environment listing.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Override> {
+        let mut out: Vec<Override> = vars
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let rest = name.strip_prefix(ENV_PREFIX)?;
+                let key = rest
+                    .split("__")
+                    .map(|s| s.to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(".");
+                Some(Override {
+                    key,
+                    value,
+                    origin: Origin::EnvVar(name),
+                })
+            })
+            .collect();
+        // The process environment has no order; sort so results do not depend on it.
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+}
+
+/// Loads and validates a config file with its overrides.
+pub fn load(path: &Path, env: &str, overrides: &[Override]) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text, env, overrides)
+}
+
+/// Parses config text; `path` is only used in messages.
+pub fn parse(
+    path: &Path,
+    text: &str,
+    env: &str,
+    overrides: &[Override],
+) -> Result<Config, ConfigError> {
+    let source = Source { path, text };
+    // First the file alone, so syntax errors, unknown keys and wrong types point into it.
+    let from_file: Config = toml::from_str(text).map_err(|e| {
+        let origin = e
+            .span()
+            .map(|s| source.origin_at(s.start))
+            .unwrap_or(Origin::Default);
+        ConfigError::Invalid(vec![Problem {
+            origin,
+            key: String::new(),
+            message: e.message().trim().to_string(),
+        }])
+    })?;
+    let config = if overrides.is_empty() {
+        from_file
+    } else {
+        apply_overrides(text, overrides)?
+    };
+    let mut found = crate::validate::validate(&config);
+    if found.is_empty() {
+        // Names are only worth checking once their parts are valid.
+        found = crate::validate::validate_names(&config, env);
+    }
+    let problems: Vec<Problem> = found
+        .into_iter()
+        .map(|(key, message)| Problem {
+            origin: locate(&key, overrides, &source),
+            key,
+            message,
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+fn apply_overrides(text: &str, overrides: &[Override]) -> Result<Config, ConfigError> {
+    let mut table: toml::Table = toml::from_str(text).expect("file already parsed once");
+    let mut problems = Vec::new();
+    for o in overrides {
+        let value = parse_scalar(&o.value);
+        let mut parts: Vec<&str> = o.key.split('.').collect();
+        let last = parts.pop().unwrap_or_default();
+        if last.is_empty() || parts.iter().any(|p| p.is_empty()) {
+            problems.push(Problem {
+                origin: o.origin.clone(),
+                key: o.key.clone(),
+                message: "empty key segment".into(),
+            });
+            continue;
+        }
+        if let Err(part) = insert_path(&mut table, &parts, last, value) {
+            problems.push(Problem {
+                origin: o.origin.clone(),
+                key: o.key.clone(),
+                message: format!("`{part}` is not a table"),
+            });
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    // The file was fine on its own, so a failure now is an override's fault: find which.
+    let de = toml::Value::Table(table);
+    serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+        let path = e.path().to_string();
+        let culprit = overrides
+            .iter()
+            .rev()
+            .find(|o| path.starts_with(&o.key) || o.key.starts_with(&path))
+            .or(overrides.last())
+            .expect("overrides is not empty");
+        ConfigError::Invalid(vec![Problem {
+            origin: culprit.origin.clone(),
+            key: culprit.key.clone(),
+            message: e.into_inner().to_string(),
+        }])
+    })
+}
+
+/// Sets `parts.last = value` inside nested tables, creating them; fails with the segment
+/// that names a non-table value.
+fn insert_path(
+    table: &mut toml::Table,
+    parts: &[&str],
+    last: &str,
+    value: toml::Value,
+) -> Result<(), String> {
+    match parts.split_first() {
+        None => {
+            table.insert(last.to_string(), value);
+            Ok(())
+        }
+        Some((head, rest)) => match table
+            .entry(head.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            toml::Value::Table(t) => insert_path(t, rest, last, value),
+            _ => Err(head.to_string()),
+        },
+    }
+}
+
+/// A bare override value is TOML if it parses as such (`10`, `true`, `["a"]`), else a string,
+/// so `--set region=eu-west-1` needs no quoting.
+fn parse_scalar(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn origin_at(&self, offset: usize) -> Origin {
+        let (line, column) = line_col(self.text, offset);
+        Origin::File {
+            path: self.path.to_owned(),
+            line,
+            column,
+        }
+    }
+
+    /// The span of the value at `key` (or of its nearest parent present in the file).
+    fn span_of(&self, key: &str) -> Option<Range<usize>> {
+        let doc = toml_edit::Document::parse(self.text).ok()?;
+        let mut item: &toml_edit::Item = doc.as_item();
+        let mut best = None;
+        for part in key.split('.') {
+            let table = item.as_table_like()?;
+            let (k, v) = table.get_key_value(part)?;
+            best = v.span().or_else(|| k.span()).or(best);
+            item = v;
+        }
+        best
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    (line, text[line_start..offset].chars().count() + 1)
+}
+
+fn locate(key: &str, overrides: &[Override], source: &Source<'_>) -> Origin {
+    if let Some(o) = overrides
+        .iter()
+        .rev()
+        .find(|o| key == o.key || key.starts_with(&format!("{}.", o.key)))
+    {
+        return o.origin.clone();
+    }
+    let mut probe = key.to_string();
+    loop {
+        if let Some(span) = source.span_of(&probe) {
+            return source.origin_at(span.start);
+        }
+        match probe.rfind('.') {
+            Some(i) => probe.truncate(i),
+            None => return Origin::Default,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        let text = "a = 1\nbé = 2\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 6), (2, 1));
+        assert_eq!(line_col(text, text.find('=').unwrap()), (1, 3));
+        assert_eq!(line_col(text, text.rfind('=').unwrap()), (2, 4));
+    }
+
+    #[test]
+    fn scalar_overrides_parse_as_toml_or_string() {
+        assert_eq!(parse_scalar("10"), toml::Value::Integer(10));
+        assert_eq!(parse_scalar("false"), toml::Value::Boolean(false));
+        assert_eq!(
+            parse_scalar("eu-west-1"),
+            toml::Value::String("eu-west-1".into())
+        );
+    }
+
+    #[test]
+    fn env_overrides_map_double_underscores_to_dots() {
+        let o = Override::from_env(vec![
+            (
+                "XTASK__INVOICES_TABLE__READ_CAPACITY".to_string(),
+                "7".to_string(),
+            ),
+            ("HOME".to_string(), "/root".to_string()),
+        ]);
+        assert_eq!(o.len(), 1);
+        assert_eq!(o[0].key, "invoices_table.read_capacity");
+    }
+}

@@ -1,0 +1,179 @@
+//! `cargo xtask apply`: plan, confirm, lock, re-plan under the lock, execute, summarise.
+//!
+//! A plan without changes returns before the lock is taken, so a no-op apply makes no write
+//! call at all. The plan is read again under the lock: another run may have changed things
+//! between the first read and the confirmation.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use stacks::Stack;
+
+use super::{exit, nodes};
+use crate::engine::apply::{Status, apply, check_runnable};
+use crate::engine::plan::Plan;
+use crate::engine::{Options, plan, render};
+use crate::lock::Lock;
+use crate::session::{Global, Session, confirm};
+use stacks::names::Names;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Do not ask for confirmation (for scripts and CI).
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Allow replacing resources that hold data (a table with items, a bucket with objects).
+    #[arg(long)]
+    pub allow_data_loss: bool,
+    /// Take the environment lock even if another run holds it (only when that run is dead).
+    #[arg(long)]
+    pub break_lock: bool,
+}
+
+pub async fn run(g: &Global, args: &Args) -> Result<u8> {
+    let options = Options {
+        allow_data_loss: args.allow_data_loss,
+        override_deletion_protection: false,
+    };
+    let session = Session::open(g, options).await?;
+    let stack = session.stack.clone();
+    reconcile(g, &session, &stack, "apply", args.yes, args.break_lock).await
+}
+
+fn fingerprint(plan: &Plan) -> Vec<(String, String, String)> {
+    plan.resources
+        .iter()
+        .filter(|r| r.action.writes())
+        .map(|r| {
+            (
+                r.id.clone(),
+                format!("{:?}", r.action),
+                serde_json::to_string(&r.changes).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The shared flow of apply and destroy.
+pub async fn reconcile(
+    g: &Global,
+    session: &Session,
+    stack: &Stack,
+    command: &str,
+    yes: bool,
+    break_lock: bool,
+) -> Result<u8> {
+    let ctx = &session.ctx;
+    let concurrency = session.config.deploy.concurrency;
+    let started = Instant::now();
+    let title = if command == "destroy" {
+        "Destroy plan"
+    } else {
+        "Plan"
+    };
+    let first = plan::plan(
+        ctx,
+        &session.env,
+        nodes(stack),
+        &stack.ownership_tags,
+        concurrency,
+    )
+    .await?;
+    // Text goes to stderr under --json so stdout stays one JSON document.
+    let text = render::plan_text(&first, title);
+    if g.json {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+    if !first.has_changes() {
+        if g.json {
+            println!(
+                "{}",
+                render::json(&first, command, Some(&[]), ctx.aws.log.counts())
+            );
+        }
+        return Ok(exit::OK);
+    }
+    check_runnable(&first)?;
+    let question = format!(
+        "{} env `{}` in account {}?",
+        if command == "destroy" {
+            "Destroy the resources above in"
+        } else {
+            "Apply these changes to"
+        },
+        session.env,
+        ctx.account_id
+    );
+    let expected = if command == "destroy" {
+        session.env.as_str()
+    } else {
+        "yes"
+    };
+    confirm(&question, expected, yes)?;
+
+    let names = Names::new(&session.config, &session.env, &ctx.account_id);
+    let lock = Lock::acquire(
+        ctx,
+        &names.lock_parameter(),
+        command,
+        &stack.ownership_tags,
+        break_lock,
+    )
+    .await?;
+    let result = async {
+        let second =
+            plan::plan(ctx, &session.env, nodes(stack), &stack.ownership_tags, concurrency).await?;
+        if fingerprint(&second) != fingerprint(&first) {
+            bail!("live state changed since the plan was shown; nothing was changed, run {command} again");
+        }
+        check_runnable(&second)?;
+        eprintln!("{}ing {} change(s)...", if command == "destroy" { "Destroy" } else { "Apply" }, second.resources.iter().filter(|r| r.action.writes()).count());
+        let outcomes = tokio::select! {
+            o = apply(ctx, &second, concurrency) => o,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted: operations in flight may still complete; run {command} again to converge");
+                return Ok((second, None));
+            }
+        };
+        Ok((second, Some(outcomes)))
+    }
+    .await;
+    let released = lock.release(ctx).await;
+    let (plan, outcomes) = result?;
+    released?;
+    let Some(outcomes) = outcomes else {
+        return Ok(exit::INTERRUPTED);
+    };
+    let failed = outcomes.iter().filter(|o| o.status != Status::Done).count();
+    let calls = ctx.aws.log.counts();
+    if g.json {
+        println!("{}", render::json(&plan, command, Some(&outcomes), calls));
+    }
+    let s = plan.summary();
+    eprintln!(
+        "{} {}: {} created, {} updated, {} replaced, {} deleted{} in {:.1}s ({} API calls: {} reads, {} writes, {} retries)",
+        if command == "destroy" {
+            "Destroy"
+        } else {
+            "Apply"
+        },
+        if failed == 0 { "complete" } else { "FAILED" },
+        s.create,
+        s.update,
+        s.replace,
+        s.delete,
+        if failed > 0 {
+            format!(", {failed} failed or skipped")
+        } else {
+            String::new()
+        },
+        started.elapsed().as_secs_f64(),
+        calls.reads + calls.writes,
+        calls.reads,
+        calls.writes,
+        calls.retries
+    );
+    Ok(if failed == 0 { exit::OK } else { exit::ERROR })
+}

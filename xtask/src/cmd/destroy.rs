@@ -1,0 +1,33 @@
+//! `cargo xtask destroy`: delete everything this environment owns, nothing else.
+//!
+//! The plan lists each deletion, with how many object versions and delete markers each bucket
+//! will have purged; on a terminal the user must type the environment's name.
+
+use anyhow::Result;
+
+use super::apply::reconcile;
+use crate::engine::Options;
+use crate::session::{Global, Session};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Do not ask for confirmation (for scripts and CI).
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Turn off deletion protection on tables before deleting them.
+    #[arg(long)]
+    pub override_deletion_protection: bool,
+    /// Take the environment lock even if another run holds it (only when that run is dead).
+    #[arg(long)]
+    pub break_lock: bool,
+}
+
+pub async fn run(g: &Global, args: &Args) -> Result<u8> {
+    let options = Options {
+        allow_data_loss: true,
+        override_deletion_protection: args.override_deletion_protection,
+    };
+    let session = Session::open(g, options).await?;
+    let stack = session.stack.clone().into_absent();
+    reconcile(g, &session, &stack, "destroy", args.yes, args.break_lock).await
+}

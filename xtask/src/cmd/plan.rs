@@ -1,0 +1,50 @@
+//! `cargo xtask plan`: read live state and show what apply would change.
+
+use anyhow::Result;
+
+use super::{exit, nodes};
+use crate::engine::{Options, plan, render};
+use crate::session::{Global, Session};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Exit 2 when there are changes, 0 when there are none (1 on errors).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Plan the deletion of everything this environment owns (what destroy would do).
+    #[arg(long)]
+    pub destroy: bool,
+}
+
+pub async fn run(g: &Global, args: &Args) -> Result<u8> {
+    let session = Session::open(g, Options::default()).await?;
+    let stack = if args.destroy {
+        session.stack.clone().into_absent()
+    } else {
+        session.stack.clone()
+    };
+    let ctx = &session.ctx;
+    let plan = plan::plan(
+        ctx,
+        &session.env,
+        nodes(&stack),
+        &stack.ownership_tags,
+        session.config.deploy.concurrency,
+    )
+    .await?;
+    if g.json {
+        println!(
+            "{}",
+            render::json(&plan, "plan", None, ctx.aws.log.counts())
+        );
+    } else {
+        print!("{}", render::plan_text(&plan, "Plan"));
+        let c = ctx.aws.log.counts();
+        eprintln!("({} API reads, {} writes)", c.reads, c.writes);
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        exit::CHANGES
+    } else {
+        exit::OK
+    })
+}

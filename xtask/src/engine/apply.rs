@@ -1,0 +1,263 @@
+//! Executing a plan: deletions first (dependents before what they depend on), then creates,
+//! updates and replacements in dependency order, each group as concurrent as the graph allows.
+//!
+//! Nothing is remembered between runs: after a crash the next plan reads what exists and
+//! finishes the job, which is why every provider operation is idempotent.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::Serialize;
+
+use super::plan::{Action, Plan, Planned};
+use super::{Ctx, Node};
+
+/// How one action ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub id: String,
+    pub action: Action,
+    pub status: Status,
+    pub millis: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Done,
+    Failed,
+    /// Not attempted because something it waits for failed.
+    Skipped,
+}
+
+/// Refuses plans that contain something apply must not do.
+pub fn check_runnable(plan: &Plan) -> Result<()> {
+    let conflicts: Vec<String> = plan
+        .conflicts()
+        .map(|c| format!("{} ({})", c.id, c.name))
+        .collect();
+    if !conflicts.is_empty()
+        && plan
+            .resources
+            .iter()
+            .any(|r| r.action != Action::Delete && r.action.writes())
+    {
+        bail!(
+            "refusing to apply: {} exist{} without this stack's ownership tags: {}; rename the stack (name_prefix) or remove them",
+            conflicts.len(),
+            if conflicts.len() == 1 { "s" } else { "" },
+            conflicts.join(", ")
+        );
+    }
+    let blocked: Vec<String> = plan
+        .blocked()
+        .map(|b| format!("{} {}", b.id, b.blocked.as_deref().unwrap_or_default()))
+        .collect();
+    if !blocked.is_empty() {
+        bail!("refusing to apply: {}", blocked.join("; "));
+    }
+    Ok(())
+}
+
+/// Runs every write action of `plan` with at most `concurrency` in flight.
+pub async fn apply(ctx: &Ctx, plan: &Plan, concurrency: usize) -> Vec<Outcome> {
+    let total = plan.resources.iter().filter(|r| r.action.writes()).count();
+    let mut progress = Progress { done: 0, total };
+    let nodes: HashMap<&str, &Arc<dyn Node>> = plan.nodes.iter().map(|n| (n.id(), n)).collect();
+    let mut outcomes = Vec::new();
+
+    let deletes: Vec<&Planned> = plan
+        .resources
+        .iter()
+        .filter(|r| r.action == Action::Delete)
+        .collect();
+    let delete_ids: HashSet<&str> = deletes.iter().map(|r| r.id.as_str()).collect();
+    // A deletion waits for the deletion of everything that depends on it.
+    let delete_waits: Vec<(&Planned, Vec<String>)> = deletes
+        .iter()
+        .map(|r| {
+            let dependents = plan
+                .resources
+                .iter()
+                .filter(|o| delete_ids.contains(o.id.as_str()) && o.depends_on.contains(&r.id))
+                .map(|o| o.id.clone())
+                .collect();
+            (*r, dependents)
+        })
+        .collect();
+    run_group(
+        ctx,
+        &nodes,
+        delete_waits,
+        concurrency,
+        &mut progress,
+        &mut outcomes,
+    )
+    .await;
+
+    let failed_deletes = outcomes.iter().any(|o| o.status != Status::Done);
+    let rest: Vec<(&Planned, Vec<String>)> = plan
+        .resources
+        .iter()
+        .filter(|r| r.action.writes() && r.action != Action::Delete)
+        .map(|r| {
+            let deps = r
+                .depends_on
+                .iter()
+                .filter(|d| {
+                    plan.resources
+                        .iter()
+                        .any(|o| &o.id == *d && o.action.writes())
+                })
+                .cloned()
+                .collect();
+            (r, deps)
+        })
+        .collect();
+    if failed_deletes {
+        // Creating next to a half-deleted set risks name clashes; the next run finishes both.
+        for (r, _) in rest {
+            outcomes.push(skipped(r, "an earlier deletion failed"));
+        }
+    } else {
+        run_group(ctx, &nodes, rest, concurrency, &mut progress, &mut outcomes).await;
+    }
+    outcomes
+}
+
+struct Progress {
+    done: usize,
+    total: usize,
+}
+
+fn skipped(r: &Planned, why: &str) -> Outcome {
+    eprintln!("  skipped {} ({why})", r.id);
+    Outcome {
+        id: r.id.clone(),
+        action: r.action,
+        status: Status::Skipped,
+        millis: 0,
+        error: Some(why.to_string()),
+    }
+}
+
+fn verb(a: Action) -> &'static str {
+    match a {
+        Action::Create => "creating",
+        Action::Update => "updating",
+        Action::Replace => "replacing",
+        Action::Delete => "deleting",
+        Action::NoOp | Action::Conflict => "checking",
+    }
+}
+
+/// Runs a group of actions, each after the ids it waits for; a failure skips what waits on it.
+async fn run_group(
+    ctx: &Ctx,
+    nodes: &HashMap<&str, &Arc<dyn Node>>,
+    mut pending: Vec<(&Planned, Vec<String>)>,
+    concurrency: usize,
+    progress: &mut Progress,
+    outcomes: &mut Vec<Outcome>,
+) {
+    let mut finished: HashMap<String, Status> = HashMap::new();
+    let mut running = FuturesUnordered::new();
+    loop {
+        // Skip whatever waits on a failure, start whatever is ready.
+        let mut i = 0;
+        while i < pending.len() {
+            let (r, waits) = &pending[i];
+            if waits
+                .iter()
+                .any(|w| matches!(finished.get(w), Some(Status::Failed | Status::Skipped)))
+            {
+                let o = skipped(r, "a dependency failed");
+                finished.insert(r.id.clone(), Status::Skipped);
+                outcomes.push(o);
+                pending.remove(i);
+                continue;
+            }
+            let ready = waits.iter().all(|w| finished.get(w) == Some(&Status::Done));
+            if ready && running.len() < concurrency.max(1) {
+                let (r, _) = pending.remove(i);
+                let node = Arc::clone(nodes[r.id.as_str()]);
+                eprintln!(
+                    "  {} {} {} ({})",
+                    r.action.symbol(),
+                    verb(r.action),
+                    r.id,
+                    r.name
+                );
+                running.push(async move {
+                    let start = Instant::now();
+                    let result = execute(ctx, &node, r).await;
+                    (r, result, start.elapsed())
+                });
+                continue;
+            }
+            i += 1;
+        }
+        let Some((r, result, elapsed)) = running.next().await else {
+            break;
+        };
+        progress.done += 1;
+        let millis = elapsed.as_millis() as u64;
+        let (status, error) = match result {
+            Ok(()) => {
+                eprintln!(
+                    "  [{}/{}] {} {} done in {:.1}s",
+                    progress.done,
+                    progress.total,
+                    r.action.symbol(),
+                    r.id,
+                    elapsed.as_secs_f64()
+                );
+                (Status::Done, None)
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                eprintln!(
+                    "  [{}/{}] {} {} FAILED: {msg}",
+                    progress.done,
+                    progress.total,
+                    r.action.symbol(),
+                    r.id
+                );
+                (Status::Failed, Some(msg))
+            }
+        };
+        finished.insert(r.id.clone(), status);
+        outcomes.push(Outcome {
+            id: r.id.clone(),
+            action: r.action,
+            status,
+            millis,
+            error,
+        });
+    }
+    // Anything left waits on something that never ran (cannot happen with a valid graph).
+    for (r, _) in pending {
+        outcomes.push(skipped(r, "its dependencies did not complete"));
+    }
+}
+
+async fn execute(ctx: &Ctx, node: &Arc<dyn Node>, r: &Planned) -> Result<()> {
+    use anyhow::Context as _;
+    let what = || format!("{} {} ({})", verb(r.action), r.id, r.name);
+    match r.action {
+        Action::Create => node.create(ctx).await.with_context(what),
+        Action::Update => node.update(ctx, &r.changes).await.with_context(what),
+        Action::Replace => {
+            node.delete(ctx).await.with_context(what)?;
+            node.create(ctx).await.with_context(what)
+        }
+        Action::Delete => node.delete(ctx).await.with_context(what),
+        Action::NoOp | Action::Conflict => Ok(()),
+    }
+}

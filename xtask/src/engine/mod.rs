@@ -1,0 +1,297 @@
+//! The reconcile engine: read live state, diff it against the stack, plan, apply.
+//!
+//! The engine knows resource kinds only through the [`Provider`] trait: typed spec vs. typed
+//! observed state, a field-level diff, and create/update/delete. `providers::bind` turns each
+//! stack resource into a type-erased [`Node`]; everything here works on nodes.
+
+pub mod apply;
+pub mod plan;
+pub mod render;
+pub mod retry;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Result;
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+use stacks::Ensure;
+
+use crate::aws::Clients;
+
+/// Everything an operation needs besides its spec.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub aws: Clients,
+    pub account_id: String,
+    pub region: String,
+    /// Upper bound of any single wait for AWS to settle.
+    pub wait_timeout: Duration,
+    pub options: Options,
+}
+
+/// Switches that allow otherwise refused operations.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Replace resources that hold data (a table with items, a bucket with objects).
+    pub allow_data_loss: bool,
+    /// Turn deletion protection off before deleting a protected table.
+    pub override_deletion_protection: bool,
+}
+
+/// One field that differs between spec and live state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub field: String,
+    pub old: Value,
+    pub new: Value,
+    /// This field cannot be updated in place: changing it replaces the resource.
+    pub forces_replacement: bool,
+}
+
+/// Builds a field-level diff; providers call it once per field they manage.
+#[derive(Debug, Default)]
+pub struct Diff(pub Vec<Change>);
+
+impl Diff {
+    /// Records a change when `desired != live`.
+    pub fn field<T: Serialize + PartialEq>(&mut self, field: &str, desired: T, live: T) {
+        if desired != live {
+            self.push(field, &live, &desired, false);
+        }
+    }
+
+    /// Like [`Diff::field`], for fields that AWS cannot change in place.
+    pub fn replace_field<T: Serialize + PartialEq>(&mut self, field: &str, desired: T, live: T) {
+        if desired != live {
+            self.push(field, &live, &desired, true);
+        }
+    }
+
+    /// Records a change decided by the caller (for per-field equality rules).
+    pub fn push<A: Serialize, B: Serialize>(
+        &mut self,
+        field: &str,
+        old: &A,
+        new: &B,
+        forces_replacement: bool,
+    ) {
+        self.0.push(Change {
+            field: field.into(),
+            old: serde_json::to_value(old).unwrap_or(Value::Null),
+            new: serde_json::to_value(new).unwrap_or(Value::Null),
+            forces_replacement,
+        });
+    }
+
+    pub fn has(&self, field: &str) -> bool {
+        self.0.iter().any(|c| c.field == field)
+    }
+}
+
+/// Who a live resource belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ownership {
+    /// Carries this stack's ownership tags.
+    Ours,
+    /// Has our name but not our tags: never touched.
+    Foreign,
+    /// Cannot carry tags (a scaling policy, say): it belongs to whoever owns its dependency.
+    Inherited,
+}
+
+/// One AWS resource kind. Implementations are stateless; everything they need is in the
+/// spec, the observed state and the [`Ctx`].
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    type Spec: Send + Sync + 'static;
+    type Observed: Send + Sync + 'static;
+
+    /// Short kind name, as in resource ids (`s3_bucket`).
+    const KIND: &'static str;
+
+    /// The live state, or `None` when the resource does not exist.
+    async fn read(&self, ctx: &Ctx, spec: &Self::Spec) -> Result<Option<Self::Observed>>;
+
+    /// Live tags, or `None` for kinds that cannot carry tags.
+    fn tags(observed: &Self::Observed) -> Option<&BTreeMap<String, String>>;
+
+    /// The desired fields, shown when the resource is created.
+    fn describe(spec: &Self::Spec) -> Diff;
+
+    /// What differs between spec and live state; empty when nothing does.
+    fn diff(spec: &Self::Spec, observed: &Self::Observed) -> Diff;
+
+    async fn create(&self, ctx: &Ctx, spec: &Self::Spec) -> Result<()>;
+
+    async fn update(
+        &self,
+        ctx: &Ctx,
+        spec: &Self::Spec,
+        observed: &Self::Observed,
+        changes: &[Change],
+    ) -> Result<()>;
+
+    /// Deletes the resource; succeeds when it is already gone.
+    async fn delete(&self, ctx: &Ctx, spec: &Self::Spec, observed: &Self::Observed) -> Result<()>;
+
+    /// Extra facts for a planned deletion (e.g. how many object versions a bucket holds).
+    async fn deletion_details(
+        &self,
+        _ctx: &Ctx,
+        _observed: &Self::Observed,
+    ) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// Whether replacing this resource would lose data.
+    async fn holds_data(&self, _ctx: &Ctx, _observed: &Self::Observed) -> Result<bool> {
+        Ok(false)
+    }
+}
+
+/// What reading a node found, in the engine's terms.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub exists: bool,
+    pub ownership: Ownership,
+    /// Changes against live state, or the described fields when the resource is missing.
+    pub changes: Vec<Change>,
+}
+
+/// A resource of the stack bound to its provider: the engine's unit of work.
+#[async_trait]
+pub trait Node: Send + Sync {
+    fn id(&self) -> &str;
+    fn kind(&self) -> &'static str;
+    fn name(&self) -> &str;
+    fn depends_on(&self) -> &[String];
+    fn ensure(&self) -> Ensure;
+    /// Reads live state once and keeps it for the actions that follow.
+    async fn observe(
+        &self,
+        ctx: &Ctx,
+        owner_tags: &BTreeMap<String, String>,
+    ) -> Result<Observation>;
+    async fn deletion_details(&self, ctx: &Ctx) -> Result<Vec<String>>;
+    async fn holds_data(&self, ctx: &Ctx) -> Result<bool>;
+    async fn create(&self, ctx: &Ctx) -> Result<()>;
+    async fn update(&self, ctx: &Ctx, changes: &[Change]) -> Result<()>;
+    async fn delete(&self, ctx: &Ctx) -> Result<()>;
+}
+
+/// The generic [`Node`] over a typed provider.
+pub struct Bound<P: Provider> {
+    pub provider: P,
+    pub id: String,
+    pub name: String,
+    pub depends_on: Vec<String>,
+    pub ensure: Ensure,
+    pub spec: P::Spec,
+    observed: OnceLock<Option<Arc<P::Observed>>>,
+}
+
+impl<P: Provider> Bound<P> {
+    pub fn new(provider: P, resource: &stacks::Resource, spec: P::Spec) -> Bound<P> {
+        Bound {
+            provider,
+            id: resource.id.clone(),
+            name: resource.spec.name().to_string(),
+            depends_on: resource.depends_on.clone(),
+            ensure: resource.ensure,
+            spec,
+            observed: OnceLock::new(),
+        }
+    }
+
+    fn observed(&self) -> Option<Arc<P::Observed>> {
+        self.observed.get().cloned().flatten()
+    }
+}
+
+/// Whether `live` carries every ownership tag with our value.
+pub fn owns(owner_tags: &BTreeMap<String, String>, live: &BTreeMap<String, String>) -> bool {
+    owner_tags.iter().all(|(k, v)| live.get(k) == Some(v))
+}
+
+#[async_trait]
+impl<P: Provider> Node for Bound<P> {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn kind(&self) -> &'static str {
+        P::KIND
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn depends_on(&self) -> &[String] {
+        &self.depends_on
+    }
+    fn ensure(&self) -> Ensure {
+        self.ensure
+    }
+
+    async fn observe(
+        &self,
+        ctx: &Ctx,
+        owner_tags: &BTreeMap<String, String>,
+    ) -> Result<Observation> {
+        let live = self.provider.read(ctx, &self.spec).await?;
+        let observation = match &live {
+            None => Observation {
+                exists: false,
+                ownership: Ownership::Ours,
+                changes: P::describe(&self.spec).0,
+            },
+            Some(o) => Observation {
+                exists: true,
+                ownership: match P::tags(o) {
+                    None => Ownership::Inherited,
+                    Some(t) if owns(owner_tags, t) => Ownership::Ours,
+                    Some(_) => Ownership::Foreign,
+                },
+                changes: P::diff(&self.spec, o).0,
+            },
+        };
+        let _ = self.observed.set(live.map(Arc::new));
+        Ok(observation)
+    }
+
+    async fn deletion_details(&self, ctx: &Ctx) -> Result<Vec<String>> {
+        match self.observed() {
+            Some(o) => self.provider.deletion_details(ctx, &o).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn holds_data(&self, ctx: &Ctx) -> Result<bool> {
+        match self.observed() {
+            Some(o) => self.provider.holds_data(ctx, &o).await,
+            None => Ok(false),
+        }
+    }
+
+    async fn create(&self, ctx: &Ctx) -> Result<()> {
+        self.provider.create(ctx, &self.spec).await
+    }
+
+    async fn update(&self, ctx: &Ctx, changes: &[Change]) -> Result<()> {
+        let observed = self
+            .observed()
+            .ok_or_else(|| anyhow::anyhow!("{}: update planned without live state", self.id))?;
+        self.provider
+            .update(ctx, &self.spec, &observed, changes)
+            .await
+    }
+
+    async fn delete(&self, ctx: &Ctx) -> Result<()> {
+        match self.observed() {
+            Some(o) => self.provider.delete(ctx, &self.spec, &o).await,
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Planning: read every resource, compare with the stack, and decide one action each.
+//!
+//! The plan is not a preview computed separately from apply: apply executes exactly the
+//! [`Plan`] returned here, with the live state it read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use serde::Serialize;
+use stacks::Ensure;
+
+use super::{Change, Ctx, Node, Ownership};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Create,
+    Update,
+    Replace,
+    Delete,
+    NoOp,
+    /// Our name, not our tags: reported, never touched.
+    Conflict,
+}
+
+impl Action {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Replace => "-/+",
+            Action::Delete => "-",
+            Action::NoOp => " ",
+            Action::Conflict => "!",
+        }
+    }
+
+    pub fn writes(self) -> bool {
+        matches!(
+            self,
+            Action::Create | Action::Update | Action::Replace | Action::Delete
+        )
+    }
+}
+
+/// The decision for one resource.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub id: String,
+    pub kind: &'static str,
+    pub name: String,
+    pub action: Action,
+    pub changes: Vec<Change>,
+    /// Facts worth seeing before confirming (object versions to purge, why a conflict).
+    pub details: Vec<String>,
+    /// Set when apply must refuse this action unless the user allows it explicitly.
+    pub blocked: Option<String>,
+    #[serde(skip)]
+    pub depends_on: Vec<String>,
+}
+
+/// What apply (or destroy) will do, in dependency order.
+#[derive(Serialize)]
+pub struct Plan {
+    pub env: String,
+    pub account_id: String,
+    pub region: String,
+    pub resources: Vec<Planned>,
+    #[serde(skip)]
+    pub nodes: Vec<Arc<dyn Node>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub delete: usize,
+    pub no_op: usize,
+    pub conflict: usize,
+}
+
+impl Plan {
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for r in &self.resources {
+            match r.action {
+                Action::Create => s.create += 1,
+                Action::Update => s.update += 1,
+                Action::Replace => s.replace += 1,
+                Action::Delete => s.delete += 1,
+                Action::NoOp => s.no_op += 1,
+                Action::Conflict => s.conflict += 1,
+            }
+        }
+        s
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.resources.iter().any(|r| r.action.writes())
+    }
+
+    pub fn conflicts(&self) -> impl Iterator<Item = &Planned> {
+        self.resources
+            .iter()
+            .filter(|r| r.action == Action::Conflict)
+    }
+
+    pub fn blocked(&self) -> impl Iterator<Item = &Planned> {
+        self.resources.iter().filter(|r| r.blocked.is_some())
+    }
+}
+
+/// Orders nodes so every node comes after its dependencies.
+pub fn topo_order(nodes: &[Arc<dyn Node>]) -> Result<Vec<usize>> {
+    let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id(), i)).collect();
+    let mut state = vec![0u8; nodes.len()]; // 0 new, 1 visiting, 2 done
+    let mut order = Vec::with_capacity(nodes.len());
+    fn visit(
+        i: usize,
+        nodes: &[Arc<dyn Node>],
+        index: &HashMap<&str, usize>,
+        state: &mut [u8],
+        order: &mut Vec<usize>,
+    ) -> Result<()> {
+        match state[i] {
+            2 => return Ok(()),
+            1 => bail!("dependency cycle through {}", nodes[i].id()),
+            _ => {}
+        }
+        state[i] = 1;
+        for d in nodes[i].depends_on() {
+            let j = *index
+                .get(d.as_str())
+                .with_context(|| format!("{} depends on unknown resource {d}", nodes[i].id()))?;
+            visit(j, nodes, index, state, order)?;
+        }
+        state[i] = 2;
+        order.push(i);
+        Ok(())
+    }
+    for i in 0..nodes.len() {
+        visit(i, nodes, &index, &mut state, &mut order)?;
+    }
+    Ok(order)
+}
+
+/// Reads every node (concurrently, at most `concurrency` at once) and decides its action.
+pub async fn plan(
+    ctx: &Ctx,
+    env: &str,
+    nodes: Vec<Arc<dyn Node>>,
+    owner_tags: &BTreeMap<String, String>,
+    concurrency: usize,
+) -> Result<Plan> {
+    let order = topo_order(&nodes)?;
+    let nodes: Vec<Arc<dyn Node>> = order.into_iter().map(|i| nodes[i].clone()).collect();
+    let observations = futures::stream::iter(nodes.iter().cloned())
+        .map(|n| async move {
+            n.observe(ctx, owner_tags)
+                .await
+                .with_context(|| format!("reading {} ({})", n.id(), n.name()))
+        })
+        .buffered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut resources: Vec<Planned> = Vec::with_capacity(nodes.len());
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    for (node, obs) in nodes.iter().zip(observations) {
+        let obs: super::Observation = obs;
+        // Untaggable resources belong to the owner of what they hang off.
+        let ownership = match obs.ownership {
+            Ownership::Inherited => {
+                let foreign = node.depends_on().iter().any(|d| {
+                    by_id
+                        .get(d)
+                        .is_some_and(|&i| resources[i].action == Action::Conflict)
+                });
+                if foreign {
+                    Ownership::Foreign
+                } else {
+                    Ownership::Ours
+                }
+            }
+            o => o,
+        };
+        let replaced_dep = node.depends_on().iter().find(|d| {
+            by_id
+                .get(*d)
+                .is_some_and(|&i| resources[i].action == Action::Replace)
+        });
+        let mut details = Vec::new();
+        let (action, changes) = match (node.ensure(), obs.exists, ownership) {
+            (_, true, Ownership::Foreign) => {
+                details.push(
+                    "exists without this stack's ownership tags; it is left alone".to_string(),
+                );
+                (Action::Conflict, Vec::new())
+            }
+            (Ensure::Present, false, _) => (Action::Create, obs.changes),
+            (Ensure::Present, true, _) => {
+                if let Some(dep) = replaced_dep {
+                    details.push(format!("replaced because {dep} is replaced"));
+                    (Action::Replace, obs.changes)
+                } else if obs.changes.is_empty() {
+                    (Action::NoOp, Vec::new())
+                } else if obs.changes.iter().any(|c| c.forces_replacement) {
+                    (Action::Replace, obs.changes)
+                } else {
+                    (Action::Update, obs.changes)
+                }
+            }
+            (Ensure::Absent, true, _) => (Action::Delete, Vec::new()),
+            (Ensure::Absent, false, _) => (Action::NoOp, Vec::new()),
+        };
+        if node.ensure() == Ensure::Absent && !obs.exists {
+            // Neither wanted nor there: not part of the plan at all.
+            continue;
+        }
+        let mut blocked = None;
+        if action == Action::Delete {
+            details.extend(
+                node.deletion_details(ctx)
+                    .await
+                    .with_context(|| format!("inspecting {} before deletion", node.id()))?,
+            );
+        }
+        if action == Action::Replace
+            && !ctx.options.allow_data_loss
+            && node
+                .holds_data(ctx)
+                .await
+                .with_context(|| format!("checking whether {} holds data", node.id()))?
+        {
+            blocked = Some(
+                "holds data that replacing it would destroy; pass --allow-data-loss to replace it anyway"
+                    .to_string(),
+            );
+        }
+        by_id.insert(node.id().to_string(), resources.len());
+        resources.push(Planned {
+            id: node.id().to_string(),
+            kind: node.kind(),
+            name: node.name().to_string(),
+            action,
+            changes,
+            details,
+            blocked,
+            depends_on: node.depends_on().to_vec(),
+        });
+    }
+    let nodes = nodes
+        .into_iter()
+        .filter(|n| by_id.contains_key(n.id()))
+        .collect();
+    Ok(Plan {
+        env: env.to_string(),
+        account_id: ctx.account_id.clone(),
+        region: ctx.region.clone(),
+        resources,
+        nodes,
+    })
+}

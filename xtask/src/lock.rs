@@ -1,0 +1,174 @@
+//! One apply or destroy per environment at a time, across machines.
+//!
+//! There is no state file to lock, so the lock lives in AWS: an SSM parameter created with
+//! `Overwrite=false`, which fails atomically when another run holds it. Its value says who
+//! holds it and since when, so a refused run can tell the user; a lock left by a killed run
+//! is broken explicitly with `--break-lock`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, bail};
+use aws_sdk_ssm::error::SdkError;
+use aws_sdk_ssm::operation::delete_parameter::DeleteParameterError;
+use aws_sdk_ssm::operation::put_parameter::PutParameterError;
+use aws_sdk_ssm::types::{ParameterType, Tag};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Ctx;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Holder {
+    pub who: String,
+    pub command: String,
+    pub pid: u32,
+    pub since_unix: u64,
+}
+
+impl Holder {
+    fn me(command: &str) -> Holder {
+        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown-host".into());
+        Holder {
+            who: format!("{user}@{host}"),
+            command: command.into(),
+            pid: std::process::id(),
+            since_unix: now(),
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Renders an age like `3m12s`.
+pub fn age(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A held lock; [`Lock::release`] it when done.
+pub struct Lock {
+    name: String,
+}
+
+impl Lock {
+    pub async fn acquire(
+        ctx: &Ctx,
+        name: &str,
+        command: &str,
+        tags: &std::collections::BTreeMap<String, String>,
+        break_lock: bool,
+    ) -> Result<Lock> {
+        let me = Holder::me(command);
+        let value = serde_json::to_string(&me)?;
+        let ssm = &ctx.aws.ssm;
+        for attempt in 0..2 {
+            let result = ssm
+                .put_parameter()
+                .name(name)
+                .value(&value)
+                .r#type(ParameterType::String)
+                .overwrite(false)
+                .description("held by xtask while it changes this environment")
+                .set_tags(Some(
+                    tags.iter()
+                        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                        .collect::<Result<Vec<_>, _>>()?,
+                ))
+                .send()
+                .await;
+            match result {
+                Ok(_) => {
+                    return Ok(Lock {
+                        name: name.to_string(),
+                    });
+                }
+                Err(SdkError::ServiceError(e))
+                    if matches!(e.err(), PutParameterError::ParameterAlreadyExists(_)) =>
+                {
+                    let holder = current(ctx, name).await?;
+                    if break_lock && attempt == 0 {
+                        eprintln!(
+                            "breaking the lock held by {}",
+                            holder
+                                .as_ref()
+                                .map(describe)
+                                .unwrap_or_else(|| "an unknown holder".into())
+                        );
+                        delete(ctx, name).await?;
+                        continue;
+                    }
+                    match holder {
+                        Some(h) => bail!(
+                            "environment is locked by {}; wait for it to finish, or if that run is dead pass --break-lock",
+                            describe(&h)
+                        ),
+                        None => bail!(
+                            "environment is locked (parameter {name}); if no run is active pass --break-lock"
+                        ),
+                    }
+                }
+                Err(e) => return Err(e).context("PutParameter (taking the environment lock)"),
+            }
+        }
+        bail!("could not take the lock {name}")
+    }
+
+    pub async fn release(self, ctx: &Ctx) -> Result<()> {
+        delete(ctx, &self.name).await
+    }
+}
+
+fn describe(h: &Holder) -> String {
+    format!(
+        "{} (`{}`, pid {}) for {}",
+        h.who,
+        h.command,
+        h.pid,
+        age(now().saturating_sub(h.since_unix))
+    )
+}
+
+async fn current(ctx: &Ctx, name: &str) -> Result<Option<Holder>> {
+    let out = ctx.aws.ssm.get_parameter().name(name).send().await;
+    match out {
+        Ok(o) => Ok(o
+            .parameter()
+            .and_then(|p| p.value())
+            .and_then(|v| serde_json::from_str(v).ok())),
+        Err(_) => Ok(None),
+    }
+}
+
+async fn delete(ctx: &Ctx, name: &str) -> Result<()> {
+    match ctx.aws.ssm.delete_parameter().name(name).send().await {
+        Ok(_) => Ok(()),
+        Err(SdkError::ServiceError(e))
+            if matches!(e.err(), DeleteParameterError::ParameterNotFound(_)) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e).context("DeleteParameter (releasing the environment lock)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::age;
+
+    #[test]
+    fn ages_are_short() {
+        assert_eq!(age(5), "5s");
+        assert_eq!(age(192), "3m12s");
+        assert_eq!(age(7260), "2h01m");
+    }
+}

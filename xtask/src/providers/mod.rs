@@ -1,0 +1,57 @@
+//! One module per AWS resource kind, and [`bind`]: the single place that maps a stack's
+//! spec variants to their providers.
+
+pub mod dynamodb_table;
+pub mod s3_bucket;
+pub mod scalable_target;
+pub mod scaling_policy;
+
+use std::sync::Arc;
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use stacks::{Resource, Spec};
+
+use crate::engine::{Bound, Node};
+
+/// Turns a stack resource into an engine node bound to its provider.
+pub fn bind(resource: &Resource) -> Arc<dyn Node> {
+    match &resource.spec {
+        Spec::Bucket(s) => Arc::new(Bound::new(s3_bucket::S3Bucket, resource, s.clone())),
+        Spec::Table(s) => Arc::new(Bound::new(
+            dynamodb_table::DynamoDbTable,
+            resource,
+            s.clone(),
+        )),
+        Spec::ScalableTarget(s) => Arc::new(Bound::new(
+            scalable_target::ScalableTarget,
+            resource,
+            s.clone(),
+        )),
+        Spec::ScalingPolicy(s) => Arc::new(Bound::new(
+            scaling_policy::ScalingPolicy,
+            resource,
+            s.clone(),
+        )),
+    }
+}
+
+/// The AWS error code of a service error, for the errors the SDK models only as codes
+/// (S3's `NoSuchTagSet`, say). Never a match on message text.
+pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
+    match err {
+        SdkError::ServiceError(e) => e.err().code(),
+        _ => None,
+    }
+}
+
+/// The ARN partition of a region.
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}

@@ -1,0 +1,669 @@
+//! S3 buckets: versioning, default encryption, public access block, object ownership,
+//! noncurrent-version expiry, an optional TLS-only policy, and tags.
+//!
+//! Deleting a versioned bucket first purges every object version and delete marker, in
+//! batches of 1,000 (the DeleteObjects limit), because S3 refuses to delete a bucket that
+//! still holds any.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+use async_trait::async_trait;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::create_bucket::CreateBucketError;
+use aws_sdk_s3::operation::head_bucket::HeadBucketError;
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, Delete,
+    ExpirationStatus, LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration,
+    ObjectIdentifier, ObjectOwnership, OwnershipControls, OwnershipControlsRule,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tag, Tagging,
+    VersioningConfiguration,
+};
+use serde_json::{Value, json};
+use stacks::BucketSpec;
+use stacks::config::Encryption;
+
+use super::{error_code, partition};
+use crate::engine::{Change, Ctx, Diff, Provider};
+
+pub struct S3Bucket;
+
+const LIFECYCLE_RULE_ID: &str = "expire-noncurrent-versions";
+const TLS_SID: &str = "DenyInsecureTransport";
+/// DeleteObjects accepts at most this many keys per request.
+const DELETE_BATCH: usize = 1000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedBucket {
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+    pub versioning: bool,
+    pub encryption: Option<String>,
+    pub block_public_access: bool,
+    pub owner_enforced: bool,
+    pub noncurrent_version_expiry_days: Option<u32>,
+    pub policy: Option<Value>,
+}
+
+fn encryption_name(e: Encryption) -> &'static str {
+    match e {
+        Encryption::Aes256 => "AES256",
+        Encryption::AwsKms => "aws:kms",
+    }
+}
+
+/// The bucket policy the spec asks for, if any.
+pub fn desired_policy(spec: &BucketSpec, region: &str) -> Option<Value> {
+    let arn = format!("arn:{}:s3:::{}", partition(region), spec.name);
+    spec.tls_only.then(|| {
+        json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": TLS_SID,
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [arn.clone(), format!("{arn}/*")],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}}
+            }]
+        })
+    })
+}
+
+/// Whether a live policy has our TLS-only statement; compared as JSON, not as text, because
+/// S3 reformats policies it returns.
+fn has_tls_statement(policy: Option<&Value>) -> bool {
+    policy
+        .and_then(|p| p.get("Statement"))
+        .and_then(Value::as_array)
+        .is_some_and(|stmts| {
+            stmts.iter().any(|s| {
+                s.get("Effect") == Some(&json!("Deny"))
+                    && s.pointer("/Condition/Bool/aws:SecureTransport")
+                        .is_some_and(|v| v == "false" || v == &json!(false))
+            })
+        })
+}
+
+/// Tags S3 manages itself cannot be set or removed; leave them out of comparisons.
+fn managed_tags(tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter(|(k, _)| !k.starts_with("aws:"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[async_trait]
+impl Provider for S3Bucket {
+    type Spec = BucketSpec;
+    type Observed = ObservedBucket;
+    const KIND: &'static str = "s3_bucket";
+
+    async fn read(&self, ctx: &Ctx, spec: &BucketSpec) -> Result<Option<ObservedBucket>> {
+        let s3 = &ctx.aws.s3;
+        let b = spec.name.as_str();
+        match s3.head_bucket().bucket(b).send().await {
+            Ok(_) => {}
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), HeadBucketError::NotFound(_)) => {
+                return Ok(None);
+            }
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(403) => {
+                anyhow::bail!(
+                    "bucket name {b} is taken by another AWS account (HeadBucket: 403); set buckets.name_suffix to choose another"
+                )
+            }
+            Err(e) => return Err(e).context("HeadBucket"),
+        }
+        let tags = match s3.get_bucket_tagging().bucket(b).send().await {
+            Ok(t) => t
+                .tag_set()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
+            Err(e) if error_code(&e) == Some("NoSuchTagSet") => BTreeMap::new(),
+            Err(e) => return Err(e).context("GetBucketTagging"),
+        };
+        let (versioning, encryption, pab, ownership, lifecycle, policy) = tokio::join!(
+            s3.get_bucket_versioning().bucket(b).send(),
+            s3.get_bucket_encryption().bucket(b).send(),
+            s3.get_public_access_block().bucket(b).send(),
+            s3.get_bucket_ownership_controls().bucket(b).send(),
+            s3.get_bucket_lifecycle_configuration().bucket(b).send(),
+            s3.get_bucket_policy().bucket(b).send(),
+        );
+        let versioning = versioning.context("GetBucketVersioning")?.status()
+            == Some(&BucketVersioningStatus::Enabled);
+        let encryption = match encryption {
+            Ok(o) => o
+                .server_side_encryption_configuration()
+                .and_then(|c| c.rules().first())
+                .and_then(|r| r.apply_server_side_encryption_by_default())
+                .map(|d| d.sse_algorithm().as_str().to_string()),
+            Err(e) if error_code(&e) == Some("ServerSideEncryptionConfigurationNotFoundError") => {
+                None
+            }
+            Err(e) => return Err(e).context("GetBucketEncryption"),
+        };
+        let block_public_access = match pab {
+            Ok(o) => o.public_access_block_configuration().is_some_and(|c| {
+                c.block_public_acls() == Some(true)
+                    && c.ignore_public_acls() == Some(true)
+                    && c.block_public_policy() == Some(true)
+                    && c.restrict_public_buckets() == Some(true)
+            }),
+            Err(e) if error_code(&e) == Some("NoSuchPublicAccessBlockConfiguration") => false,
+            Err(e) => return Err(e).context("GetPublicAccessBlock"),
+        };
+        let owner_enforced = match ownership {
+            Ok(o) => o.ownership_controls().is_some_and(|c| {
+                c.rules()
+                    .iter()
+                    .any(|r| r.object_ownership() == &ObjectOwnership::BucketOwnerEnforced)
+            }),
+            Err(e) if error_code(&e) == Some("OwnershipControlsNotFoundError") => false,
+            Err(e) => return Err(e).context("GetBucketOwnershipControls"),
+        };
+        let noncurrent_version_expiry_days = match lifecycle {
+            Ok(o) => o
+                .rules()
+                .iter()
+                .find(|r| {
+                    r.id() == Some(LIFECYCLE_RULE_ID) && r.status() == &ExpirationStatus::Enabled
+                })
+                .and_then(|r| r.noncurrent_version_expiration())
+                .and_then(|e| e.noncurrent_days())
+                .map(|d| d as u32),
+            Err(e) if error_code(&e) == Some("NoSuchLifecycleConfiguration") => None,
+            Err(e) => return Err(e).context("GetBucketLifecycleConfiguration"),
+        };
+        let policy = match policy {
+            Ok(o) => o.policy().and_then(|p| serde_json::from_str(p).ok()),
+            Err(e) if error_code(&e) == Some("NoSuchBucketPolicy") => None,
+            Err(e) => return Err(e).context("GetBucketPolicy"),
+        };
+        Ok(Some(ObservedBucket {
+            name: spec.name.clone(),
+            tags,
+            versioning,
+            encryption,
+            block_public_access,
+            owner_enforced,
+            noncurrent_version_expiry_days,
+            policy,
+        }))
+    }
+
+    fn tags(observed: &ObservedBucket) -> Option<&BTreeMap<String, String>> {
+        Some(&observed.tags)
+    }
+
+    fn describe(spec: &BucketSpec) -> Diff {
+        let mut d = Diff::default();
+        d.push("versioning", &Value::Null, &spec.versioning, false);
+        d.push(
+            "encryption",
+            &Value::Null,
+            &encryption_name(spec.encryption),
+            false,
+        );
+        d.push(
+            "block_public_access",
+            &Value::Null,
+            &spec.block_public_access,
+            false,
+        );
+        d.push("owner_enforced", &Value::Null, &spec.owner_enforced, false);
+        d.push(
+            "noncurrent_version_expiry_days",
+            &Value::Null,
+            &spec.noncurrent_version_expiry_days,
+            false,
+        );
+        d.push("tls_only", &Value::Null, &spec.tls_only, false);
+        d.push("tags", &Value::Null, &spec.tags, false);
+        d
+    }
+
+    fn diff(spec: &BucketSpec, o: &ObservedBucket) -> Diff {
+        let mut d = Diff::default();
+        d.field("versioning", spec.versioning, o.versioning);
+        d.field(
+            "encryption",
+            Some(encryption_name(spec.encryption).to_string()),
+            o.encryption.clone(),
+        );
+        d.field(
+            "block_public_access",
+            spec.block_public_access,
+            o.block_public_access,
+        );
+        d.field("owner_enforced", spec.owner_enforced, o.owner_enforced);
+        d.field(
+            "noncurrent_version_expiry_days",
+            spec.noncurrent_version_expiry_days,
+            o.noncurrent_version_expiry_days,
+        );
+        d.field(
+            "tls_only",
+            spec.tls_only,
+            has_tls_statement(o.policy.as_ref()),
+        );
+        d.field("tags", managed_tags(&spec.tags), managed_tags(&o.tags));
+        d
+    }
+
+    async fn create(&self, ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
+        let s3 = &ctx.aws.s3;
+        let mut req = s3.create_bucket().bucket(&spec.name);
+        // us-east-1 is the one region that rejects an explicit location constraint.
+        if ctx.region != "us-east-1" && !ctx.region.is_empty() {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(ctx.region.as_str()))
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => {}
+            // A previous run created it and stopped before finishing: carry on from here.
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), CreateBucketError::BucketAlreadyOwnedByYou(_)) => {}
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), CreateBucketError::BucketAlreadyExists(_)) =>
+            {
+                anyhow::bail!(
+                    "bucket name {} is taken by another AWS account; set buckets.name_suffix",
+                    spec.name
+                )
+            }
+            Err(e) => return Err(e).context("CreateBucket"),
+        }
+        // Tags first: they are what proves, on the next run, that this bucket is ours.
+        put_tags(ctx, spec).await?;
+        put_versioning(ctx, spec).await?;
+        put_encryption(ctx, spec).await?;
+        put_public_access_block(ctx, spec).await?;
+        put_ownership(ctx, spec).await?;
+        put_lifecycle(ctx, spec).await?;
+        put_policy(ctx, spec).await?;
+        Ok(())
+    }
+
+    async fn update(
+        &self,
+        ctx: &Ctx,
+        spec: &BucketSpec,
+        _observed: &ObservedBucket,
+        changes: &[Change],
+    ) -> Result<()> {
+        for c in changes {
+            match c.field.as_str() {
+                "tags" => put_tags(ctx, spec).await?,
+                "versioning" => put_versioning(ctx, spec).await?,
+                "encryption" => put_encryption(ctx, spec).await?,
+                "block_public_access" => put_public_access_block(ctx, spec).await?,
+                "owner_enforced" => put_ownership(ctx, spec).await?,
+                "noncurrent_version_expiry_days" => put_lifecycle(ctx, spec).await?,
+                "tls_only" => put_policy(ctx, spec).await?,
+                other => anyhow::bail!("s3_bucket cannot update field {other}"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, ctx: &Ctx, spec: &BucketSpec, _observed: &ObservedBucket) -> Result<()> {
+        let s3 = &ctx.aws.s3;
+        let b = spec.name.as_str();
+        purge(ctx, b).await?;
+        match s3.delete_bucket().bucket(b).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("NoSuchBucket") => Ok(()),
+            Err(e) => Err(e).context("DeleteBucket"),
+        }
+    }
+
+    async fn deletion_details(&self, ctx: &Ctx, o: &ObservedBucket) -> Result<Vec<String>> {
+        let (versions, markers) = count_versions(ctx, &o.name).await?;
+        Ok(vec![format!(
+            "purges {versions} object version{} and {markers} delete marker{} first",
+            if versions == 1 { "" } else { "s" },
+            if markers == 1 { "" } else { "s" }
+        )])
+    }
+
+    async fn holds_data(&self, ctx: &Ctx, o: &ObservedBucket) -> Result<bool> {
+        let page = ctx
+            .aws
+            .s3
+            .list_object_versions()
+            .bucket(&o.name)
+            .max_keys(1)
+            .send()
+            .await
+            .context("ListObjectVersions")?;
+        Ok(!page.versions().is_empty() || !page.delete_markers().is_empty())
+    }
+}
+
+async fn put_tags(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
+    let tags = spec
+        .tags
+        .iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect::<Result<Vec<_>, _>>()?;
+    ctx.aws
+        .s3
+        .put_bucket_tagging()
+        .bucket(&spec.name)
+        .tagging(Tagging::builder().set_tag_set(Some(tags)).build()?)
+        .send()
+        .await
+        .context("PutBucketTagging")?;
+    Ok(())
+}
+
+async fn put_versioning(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
+    // Versioning can only be suspended once enabled, never removed.
+    let status = if spec.versioning {
+        BucketVersioningStatus::Enabled
+    } else {
+        BucketVersioningStatus::Suspended
+    };
+    ctx.aws
+        .s3
+        .put_bucket_versioning()
+        .bucket(&spec.name)
+        .versioning_configuration(VersioningConfiguration::builder().status(status).build())
+        .send()
+        .await
+        .context("PutBucketVersioning")?;
+    Ok(())
+}
+
+async fn put_encryption(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
+    let algorithm = ServerSideEncryption::from(encryption_name(spec.encryption));
+    let rule = ServerSideEncryptionRule::builder()
+        .apply_server_side_encryption_by_default(
+            ServerSideEncryptionByDefault::builder()
+                .sse_algorithm(algorithm)
+                .build()?,
+        )
+        // S3 Bucket Keys cut KMS request costs; harmless with AES256.
+        .bucket_key_enabled(spec.encryption == Encryption::AwsKms)
+        .build();
+    ctx.aws
+        .s3
+        .put_bucket_encryption()
+        .bucket(&spec.name)
+        .server_side_encryption_configuration(
+            ServerSideEncryptionConfiguration::builder()
+                .rules(rule)
+                .build()?,
+        )
+        .send()
+        .await
+        .context("PutBucketEncryption")?;
+    Ok(())
+}
+
+async fn put_public_access_block(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
+    let on = spec.block_public_access;
+    ctx.aws
+        .s3
+        .put_public_access_block()
+        .bucket(&spec.name)
+        .public_access_block_configuration(
+            PublicAccessBlockConfiguration::builder()
+                .block_public_acls(on)
+                .ignore_public_acls(on)
+                .block_public_policy(on)
+                .restrict_public_buckets(on)
+                .build(),
+        )
+        .send()
+        .await
+        .context("PutPublicAccessBlock")?;
+    Ok(())
+}
+
+async fn put_ownership(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
+    let ownership = if spec.owner_enforced {
+        ObjectOwnership::BucketOwnerEnforced
+    } else {
+        ObjectOwnership::BucketOwnerPreferred
+    };
+    ctx.aws
+        .s3
+        .put_bucket_ownership_controls()
+        .bucket(&spec.name)
+        .ownership_controls(
+            OwnershipControls::builder()
+                .rules(
+                    OwnershipControlsRule::builder()
+                        .object_ownership(ownership)
+                        .build()?,
+                )
+                .build()?,
+        )
+        .send()
+        .await
+        .context("PutBucketOwnershipControls")?;
+    Ok(())
+}
+
+async fn put_lifecycle(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
+    let s3 = &ctx.aws.s3;
+    match spec.noncurrent_version_expiry_days {
+        Some(days) => {
+            let rule = LifecycleRule::builder()
+                .id(LIFECYCLE_RULE_ID)
+                .status(ExpirationStatus::Enabled)
+                .filter(LifecycleRuleFilter::builder().prefix("").build())
+                .noncurrent_version_expiration(
+                    NoncurrentVersionExpiration::builder()
+                        .noncurrent_days(days as i32)
+                        .build(),
+                )
+                .build()?;
+            s3.put_bucket_lifecycle_configuration()
+                .bucket(&spec.name)
+                .lifecycle_configuration(
+                    aws_sdk_s3::types::BucketLifecycleConfiguration::builder()
+                        .rules(rule)
+                        .build()?,
+                )
+                .send()
+                .await
+                .context("PutBucketLifecycleConfiguration")?;
+        }
+        None => {
+            s3.delete_bucket_lifecycle()
+                .bucket(&spec.name)
+                .send()
+                .await
+                .context("DeleteBucketLifecycle")?;
+        }
+    }
+    Ok(())
+}
+
+async fn put_policy(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
+    let s3 = &ctx.aws.s3;
+    match desired_policy(spec, &ctx.region) {
+        Some(p) => {
+            s3.put_bucket_policy()
+                .bucket(&spec.name)
+                .policy(p.to_string())
+                .send()
+                .await
+                .context("PutBucketPolicy")?;
+        }
+        None => {
+            s3.delete_bucket_policy()
+                .bucket(&spec.name)
+                .send()
+                .await
+                .context("DeleteBucketPolicy")?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts object versions and delete markers (all pages).
+pub async fn count_versions(ctx: &Ctx, bucket: &str) -> Result<(usize, usize)> {
+    let (mut versions, mut markers) = (0, 0);
+    let (mut key_marker, mut version_marker) = (None, None);
+    loop {
+        let page = ctx
+            .aws
+            .s3
+            .list_object_versions()
+            .bucket(bucket)
+            .set_key_marker(key_marker)
+            .set_version_id_marker(version_marker)
+            .send()
+            .await
+            .context("ListObjectVersions")?;
+        versions += page.versions().len();
+        markers += page.delete_markers().len();
+        if page.is_truncated() != Some(true) {
+            return Ok((versions, markers));
+        }
+        key_marker = page.next_key_marker().map(str::to_string);
+        version_marker = page.next_version_id_marker().map(str::to_string);
+    }
+}
+
+/// Deletes every object version and delete marker, a page (at most 1,000 keys) at a time.
+async fn purge(ctx: &Ctx, bucket: &str) -> Result<()> {
+    let s3 = &ctx.aws.s3;
+    loop {
+        // Always re-list from the start: deleting shifts the pagination markers.
+        let page = s3
+            .list_object_versions()
+            .bucket(bucket)
+            .max_keys(DELETE_BATCH as i32)
+            .send()
+            .await;
+        let page = match page {
+            Ok(p) => p,
+            Err(e) if error_code(&e) == Some("NoSuchBucket") => return Ok(()),
+            Err(e) => return Err(e).context("ListObjectVersions"),
+        };
+        let mut ids = Vec::new();
+        for v in page.versions() {
+            ids.push((v.key().unwrap_or_default(), v.version_id()));
+        }
+        for m in page.delete_markers() {
+            ids.push((m.key().unwrap_or_default(), m.version_id()));
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for chunk in ids.chunks(DELETE_BATCH) {
+            let objects = chunk
+                .iter()
+                .map(|(k, v)| {
+                    ObjectIdentifier::builder()
+                        .key(*k)
+                        .set_version_id(v.map(str::to_string))
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = s3
+                .delete_objects()
+                .bucket(bucket)
+                .delete(
+                    Delete::builder()
+                        .set_objects(Some(objects))
+                        .quiet(true)
+                        .build()?,
+                )
+                .send()
+                .await
+                .context("DeleteObjects")?;
+            if let Some(err) = out.errors().first() {
+                anyhow::bail!(
+                    "could not delete {} version {}: {} {}",
+                    err.key().unwrap_or_default(),
+                    err.version_id().unwrap_or_default(),
+                    err.code().unwrap_or_default(),
+                    err.message().unwrap_or_default()
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> BucketSpec {
+        BucketSpec {
+            name: "app-pdfs-dev-123456789012".into(),
+            versioning: true,
+            encryption: Encryption::Aes256,
+            block_public_access: true,
+            owner_enforced: true,
+            noncurrent_version_expiry_days: Some(30),
+            tls_only: true,
+            tags: BTreeMap::from([("app".into(), "x".into())]),
+        }
+    }
+
+    fn observed_matching(spec: &BucketSpec) -> ObservedBucket {
+        ObservedBucket {
+            name: spec.name.clone(),
+            tags: spec.tags.clone(),
+            versioning: true,
+            encryption: Some("AES256".into()),
+            block_public_access: true,
+            owner_enforced: true,
+            noncurrent_version_expiry_days: Some(30),
+            policy: desired_policy(spec, "eu-west-1"),
+        }
+    }
+
+    #[test]
+    fn matching_bucket_has_no_diff() {
+        let s = spec();
+        assert!(S3Bucket::diff(&s, &observed_matching(&s)).0.is_empty());
+    }
+
+    #[test]
+    fn policy_compares_semantically() {
+        let s = spec();
+        let mut o = observed_matching(&s);
+        // S3 returns policies reformatted, with the condition value as a bare boolean.
+        o.policy = Some(
+            json!({"Statement": [{"Condition": {"Bool": {"aws:SecureTransport": false}}, "Effect": "Deny"}], "Version": "2012-10-17"}),
+        );
+        assert!(S3Bucket::diff(&s, &o).0.is_empty());
+        o.policy = None;
+        let d = S3Bucket::diff(&s, &o);
+        assert_eq!(d.0.len(), 1);
+        assert_eq!(d.0[0].field, "tls_only");
+    }
+
+    #[test]
+    fn each_field_is_diffed_in_place() {
+        let s = spec();
+        let mut o = observed_matching(&s);
+        o.noncurrent_version_expiry_days = Some(7);
+        o.tags.insert("aws:cloudformation:stack".into(), "x".into());
+        let d = S3Bucket::diff(&s, &o);
+        assert_eq!(d.0.len(), 1, "aws: tags are ignored: {:?}", d.0);
+        assert_eq!(d.0[0].field, "noncurrent_version_expiry_days");
+        assert_eq!(d.0[0].old, json!(7));
+        assert_eq!(d.0[0].new, json!(30));
+        assert!(!d.0[0].forces_replacement);
+    }
+
+    #[test]
+    fn policy_uses_the_region_partition() {
+        let p = desired_policy(&spec(), "cn-north-1").unwrap();
+        assert!(p.to_string().contains("arn:aws-cn:s3:::"));
+    }
+}

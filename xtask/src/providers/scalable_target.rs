@@ -1,0 +1,129 @@
+//! Application Auto Scaling scalable targets (DynamoDB read/write capacity bounds).
+//!
+//! Registering is an upsert, so create and update are the same call. Targets cannot carry
+//! tags here; they belong to whoever owns the table they scale.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+use async_trait::async_trait;
+use aws_sdk_applicationautoscaling::error::SdkError;
+use aws_sdk_applicationautoscaling::operation::deregister_scalable_target::DeregisterScalableTargetError;
+use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
+use serde_json::Value;
+use stacks::ScalableTargetSpec;
+
+use crate::engine::{Change, Ctx, Diff, Provider};
+
+pub struct ScalableTarget;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedTarget {
+    pub min: u32,
+    pub max: u32,
+}
+
+#[async_trait]
+impl Provider for ScalableTarget {
+    type Spec = ScalableTargetSpec;
+    type Observed = ObservedTarget;
+    const KIND: &'static str = "scalable_target";
+
+    async fn read(&self, ctx: &Ctx, spec: &ScalableTargetSpec) -> Result<Option<ObservedTarget>> {
+        let out = ctx
+            .aws
+            .autoscaling
+            .describe_scalable_targets()
+            .service_namespace(ServiceNamespace::Dynamodb)
+            .resource_ids(&spec.resource_id)
+            .scalable_dimension(ScalableDimension::from(spec.dimension.as_str()))
+            .send()
+            .await
+            .context("DescribeScalableTargets")?;
+        Ok(out
+            .scalable_targets()
+            .iter()
+            .find(|t| t.resource_id() == spec.resource_id)
+            .map(|t| ObservedTarget {
+                min: t.min_capacity().max(0) as u32,
+                max: t.max_capacity().max(0) as u32,
+            }))
+    }
+
+    fn tags(_: &ObservedTarget) -> Option<&BTreeMap<String, String>> {
+        None
+    }
+
+    fn describe(spec: &ScalableTargetSpec) -> Diff {
+        let mut d = Diff::default();
+        d.push("dimension", &Value::Null, &spec.dimension, false);
+        d.push("min", &Value::Null, &spec.min, false);
+        d.push("max", &Value::Null, &spec.max, false);
+        d
+    }
+
+    fn diff(spec: &ScalableTargetSpec, o: &ObservedTarget) -> Diff {
+        let mut d = Diff::default();
+        d.field("min", spec.min, o.min);
+        d.field("max", spec.max, o.max);
+        d
+    }
+
+    async fn create(&self, ctx: &Ctx, spec: &ScalableTargetSpec) -> Result<()> {
+        register(ctx, spec).await
+    }
+
+    async fn update(
+        &self,
+        ctx: &Ctx,
+        spec: &ScalableTargetSpec,
+        _o: &ObservedTarget,
+        _changes: &[Change],
+    ) -> Result<()> {
+        register(ctx, spec).await
+    }
+
+    async fn delete(
+        &self,
+        ctx: &Ctx,
+        spec: &ScalableTargetSpec,
+        _o: &ObservedTarget,
+    ) -> Result<()> {
+        let result = ctx
+            .aws
+            .autoscaling
+            .deregister_scalable_target()
+            .service_namespace(ServiceNamespace::Dynamodb)
+            .resource_id(&spec.resource_id)
+            .scalable_dimension(ScalableDimension::from(spec.dimension.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    DeregisterScalableTargetError::ObjectNotFoundException(_)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e).context("DeregisterScalableTarget"),
+        }
+    }
+}
+
+async fn register(ctx: &Ctx, spec: &ScalableTargetSpec) -> Result<()> {
+    ctx.aws
+        .autoscaling
+        .register_scalable_target()
+        .service_namespace(ServiceNamespace::Dynamodb)
+        .resource_id(&spec.resource_id)
+        .scalable_dimension(ScalableDimension::from(spec.dimension.as_str()))
+        .min_capacity(spec.min as i32)
+        .max_capacity(spec.max as i32)
+        .send()
+        .await
+        .context("RegisterScalableTarget")?;
+    Ok(())
+}

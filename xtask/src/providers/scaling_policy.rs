@@ -1,0 +1,213 @@
+//! Target-tracking scaling policies on DynamoDB scalable targets.
+//!
+//! PutScalingPolicy is an upsert keyed by policy name and target; like targets, policies
+//! cannot carry tags and belong to the owner of their table.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+use async_trait::async_trait;
+use aws_sdk_applicationautoscaling::error::SdkError;
+use aws_sdk_applicationautoscaling::operation::delete_scaling_policy::DeleteScalingPolicyError;
+use aws_sdk_applicationautoscaling::types::{
+    MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ServiceNamespace,
+    TargetTrackingScalingPolicyConfiguration,
+};
+use serde_json::Value;
+use stacks::ScalingPolicySpec;
+
+use crate::engine::{Change, Ctx, Diff, Provider};
+
+pub struct ScalingPolicy;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedPolicy {
+    pub metric: String,
+    pub target_value: f64,
+    pub scale_in_cooldown_secs: u32,
+    pub scale_out_cooldown_secs: u32,
+}
+
+/// Target values are floats that round-trip through JSON; compare to a hundredth of a percent.
+fn same_target(a: f64, b: f64) -> bool {
+    (a - b).abs() < 0.01
+}
+
+#[async_trait]
+impl Provider for ScalingPolicy {
+    type Spec = ScalingPolicySpec;
+    type Observed = ObservedPolicy;
+    const KIND: &'static str = "scaling_policy";
+
+    async fn read(&self, ctx: &Ctx, spec: &ScalingPolicySpec) -> Result<Option<ObservedPolicy>> {
+        let out = ctx
+            .aws
+            .autoscaling
+            .describe_scaling_policies()
+            .service_namespace(ServiceNamespace::Dynamodb)
+            .policy_names(&spec.name)
+            .resource_id(&spec.resource_id)
+            .scalable_dimension(ScalableDimension::from(spec.dimension.as_str()))
+            .send()
+            .await
+            .context("DescribeScalingPolicies")?;
+        Ok(out
+            .scaling_policies()
+            .iter()
+            .find(|p| p.policy_name() == spec.name)
+            .map(|p| {
+                let c = p.target_tracking_scaling_policy_configuration();
+                ObservedPolicy {
+                    metric: c
+                        .and_then(|c| c.predefined_metric_specification())
+                        .map(|m| m.predefined_metric_type().as_str().to_string())
+                        .unwrap_or_default(),
+                    target_value: c.map(|c| c.target_value()).unwrap_or_default(),
+                    scale_in_cooldown_secs: c
+                        .and_then(|c| c.scale_in_cooldown())
+                        .unwrap_or_default()
+                        .max(0) as u32,
+                    scale_out_cooldown_secs: c
+                        .and_then(|c| c.scale_out_cooldown())
+                        .unwrap_or_default()
+                        .max(0) as u32,
+                }
+            }))
+    }
+
+    fn tags(_: &ObservedPolicy) -> Option<&BTreeMap<String, String>> {
+        None
+    }
+
+    fn describe(spec: &ScalingPolicySpec) -> Diff {
+        let mut d = Diff::default();
+        d.push("metric", &Value::Null, &spec.metric, false);
+        d.push("target_value", &Value::Null, &spec.target_value, false);
+        d.push(
+            "scale_in_cooldown_secs",
+            &Value::Null,
+            &spec.scale_in_cooldown_secs,
+            false,
+        );
+        d.push(
+            "scale_out_cooldown_secs",
+            &Value::Null,
+            &spec.scale_out_cooldown_secs,
+            false,
+        );
+        d
+    }
+
+    fn diff(spec: &ScalingPolicySpec, o: &ObservedPolicy) -> Diff {
+        let mut d = Diff::default();
+        d.field("metric", &spec.metric, &o.metric);
+        if !same_target(spec.target_value, o.target_value) {
+            d.push("target_value", &o.target_value, &spec.target_value, false);
+        }
+        d.field(
+            "scale_in_cooldown_secs",
+            spec.scale_in_cooldown_secs,
+            o.scale_in_cooldown_secs,
+        );
+        d.field(
+            "scale_out_cooldown_secs",
+            spec.scale_out_cooldown_secs,
+            o.scale_out_cooldown_secs,
+        );
+        d
+    }
+
+    async fn create(&self, ctx: &Ctx, spec: &ScalingPolicySpec) -> Result<()> {
+        put(ctx, spec).await
+    }
+
+    async fn update(
+        &self,
+        ctx: &Ctx,
+        spec: &ScalingPolicySpec,
+        _o: &ObservedPolicy,
+        _changes: &[Change],
+    ) -> Result<()> {
+        put(ctx, spec).await
+    }
+
+    async fn delete(&self, ctx: &Ctx, spec: &ScalingPolicySpec, _o: &ObservedPolicy) -> Result<()> {
+        let result = ctx
+            .aws
+            .autoscaling
+            .delete_scaling_policy()
+            .policy_name(&spec.name)
+            .service_namespace(ServiceNamespace::Dynamodb)
+            .resource_id(&spec.resource_id)
+            .scalable_dimension(ScalableDimension::from(spec.dimension.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    DeleteScalingPolicyError::ObjectNotFoundException(_)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e).context("DeleteScalingPolicy"),
+        }
+    }
+}
+
+async fn put(ctx: &Ctx, spec: &ScalingPolicySpec) -> Result<()> {
+    let config = TargetTrackingScalingPolicyConfiguration::builder()
+        .target_value(spec.target_value)
+        .predefined_metric_specification(
+            PredefinedMetricSpecification::builder()
+                .predefined_metric_type(MetricType::from(spec.metric.as_str()))
+                .build()?,
+        )
+        .scale_in_cooldown(spec.scale_in_cooldown_secs as i32)
+        .scale_out_cooldown(spec.scale_out_cooldown_secs as i32)
+        .build()?;
+    ctx.aws
+        .autoscaling
+        .put_scaling_policy()
+        .policy_name(&spec.name)
+        .policy_type(PolicyType::TargetTrackingScaling)
+        .service_namespace(ServiceNamespace::Dynamodb)
+        .resource_id(&spec.resource_id)
+        .scalable_dimension(ScalableDimension::from(spec.dimension.as_str()))
+        .target_tracking_scaling_policy_configuration(config)
+        .send()
+        .await
+        .context("PutScalingPolicy")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_value_compares_with_tolerance() {
+        let spec = ScalingPolicySpec {
+            name: "p".into(),
+            resource_id: "table/t".into(),
+            dimension: "dynamodb:table:ReadCapacityUnits".into(),
+            metric: "DynamoDBReadCapacityUtilization".into(),
+            target_value: 70.0,
+            scale_in_cooldown_secs: 60,
+            scale_out_cooldown_secs: 60,
+        };
+        let mut o = ObservedPolicy {
+            metric: spec.metric.clone(),
+            target_value: 70.000_001,
+            scale_in_cooldown_secs: 60,
+            scale_out_cooldown_secs: 60,
+        };
+        assert!(ScalingPolicy::diff(&spec, &o).0.is_empty());
+        o.target_value = 50.0;
+        let d = ScalingPolicy::diff(&spec, &o);
+        assert_eq!(d.0.len(), 1);
+        assert_eq!(d.0[0].field, "target_value");
+    }
+}

@@ -1,0 +1,166 @@
+//! What every command that talks to AWS starts with: the checked config, the emulator when
+//! the environment has one, the clients, the account, and the stack built from them.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use stacks::{Config, Override, Stack};
+
+use crate::aws::{CallLog, Clients, Target};
+use crate::emulator::{self, EmulatorConfig, Started};
+use crate::engine::{Ctx, Options};
+
+/// Flags shared by every command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// Environment: reads config/<ENV>.toml. Defaults to `local`, which never reaches AWS.
+    #[arg(long, short, global = true, default_value = "local", env = "XTASK_ENV")]
+    pub env: String,
+    /// Read this config file instead of config/<ENV>.toml.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Override a config key, e.g. `--set invoices_table.read_capacity=10` (repeatable).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print a JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log every AWS API call (service, operation, duration, retries) to stderr.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+}
+
+/// The repository root: xtask lives in `<root>/xtask`.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits inside the workspace")
+        .to_path_buf()
+}
+
+/// The emulator settings of a config, with state kept under `<root>/.xtask`.
+pub fn emulator_config(config: &Config) -> Option<EmulatorConfig> {
+    let root = project_root();
+    config.emulator.as_ref().map(|e| EmulatorConfig {
+        host: e.host.clone(),
+        port: e.port,
+        state_dir: root.join(".xtask").join("emulator"),
+        venv_dir: root.join(".xtask").join("venv"),
+    })
+}
+
+/// Loads and checks the environment's config; no AWS call is made before this succeeds.
+pub fn load_config(g: &Global) -> Result<(Config, PathBuf)> {
+    stacks::names::check_env(&g.env).map_err(anyhow::Error::msg)?;
+    let path = g.config.clone().unwrap_or_else(|| {
+        project_root()
+            .join("config")
+            .join(format!("{}.toml", g.env))
+    });
+    let mut overrides = Override::from_env(std::env::vars());
+    for s in &g.set {
+        overrides.push(Override::from_flag(s)?);
+    }
+    let shown = path
+        .strip_prefix(project_root())
+        .unwrap_or(&path)
+        .display()
+        .to_string();
+    let config = stacks::config::load(&path, &g.env, &overrides)
+        .with_context(|| format!("reading {shown}"))?;
+    Ok((config, path))
+}
+
+pub struct Session {
+    pub env: String,
+    pub config: Config,
+    pub ctx: Ctx,
+    pub stack: Stack,
+}
+
+impl Session {
+    pub async fn open(g: &Global, options: Options) -> Result<Session> {
+        let (config, _path) = load_config(g)?;
+        let log = CallLog::new(g.verbose);
+        let target = match emulator_config(&config) {
+            Some(ec) => {
+                if let Started::Started { pid } = emulator::ensure_running(&ec)
+                    .await
+                    .context("starting the local emulator")?
+                {
+                    eprintln!(
+                        "started the local emulator (moto, pid {pid}) at {}",
+                        ec.endpoint()
+                    );
+                }
+                Target::Emulator {
+                    endpoint: ec.endpoint(),
+                    region: if config.region.is_empty() {
+                        "us-east-1".into()
+                    } else {
+                        config.region.clone()
+                    },
+                }
+            }
+            None => Target::Aws {
+                region: (!config.region.is_empty()).then(|| config.region.clone()),
+            },
+        };
+        let aws = Clients::new(&target, log).await;
+        let region = aws.region();
+        if region.is_empty() {
+            bail!("no AWS region: set `region` in the config or AWS_REGION in the environment");
+        }
+        let identity = aws
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .context("resolving AWS credentials (default credential chain: environment, profile, SSO, instance role)")?;
+        let account_id = identity.account().unwrap_or_default().to_string();
+        if !config.allowed_account_ids.is_empty()
+            && !config.allowed_account_ids.contains(&account_id)
+        {
+            bail!(
+                "refusing to act on account {account_id}: env `{}` allows only {}",
+                g.env,
+                config.allowed_account_ids.join(", ")
+            );
+        }
+        let stack = stacks::invoice_app(&config, &g.env, &account_id);
+        let ctx = Ctx {
+            aws,
+            account_id,
+            region,
+            wait_timeout: Duration::from_secs(config.deploy.wait_timeout_secs),
+            options,
+        };
+        Ok(Session {
+            env: g.env.clone(),
+            config,
+            ctx,
+            stack,
+        })
+    }
+}
+
+/// Asks on a terminal; refuses when there is nobody to ask.
+pub fn confirm(question: &str, expected: &str, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to continue without confirmation: stdin is not a terminal; pass --yes");
+    }
+    eprint!("{question} Type `{expected}` to confirm: ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .context("reading the confirmation")?;
+    if answer.trim() != expected {
+        bail!("cancelled: nothing was changed");
+    }
+    Ok(())
+}
