@@ -9,7 +9,8 @@
 //! `AWS_LAMBDA_RUNTIME_API` pointing at it, serves `event.json` as the first invocation and
 //! stops the clock when the response is posted. Peak RSS is the child's `VmHWM` read from
 //! `/proc` at that moment (Linux only). Dummy credentials and a region are set so the SDK never
-//! probes instance metadata, as on Lambda, where they come from the environment too.
+//! probes instance metadata, as on Lambda, where they come from the environment too. Set
+//! `COLDSTART_LOGS=1` to see the handler's JSON logs.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -91,7 +92,12 @@ fn run_once(
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("LOG_LEVEL", "warn")
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::null())
+        // The handlers log to stdout; shown only on request so the timings stay readable.
+        .stdout(if std::env::var_os("COLDSTART_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start the handler binary");
