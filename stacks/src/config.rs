@@ -337,15 +337,19 @@ impl ConfigError {
     }
 }
 
+/// One line per problem, each starting with where the value came from (`path:line:column`,
+/// the environment variable or the flag), compiler style; a count follows when there are several.
 fn render_problems(problems: &[Problem]) -> String {
-    let mut out = format!(
-        "invalid configuration ({} problem{})",
-        problems.len(),
-        if problems.len() == 1 { "" } else { "s" }
-    );
-    for p in problems {
-        out.push_str("\n  ");
-        out.push_str(&p.to_string().replace('\n', "\n    "));
+    let mut out = problems
+        .iter()
+        .map(|p| p.to_string().replace('\n', "\n    "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if problems.len() > 1 {
+        out.push_str(&format!(
+            "\n{} problems in the configuration",
+            problems.len()
+        ));
     }
     out
 }
@@ -457,7 +461,7 @@ fn apply_overrides(text: &str, overrides: &[Override]) -> Result<Config, ConfigE
     let mut table: toml::Table = toml::from_str(text).expect("file already parsed once");
     let mut problems = Vec::new();
     for o in overrides {
-        let value = parse_scalar(&o.value);
+        let value = override_value(&o.key, &o.value);
         let mut parts: Vec<&str> = o.key.split('.').collect();
         let last = parts.pop().unwrap_or_default();
         if last.is_empty() || parts.iter().any(|p| p.is_empty()) {
@@ -492,7 +496,7 @@ fn apply_overrides(text: &str, overrides: &[Override]) -> Result<Config, ConfigE
         ConfigError::Invalid(vec![Problem {
             origin: culprit.origin.clone(),
             key: culprit.key.clone(),
-            message: e.into_inner().to_string(),
+            message: e.into_inner().message().trim().to_string(),
         }])
     })
 }
@@ -532,6 +536,38 @@ fn parse_scalar(raw: &str) -> toml::Value {
     }
 }
 
+/// The value of an override for `key`: like [`parse_scalar`], except that a key holding a
+/// string keeps a bare value as text, so `--set tags.cost-center=4711` or
+/// `--set buckets.name_suffix=123456789012` is not rejected as an integer.
+fn override_value(key: &str, raw: &str) -> toml::Value {
+    match parse_scalar(raw) {
+        v if v.is_str() || !expects_string(key) => v,
+        _ => toml::Value::String(raw.into()),
+    }
+}
+
+/// Whether `key` names a string in the config (tag values included).
+fn expects_string(key: &str) -> bool {
+    let parts: Vec<&str> = key.split('.').collect();
+    if let ["tags", _] = parts.as_slice() {
+        return true;
+    }
+    let template = Config {
+        emulator: Some(EmulatorConfig::default()),
+        ..Config::default()
+    };
+    let Ok(mut value) = toml::Value::try_from(&template) else {
+        return false;
+    };
+    for part in parts {
+        match value.get(part) {
+            Some(v) => value = v.clone(),
+            None => return false,
+        }
+    }
+    value.is_str()
+}
+
 struct Source<'a> {
     path: &'a Path,
     text: &'a str,
@@ -552,7 +588,17 @@ impl Source<'_> {
         let doc = toml_edit::Document::parse(self.text).ok()?;
         let mut item: &toml_edit::Item = doc.as_item();
         let mut best = None;
-        for part in key.split('.') {
+        let mut parts = key.split('.');
+        while let Some(part) = parts.next() {
+            // An array entry (`allowed_account_ids.1`): point at the entry itself.
+            if let Some(array) = item.as_array() {
+                let entry = part.parse::<usize>().ok().and_then(|i| array.get(i))?;
+                return if parts.next().is_none() {
+                    entry.span().or(best)
+                } else {
+                    best
+                };
+            }
             let table = item.as_table_like()?;
             let (k, v) = table.get_key_value(part)?;
             best = v.span().or_else(|| k.span()).or(best);

@@ -1,0 +1,439 @@
+//! The invoice app's desired state built from a config.
+
+use std::collections::BTreeSet;
+
+use stacks::config::{BillingMode, Config};
+use stacks::invoice_app::{
+    ARTIFACTS_BUCKET, INVOICES_GSI, INVOICES_TABLE, PDF_BUCKET, PROCESSED_TABLE,
+};
+use stacks::{Billing, Capacity, Ensure, Resource, Spec, Stack, invoice_app};
+
+const ACCOUNT: &str = "123456789012";
+
+fn build(c: &Config) -> Stack {
+    invoice_app(c, "dev", ACCOUNT)
+}
+
+fn count(stack: &Stack, pred: impl Fn(&Resource) -> bool) -> usize {
+    stack.resources.iter().filter(|r| pred(r)).count()
+}
+
+fn is_target(r: &Resource) -> bool {
+    matches!(r.spec, Spec::ScalableTarget(_))
+}
+
+fn is_policy(r: &Resource) -> bool {
+    matches!(r.spec, Spec::ScalingPolicy(_))
+}
+
+fn table<'a>(stack: &'a Stack, id: &str) -> &'a stacks::TableSpec {
+    match &stack.get(id).unwrap().spec {
+        Spec::Table(t) => t,
+        other => panic!("{id} is not a table: {other:?}"),
+    }
+}
+
+fn bucket<'a>(stack: &'a Stack, id: &str) -> &'a stacks::BucketSpec {
+    match &stack.get(id).unwrap().spec {
+        Spec::Bucket(b) => b,
+        other => panic!("{id} is not a bucket: {other:?}"),
+    }
+}
+
+fn scaling_ids(label: &str) -> [String; 4] {
+    [
+        format!("scalable_target.{label}_read"),
+        format!("scalable_target.{label}_write"),
+        format!("scaling_policy.{label}_read"),
+        format!("scaling_policy.{label}_write"),
+    ]
+}
+
+#[test]
+fn default_config_builds_two_buckets_two_tables_and_invoices_autoscaling() {
+    let s = build(&Config::default());
+    assert_eq!(s.env, "dev");
+    assert_eq!(s.app, "invoice-app");
+    assert_eq!(count(&s, |r| matches!(r.spec, Spec::Bucket(_))), 2);
+    assert_eq!(count(&s, |r| matches!(r.spec, Spec::Table(_))), 2);
+
+    for label in ["invoices", "invoices_gsi"] {
+        for id in scaling_ids(label) {
+            let r = s.get(&id).unwrap_or_else(|| panic!("{id} missing"));
+            assert_eq!(r.ensure, Ensure::Present, "{id}");
+        }
+    }
+    assert_eq!(
+        count(&s, |r| is_target(r) && r.ensure == Ensure::Present),
+        4
+    );
+    assert_eq!(
+        count(&s, |r| is_policy(r) && r.ensure == Ensure::Present),
+        4
+    );
+
+    // The processed table is PAY_PER_REQUEST: its scaling is listed (so turning it off later
+    // deletes it) but absent.
+    for id in scaling_ids("processed") {
+        let r = s.get(&id).unwrap_or_else(|| panic!("{id} missing"));
+        assert_eq!(r.ensure, Ensure::Absent, "{id}");
+    }
+    for id in [
+        ARTIFACTS_BUCKET,
+        PDF_BUCKET,
+        INVOICES_TABLE,
+        PROCESSED_TABLE,
+    ] {
+        assert_eq!(s.get(id).unwrap().ensure, Ensure::Present, "{id}");
+    }
+    assert_eq!(s.resources.len(), 4 + 12);
+}
+
+#[test]
+fn ids_are_unique() {
+    let s = build(&Config::default());
+    let ids: BTreeSet<&str> = s.resources.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), s.resources.len());
+}
+
+#[test]
+fn names_derive_from_app_env_and_account_or_suffix() {
+    let s = build(&Config::default());
+    assert_eq!(table(&s, INVOICES_TABLE).name, "invoices-table-dev");
+    assert_eq!(
+        table(&s, PROCESSED_TABLE).name,
+        "processed-invoices-table-dev"
+    );
+    assert_eq!(
+        bucket(&s, ARTIFACTS_BUCKET).name,
+        "invoice-app-artifacts-dev-123456789012"
+    );
+    assert_eq!(
+        bucket(&s, PDF_BUCKET).name,
+        "invoice-app-pdfs-dev-123456789012"
+    );
+
+    let mut c = Config::default();
+    c.buckets.name_suffix = "acme".into();
+    c.name_prefix = "pr7-".into();
+    let s = build(&c);
+    assert_eq!(
+        bucket(&s, ARTIFACTS_BUCKET).name,
+        "pr7-invoice-app-artifacts-dev-acme"
+    );
+    assert_eq!(bucket(&s, PDF_BUCKET).name, "pr7-invoice-app-pdfs-dev-acme");
+    assert_eq!(table(&s, INVOICES_TABLE).name, "pr7-invoices-table-dev");
+    assert!(
+        s.resources.iter().all(|r| !r.spec.name().contains(ACCOUNT)),
+        "the configured suffix replaces the account id"
+    );
+}
+
+#[test]
+fn invoices_table_shape() {
+    let s = build(&Config::default());
+    let t = table(&s, INVOICES_TABLE);
+    assert_eq!(t.hash_key.name, "InvoiceID");
+    assert_eq!(t.range_key.as_ref().unwrap().name, "CustomerID");
+    assert_eq!(t.gsis.len(), 1);
+    let gsi = &t.gsis[0];
+    assert_eq!(gsi.name, INVOICES_GSI);
+    assert_eq!(gsi.hash_key.name, "CustomerID");
+    assert!(gsi.projection_all);
+    assert_eq!(
+        gsi.capacity,
+        Some(Capacity {
+            read: 5,
+            write: 5,
+            read_range: Some((5, 20)),
+            write_range: Some((5, 20)),
+        })
+    );
+    assert_eq!(
+        t.billing,
+        Billing::Provisioned(Capacity {
+            read: 5,
+            write: 5,
+            read_range: Some((5, 20)),
+            write_range: Some((5, 20)),
+        })
+    );
+    assert!(t.point_in_time_recovery && t.sse_kms);
+    assert_eq!(t.stream, Some(stacks::config::StreamViewType::NewImage));
+
+    let p = table(&s, PROCESSED_TABLE);
+    assert_eq!(p.hash_key.name, "InvoiceID");
+    assert!(p.range_key.is_none() && p.gsis.is_empty());
+    assert_eq!(p.billing, Billing::PayPerRequest);
+}
+
+#[test]
+fn scaling_specs_address_the_table_and_the_index() {
+    let s = build(&Config::default());
+    let expect = [
+        (
+            "invoices_read",
+            "table/invoices-table-dev",
+            "dynamodb:table:ReadCapacityUnits",
+        ),
+        (
+            "invoices_write",
+            "table/invoices-table-dev",
+            "dynamodb:table:WriteCapacityUnits",
+        ),
+        (
+            "invoices_gsi_read",
+            "table/invoices-table-dev/index/CustomerID-Index",
+            "dynamodb:index:ReadCapacityUnits",
+        ),
+        (
+            "invoices_gsi_write",
+            "table/invoices-table-dev/index/CustomerID-Index",
+            "dynamodb:index:WriteCapacityUnits",
+        ),
+    ];
+    let mut policy_names = BTreeSet::new();
+    for (label, resource_id, dimension) in expect {
+        let Spec::ScalableTarget(t) = &s.get(&format!("scalable_target.{label}")).unwrap().spec
+        else {
+            panic!("not a target")
+        };
+        assert_eq!(
+            (t.resource_id.as_str(), t.dimension.as_str()),
+            (resource_id, dimension)
+        );
+        assert_eq!((t.min, t.max), (5, 20));
+        let Spec::ScalingPolicy(p) = &s.get(&format!("scaling_policy.{label}")).unwrap().spec
+        else {
+            panic!("not a policy")
+        };
+        assert_eq!(
+            (p.resource_id.as_str(), p.dimension.as_str()),
+            (resource_id, dimension)
+        );
+        assert_eq!(p.target_value, 70.0);
+        let metric = if label.ends_with("read") {
+            "DynamoDBReadCapacityUtilization"
+        } else {
+            "DynamoDBWriteCapacityUtilization"
+        };
+        assert_eq!(p.metric, metric);
+        assert!(
+            policy_names.insert(p.name.clone()),
+            "duplicate policy name {}",
+            p.name
+        );
+    }
+}
+
+#[test]
+fn configured_scaling_values_reach_the_specs() {
+    let mut c = Config::default();
+    c.invoices_table.read_capacity = 10;
+    c.invoices_table.autoscaling.read.min = 10;
+    c.invoices_table.autoscaling.read.max = 200;
+    c.invoices_table.autoscaling.read.target_utilization = 55.0;
+    c.invoices_table.gsi.autoscaling.write.max = 100;
+    let s = build(&c);
+    let Spec::ScalableTarget(t) = &s.get("scalable_target.invoices_read").unwrap().spec else {
+        panic!()
+    };
+    assert_eq!((t.min, t.max), (10, 200));
+    let Spec::ScalingPolicy(p) = &s.get("scaling_policy.invoices_read").unwrap().spec else {
+        panic!()
+    };
+    assert_eq!(p.target_value, 55.0);
+    let Spec::ScalableTarget(t) = &s.get("scalable_target.invoices_gsi_write").unwrap().spec else {
+        panic!()
+    };
+    assert_eq!((t.min, t.max), (5, 100));
+    let Billing::Provisioned(cap) = table(&s, INVOICES_TABLE).billing else {
+        panic!()
+    };
+    assert_eq!(cap.read, 10);
+    assert_eq!(cap.read_range, Some((10, 200)));
+}
+
+fn taggable(r: &Resource) -> Option<&std::collections::BTreeMap<String, String>> {
+    match &r.spec {
+        Spec::Bucket(b) => Some(&b.tags),
+        Spec::Table(t) => Some(&t.tags),
+        Spec::ScalableTarget(_) | Spec::ScalingPolicy(_) => None,
+    }
+}
+
+#[test]
+fn every_taggable_resource_carries_the_ownership_tags() {
+    let s = build(&Config::default());
+    assert_eq!(s.ownership_tags["app"], "invoice-app");
+    assert_eq!(s.ownership_tags["env"], "dev");
+    assert_eq!(s.ownership_tags["managed-by"], "xtask");
+    let mut tagged = 0;
+    for r in &s.resources {
+        if let Some(tags) = taggable(r) {
+            tagged += 1;
+            for (k, v) in &s.ownership_tags {
+                assert_eq!(tags.get(k), Some(v), "{} lacks {k}={v}", r.id);
+            }
+        }
+    }
+    assert_eq!(tagged, 4);
+}
+
+#[test]
+fn config_tags_are_merged_but_ownership_tags_win() {
+    let mut c = Config::default();
+    c.tags.insert("cost-center".into(), "invoices".into());
+    // Validation rejects this, but the builder must not let it through either.
+    c.tags.insert("app".into(), "someone-else".into());
+    c.tags.insert("managed-by".into(), "terraform".into());
+    let s = build(&c);
+    for r in &s.resources {
+        if let Some(tags) = taggable(r) {
+            assert_eq!(tags["cost-center"], "invoices", "{}", r.id);
+            assert_eq!(tags["app"], "invoice-app", "{}", r.id);
+            assert_eq!(tags["env"], "dev", "{}", r.id);
+            assert_eq!(tags["managed-by"], "xtask", "{}", r.id);
+            assert_eq!(tags.len(), 4);
+        }
+    }
+    assert_eq!(s.ownership_tags.len(), 3);
+}
+
+#[test]
+fn pay_per_request_lists_scaling_as_absent() {
+    let mut c = Config::default();
+    c.invoices_table.billing_mode = BillingMode::PayPerRequest;
+    let s = build(&c);
+    let t = table(&s, INVOICES_TABLE);
+    assert_eq!(t.billing, Billing::PayPerRequest);
+    assert_eq!(t.gsis[0].capacity, None);
+    for label in ["invoices", "invoices_gsi", "processed"] {
+        for id in scaling_ids(label) {
+            let r = s.get(&id).unwrap_or_else(|| panic!("{id} missing"));
+            assert_eq!(r.ensure, Ensure::Absent, "{id}");
+        }
+    }
+    assert_eq!(count(&s, |r| is_target(r) || is_policy(r)), 12);
+    assert_eq!(count(&s, |r| r.ensure == Ensure::Present), 4);
+}
+
+#[test]
+fn autoscaling_disabled_keeps_fixed_capacity_and_lists_scaling_as_absent() {
+    let mut c = Config::default();
+    c.invoices_table.autoscaling.enabled = Some(false);
+    let s = build(&c);
+    let Billing::Provisioned(cap) = table(&s, INVOICES_TABLE).billing else {
+        panic!()
+    };
+    assert_eq!((cap.read_range, cap.write_range), (None, None));
+    for id in scaling_ids("invoices") {
+        assert_eq!(s.get(&id).unwrap().ensure, Ensure::Absent, "{id}");
+    }
+    // The index scales on its own.
+    for id in scaling_ids("invoices_gsi") {
+        assert_eq!(s.get(&id).unwrap().ensure, Ensure::Present, "{id}");
+    }
+    let gsi_cap = table(&s, INVOICES_TABLE).gsis[0].capacity.unwrap();
+    assert_eq!(gsi_cap.read_range, Some((5, 20)));
+}
+
+#[test]
+fn provisioned_processed_table_gets_its_scaling() {
+    let mut c = Config::default();
+    c.processed_table.billing_mode = BillingMode::Provisioned;
+    let s = build(&c);
+    for id in scaling_ids("processed") {
+        assert_eq!(s.get(&id).unwrap().ensure, Ensure::Present, "{id}");
+    }
+    let Spec::ScalableTarget(t) = &s.get("scalable_target.processed_read").unwrap().spec else {
+        panic!()
+    };
+    assert_eq!(t.resource_id, "table/processed-invoices-table-dev");
+}
+
+#[test]
+fn into_absent_marks_everything_absent() {
+    let s = build(&Config::default());
+    let n = s.resources.len();
+    let ids: Vec<String> = s.resources.iter().map(|r| r.id.clone()).collect();
+    let absent = s.into_absent();
+    assert_eq!(absent.resources.len(), n);
+    assert!(absent.resources.iter().all(|r| r.ensure == Ensure::Absent));
+    let after: Vec<String> = absent.resources.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids, after, "ids and order are kept");
+    assert_eq!(absent.ownership_tags.len(), 3);
+}
+
+#[test]
+fn dependencies_point_at_existing_resources_policy_target_table() {
+    for billing in [BillingMode::Provisioned, BillingMode::PayPerRequest] {
+        let mut c = Config::default();
+        c.invoices_table.billing_mode = billing;
+        c.processed_table.billing_mode = billing;
+        let s = build(&c);
+        for r in &s.resources {
+            for d in &r.depends_on {
+                assert!(s.get(d).is_some(), "{} depends on missing {d}", r.id);
+                assert_ne!(d, &r.id);
+            }
+            match &r.spec {
+                Spec::ScalingPolicy(p) => {
+                    assert_eq!(r.depends_on.len(), 1, "{}", r.id);
+                    let target = s.get(&r.depends_on[0]).unwrap();
+                    let Spec::ScalableTarget(t) = &target.spec else {
+                        panic!("{} depends on a non-target", r.id)
+                    };
+                    assert_eq!(
+                        (&t.resource_id, &t.dimension),
+                        (&p.resource_id, &p.dimension)
+                    );
+                    assert_eq!(target.ensure, r.ensure);
+                }
+                Spec::ScalableTarget(t) => {
+                    assert_eq!(r.depends_on.len(), 1, "{}", r.id);
+                    let Spec::Table(table) = &s.get(&r.depends_on[0]).unwrap().spec else {
+                        panic!("{} depends on a non-table", r.id)
+                    };
+                    assert!(
+                        t.resource_id == format!("table/{}", table.name)
+                            || t.resource_id
+                                .starts_with(&format!("table/{}/index/", table.name)),
+                        "{} scales {} but depends on {}",
+                        r.id,
+                        t.resource_id,
+                        table.name
+                    );
+                }
+                Spec::Bucket(_) | Spec::Table(_) => assert!(r.depends_on.is_empty()),
+            }
+        }
+        // Every resource appears after what it depends on.
+        for (i, r) in s.resources.iter().enumerate() {
+            for d in &r.depends_on {
+                let j = s.resources.iter().position(|x| &x.id == d).unwrap();
+                assert!(j < i, "{} listed before its dependency {d}", r.id);
+            }
+        }
+    }
+}
+
+#[test]
+fn repo_configs_build_valid_stacks() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for env in ["local", "dev", "prod"] {
+        let path = root.join("config").join(format!("{env}.toml"));
+        let c = stacks::config::load(&path, env, &[]).unwrap();
+        let s = invoice_app(&c, env, ACCOUNT);
+        for r in &s.resources {
+            if let Spec::Bucket(b) = &r.spec {
+                stacks::names::check_bucket_name(&b.name)
+                    .unwrap_or_else(|e| panic!("{env}: {}: {e}", b.name));
+            }
+        }
+        assert_eq!(
+            table(&s, INVOICES_TABLE).name,
+            format!("invoices-table-{env}")
+        );
+    }
+}
