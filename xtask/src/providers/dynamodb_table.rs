@@ -24,7 +24,7 @@ use aws_sdk_dynamodb::types::{
     UpdateGlobalSecondaryIndexAction,
 };
 use serde_json::Value;
-use stacks::{AttrType, Billing, Capacity, GsiSpec, KeyAttr, TableSpec};
+use stacks::{AttrType, Billing, GsiSpec, KeyAttr, TableSpec};
 
 use crate::engine::retry::{Backoff, retry, wait_until};
 use crate::engine::{Change, Ctx, Diff, Provider};
@@ -161,11 +161,11 @@ fn observe(t: &TableDescription) -> ObservedTable {
 }
 
 /// The capacity a provisioned table or index should have, given what it has now: the spec's
-/// value, or under autoscaling the live value clamped into the range.
+/// value, or under autoscaling the live value clamped into the range (the least disruptive
+/// change, and where autoscaling itself would take it).
 fn wanted(desired: u32, range: Option<(u32, u32)>, live: u32) -> u32 {
     match range {
-        Some((min, max)) if Capacity::accepts(desired, range, live) => live.clamp(min, max),
-        Some((min, max)) => desired.clamp(min, max),
+        Some((min, max)) => live.clamp(min, max),
         None => desired,
     }
 }
@@ -837,6 +837,7 @@ async fn sync_tags(
 mod tests {
     use super::*;
     use serde_json::json;
+    use stacks::Capacity;
 
     fn spec(billing: Billing) -> TableSpec {
         TableSpec {
