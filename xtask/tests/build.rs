@@ -385,3 +385,29 @@ fn ensure_zigbuild_installs_into_a_fresh_venv() {
     // Idempotent: a second call finds what the first installed.
     assert_eq!(build::ensure_zigbuild(&venv).unwrap(), exe);
 }
+
+/// Builds the real functions for Lambda and prints the summary: a manual measurement, not a
+/// check (`XTASK_BUILD_ROOT` picks another checkout, `XTASK_BUILD_TARGET=host` the host build,
+/// `XTASK_BUILD_ONLY=a,b` some functions).
+#[test]
+#[ignore = "compiles the real functions (minutes when cold); run by hand with --nocapture"]
+fn real_functions_build() {
+    let root = std::env::var_os("XTASK_BUILD_ROOT").map_or_else(repo_root, PathBuf::from);
+    let target = match std::env::var("XTASK_BUILD_TARGET").as_deref() {
+        Ok("host") => Target::Host,
+        _ => Target::Lambda,
+    };
+    let opts = BuildOptions {
+        venv_dir: repo_root().join(".xtask/venv"),
+        only: std::env::var("XTASK_BUILD_ONLY")
+            .ok()
+            .map(|names| names.split(',').map(str::to_owned).collect()),
+        ..BuildOptions::new(&root, target)
+    };
+    let started = std::time::Instant::now();
+    let artifacts = build::build(&opts).unwrap();
+    for artifact in &artifacts {
+        println!("{artifact}");
+    }
+    println!("total {:.1}s", started.elapsed().as_secs_f64());
+}
