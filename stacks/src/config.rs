@@ -35,6 +35,7 @@ pub struct Config {
     pub invoices_table: InvoicesTableConfig,
     pub processed_table: ProcessedTableConfig,
     pub deploy: DeployConfig,
+    pub api: ApiConfig,
 }
 
 impl Default for Config {
@@ -50,6 +51,7 @@ impl Default for Config {
             invoices_table: InvoicesTableConfig::default(),
             processed_table: ProcessedTableConfig::default(),
             deploy: DeployConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -268,6 +270,118 @@ impl Default for DeployConfig {
         DeployConfig {
             concurrency: 8,
             wait_timeout_secs: 600,
+        }
+    }
+}
+
+/// The REST API in front of the functions: endpoint, stage, throttling, key and usage plan.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Deploy the API. Off plans the deletion of everything below.
+    pub enabled: bool,
+    pub endpoint_type: EndpointType,
+    /// Origins browsers may call the API from; empty (the default) answers no CORS preflight.
+    pub cors_allowed_origins: Vec<String>,
+    /// The stage clients call, part of the invoke URL.
+    pub stage_name: String,
+    /// Throttling of every method of the stage.
+    pub method_throttle: ThrottleConfig,
+    /// What one API key may do.
+    pub usage_plan: UsagePlanConfig,
+    /// Retention of the stage's access log group, in days.
+    pub access_log_retention_days: u32,
+    /// Access logging needs the account's API Gateway CloudWatch role; when this is on and the
+    /// account has none, xtask creates one and sets it. When off, apply stops and says what to do.
+    pub setup_cloudwatch_role: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            endpoint_type: EndpointType::Regional,
+            cors_allowed_origins: Vec::new(),
+            stage_name: "v1".into(),
+            method_throttle: ThrottleConfig {
+                rate_limit: 50.0,
+                burst_limit: 100,
+            },
+            usage_plan: UsagePlanConfig::default(),
+            access_log_retention_days: 14,
+            setup_cloudwatch_role: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EndpointType {
+    Regional,
+    Edge,
+}
+
+impl EndpointType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointType::Regional => "REGIONAL",
+            EndpointType::Edge => "EDGE",
+        }
+    }
+}
+
+/// Steady-state requests per second and the burst above it.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleConfig {
+    pub rate_limit: f64,
+    pub burst_limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsagePlanConfig {
+    pub throttle: ThrottleConfig,
+    pub quota: QuotaConfig,
+}
+
+impl Default for UsagePlanConfig {
+    fn default() -> Self {
+        UsagePlanConfig {
+            throttle: ThrottleConfig {
+                rate_limit: 20.0,
+                burst_limit: 40,
+            },
+            quota: QuotaConfig {
+                limit: 100_000,
+                period: QuotaPeriod::Month,
+            },
+        }
+    }
+}
+
+/// Requests one key may make per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub limit: u32,
+    pub period: QuotaPeriod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum QuotaPeriod {
+    Day,
+    Week,
+    Month,
+}
+
+impl QuotaPeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaPeriod::Day => "DAY",
+            QuotaPeriod::Week => "WEEK",
+            QuotaPeriod::Month => "MONTH",
         }
     }
 }

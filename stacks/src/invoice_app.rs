@@ -14,6 +14,11 @@ pub const PROCESSED_TABLE: &str = "dynamodb_table.processed";
 /// Builds the desired state. `bucket_suffix` is the configured suffix or, by default, the
 /// account id, which keeps bucket names globally unique without a random component.
 pub fn invoice_app(config: &Config, env: &str, account_id: &str) -> Stack {
+    invoice_app_in(config, env, account_id, "us-east-1")
+}
+
+/// Like [`invoice_app`], for the region the SDK resolved when the config names none.
+pub fn invoice_app_in(config: &Config, env: &str, account_id: &str, region: &str) -> Stack {
     let suffix = if config.buckets.name_suffix.is_empty() {
         account_id
     } else {
@@ -138,6 +143,15 @@ pub fn invoice_app(config: &Config, env: &str, account_id: &str) -> Stack {
         None,
         processed_scaling,
     );
+
+    let region = if config.region.is_empty() {
+        region
+    } else {
+        config.region.as_str()
+    };
+    resources.extend(crate::api::resources(
+        config, &names, account_id, region, &tags,
+    ));
 
     Stack {
         app: config.app.clone(),

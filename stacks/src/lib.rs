@@ -4,6 +4,7 @@
 //! [`invoice_app`] turns that into a [`model::Stack`]: every resource the app may own, with
 //! its typed spec and dependencies. Nothing here talks to AWS, so all of it is unit-tested.
 
+pub mod api;
 pub mod config;
 pub mod invoice_app;
 pub mod model;

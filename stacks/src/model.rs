@@ -38,6 +38,13 @@ pub enum Spec {
     Table(TableSpec),
     ScalableTarget(ScalableTargetSpec),
     ScalingPolicy(ScalingPolicySpec),
+    LogGroup(LogGroupSpec),
+    ApiAccount(ApiAccountSpec),
+    RestApi(RestApiSpec),
+    ApiStage(ApiStageSpec),
+    ApiKey(ApiKeySpec),
+    UsagePlan(UsagePlanSpec),
+    LambdaPermission(LambdaPermissionSpec),
 }
 
 impl Spec {
@@ -48,6 +55,13 @@ impl Spec {
             Spec::Table(t) => &t.name,
             Spec::ScalableTarget(s) => &s.resource_id,
             Spec::ScalingPolicy(p) => &p.name,
+            Spec::LogGroup(l) => &l.name,
+            Spec::ApiAccount(a) => &a.role_name,
+            Spec::RestApi(a) => &a.name,
+            Spec::ApiStage(s) => &s.stage_name,
+            Spec::ApiKey(k) => &k.name,
+            Spec::UsagePlan(u) => &u.name,
+            Spec::LambdaPermission(p) => &p.statement_id,
         }
     }
 }
@@ -67,8 +81,12 @@ impl Stack {
         self.resources.iter().find(|r| r.id == id)
     }
 
-    /// The same stack with every resource absent: what `destroy` plans.
+    /// The same stack with every resource absent: what `destroy` plans. Account-wide settings
+    /// (the API Gateway CloudWatch role) serve every API of the account and outlive any one
+    /// stack, so they are left out rather than undone.
     pub fn into_absent(mut self) -> Stack {
+        self.resources
+            .retain(|r| !matches!(r.spec, Spec::ApiAccount(_)));
         for r in &mut self.resources {
             r.ensure = Ensure::Absent;
         }
@@ -199,4 +217,143 @@ pub struct ScalingPolicySpec {
     pub target_value: f64,
     pub scale_in_cooldown_secs: u32,
     pub scale_out_cooldown_secs: u32,
+}
+
+/// A CloudWatch Logs log group with a retention period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogGroupSpec {
+    pub name: String,
+    pub retention_days: u32,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The account-level API Gateway setting access logging needs: a CloudWatch Logs role.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiAccountSpec {
+    /// Create `role_name` and set it when the account has no role; otherwise only check.
+    pub setup: bool,
+    pub role_name: String,
+}
+
+/// One method of the API, proxied to a Lambda alias.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteSpec {
+    /// `/insert-invoice`: one path segment under the root.
+    pub path: String,
+    pub method: String,
+    pub api_key_required: bool,
+    /// Query string parameters and whether API Gateway rejects requests without them.
+    pub query_params: BTreeMap<String, bool>,
+    /// The function name, alias-qualified ARN and AWS_PROXY integration URI.
+    pub function_name: String,
+    pub function_arn: String,
+    pub integration_uri: String,
+}
+
+/// A gateway response: how API Gateway answers errors it raises itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GatewayResponseSpec {
+    /// `INVALID_API_KEY`, `THROTTLED`, ...
+    pub response_type: String,
+    pub status_code: String,
+    /// `application/json` template.
+    pub template: String,
+    /// Response header name -> static value (already quoted as API Gateway wants: `'*'`).
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A REST API with its resources, methods and integrations, as one unit: the deployment hash
+/// covers all of them, so they change together.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RestApiSpec {
+    pub name: String,
+    pub description: String,
+    pub endpoint_type: crate::config::EndpointType,
+    pub routes: Vec<RouteSpec>,
+    /// One origin (or `*`) answered by OPTIONS preflights; `None`: no CORS.
+    pub cors_origin: Option<String>,
+    pub gateway_responses: Vec<GatewayResponseSpec>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl RestApiSpec {
+    /// A content hash of everything a deployment freezes: routes, their integration targets,
+    /// CORS and gateway responses. Name, description, endpoint type and tags take effect
+    /// without a deployment and are left out, so changing them never redeploys.
+    pub fn deployment_hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        #[derive(Serialize)]
+        struct Deployed<'a> {
+            routes: Vec<&'a RouteSpec>,
+            cors_origin: &'a Option<String>,
+            gateway_responses: Vec<&'a GatewayResponseSpec>,
+        }
+        // Order-independent: the same API listed in another order is the same API.
+        let mut routes: Vec<&RouteSpec> = self.routes.iter().collect();
+        routes.sort_by(|a, b| (&a.path, &a.method).cmp(&(&b.path, &b.method)));
+        let mut gateway_responses: Vec<&GatewayResponseSpec> =
+            self.gateway_responses.iter().collect();
+        gateway_responses.sort_by(|a, b| a.response_type.cmp(&b.response_type));
+        let doc = serde_json::to_vec(&Deployed {
+            routes,
+            cors_origin: &self.cors_origin,
+            gateway_responses,
+        })
+        .expect("the API definition serialises");
+        hex::encode(Sha256::digest(&doc))
+    }
+}
+
+/// The prefix of a deployment description that records the hash it deployed.
+pub const DEPLOYMENT_HASH_PREFIX: &str = "xtask-definition-sha256:";
+
+/// A stage with its current deployment, access logs and method throttling.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiStageSpec {
+    pub api_name: String,
+    pub stage_name: String,
+    /// [`RestApiSpec::deployment_hash`] of the API this stage must serve.
+    pub deployment_hash: String,
+    pub access_log_group_arn: String,
+    /// JSON access log format.
+    pub access_log_format: String,
+    pub throttle_rate: f64,
+    pub throttle_burst: u32,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// An API key; AWS generates its value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKeySpec {
+    pub name: String,
+    pub description: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A usage plan bound to one API stage, with throttle, quota and one key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsagePlanSpec {
+    pub name: String,
+    pub api_name: String,
+    pub stage_name: String,
+    pub key_name: String,
+    pub rate_limit: f64,
+    pub burst_limit: u32,
+    pub quota_limit: u32,
+    /// `DAY`, `WEEK` or `MONTH`.
+    pub quota_period: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Permission for API Gateway to invoke one function alias from one method of one stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LambdaPermissionSpec {
+    pub function_name: String,
+    pub qualifier: String,
+    /// Stable, so re-applying finds the statement instead of adding another.
+    pub statement_id: String,
+    pub principal: String,
+    pub api_name: String,
+    /// `<stage>/<METHOD>/<path>`: appended to `arn:...:execute-api:<region>:<account>:<api id>/`.
+    pub source_arn_suffix: String,
 }

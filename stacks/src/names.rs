@@ -59,6 +59,29 @@ impl Names {
         format!("{}processed-invoices-table-{}", self.prefix, self.env)
     }
 
+    /// The REST API's name.
+    pub fn rest_api(&self) -> String {
+        format!("{}invoice-api-gateway-{}", self.prefix, self.env)
+    }
+
+    /// A function's name, from its crate name under `functions/` (`insert-invoice`).
+    pub fn function(&self, base: &str) -> String {
+        format!("{}{base}-{}", self.prefix, self.env)
+    }
+
+    pub fn api_key(&self) -> String {
+        format!("{}{}-api-key-{}", self.prefix, self.app, self.env)
+    }
+
+    pub fn usage_plan(&self) -> String {
+        format!("{}{}-usage-plan-{}", self.prefix, self.app, self.env)
+    }
+
+    /// The account-wide role API Gateway writes logs with (one per account, shared by envs).
+    pub fn apigateway_cloudwatch_role(&self) -> String {
+        format!("{}apigateway-cloudwatch-logs", self.prefix)
+    }
+
     /// The SSM parameter that serialises apply and destroy of this environment.
     pub fn lock_parameter(&self) -> String {
         format!("/{}{}/{}/xtask-lock", self.prefix, self.app, self.env)

@@ -107,7 +107,81 @@ pub fn validate(c: &Config) -> Vec<(String, String)> {
     if !(1..=3600).contains(&c.deploy.wait_timeout_secs) {
         p.push("deploy.wait_timeout_secs", "must be between 1 and 3600");
     }
+    check_api(&mut p, &c.api);
     p.0
+}
+
+/// CloudWatch Logs accepts only these retention periods.
+pub const LOG_RETENTION_DAYS: [u32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+fn check_api(p: &mut Problems, a: &crate::config::ApiConfig) {
+    let stage_ok = a
+        .stage_name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if a.stage_name.is_empty() || a.stage_name.len() > 128 || !stage_ok {
+        p.push(
+            "api.stage_name",
+            "must be 1 to 128 characters of A-Z, a-z, 0-9, `-` and `_`",
+        );
+    }
+    // A MOCK preflight answers one static Access-Control-Allow-Origin; several origins would
+    // need code that echoes the caller's origin.
+    if a.cors_allowed_origins.len() > 1 {
+        p.push(
+            "api.cors_allowed_origins",
+            "at most one origin (or \"*\"): the preflight answers a single Access-Control-Allow-Origin",
+        );
+    }
+    for (i, o) in a.cors_allowed_origins.iter().enumerate() {
+        let ok = o == "*"
+            || ((o.starts_with("https://") || o.starts_with("http://"))
+                && !o.ends_with('/')
+                && !o.contains(char::is_whitespace)
+                && !o.contains('\''));
+        if !ok {
+            p.push(
+                format!("api.cors_allowed_origins.{i}"),
+                format!("`{o}` is not an origin: expected `*` or scheme://host[:port] without a path"),
+            );
+        }
+    }
+    for (key, t) in [
+        ("api.method_throttle", a.method_throttle),
+        ("api.usage_plan.throttle", a.usage_plan.throttle),
+    ] {
+        if !(a_positive(t.rate_limit) && t.rate_limit <= 10_000.0) {
+            p.push(
+                format!("{key}.rate_limit"),
+                "must be greater than 0 and at most 10000 (the account's default limit)",
+            );
+        }
+        if !(1..=5000).contains(&t.burst_limit) {
+            p.push(
+                format!("{key}.burst_limit"),
+                "must be between 1 and 5000 (the account's default limit)",
+            );
+        }
+    }
+    if a.usage_plan.quota.limit == 0 {
+        p.push("api.usage_plan.quota.limit", "must be at least 1");
+    }
+    if !LOG_RETENTION_DAYS.contains(&a.access_log_retention_days) {
+        p.push(
+            "api.access_log_retention_days",
+            format!(
+                "{} is not a retention CloudWatch Logs accepts; one of {:?}",
+                a.access_log_retention_days, LOG_RETENTION_DAYS
+            ),
+        );
+    }
+}
+
+fn a_positive(v: f64) -> bool {
+    v.is_finite() && v > 0.0
 }
 
 /// Checks that the names derived from this config are ones AWS accepts, for one environment.

@@ -86,7 +86,8 @@ fn default_config_builds_two_buckets_two_tables_and_invoices_autoscaling() {
     ] {
         assert_eq!(s.get(id).unwrap().ensure, Ensure::Present, "{id}");
     }
-    assert_eq!(s.resources.len(), 4 + 12);
+    // Storage, scaling, and the API's 9 (account, API, log group, stage, key, plan, 3 permissions).
+    assert_eq!(s.resources.len(), 4 + 12 + 9);
 }
 
 #[test]
@@ -258,7 +259,15 @@ fn taggable(r: &Resource) -> Option<&std::collections::BTreeMap<String, String>>
     match &r.spec {
         Spec::Bucket(b) => Some(&b.tags),
         Spec::Table(t) => Some(&t.tags),
-        Spec::ScalableTarget(_) | Spec::ScalingPolicy(_) => None,
+        Spec::LogGroup(l) => Some(&l.tags),
+        Spec::RestApi(a) => Some(&a.tags),
+        Spec::ApiStage(a) => Some(&a.tags),
+        Spec::ApiKey(k) => Some(&k.tags),
+        Spec::UsagePlan(u) => Some(&u.tags),
+        Spec::ScalableTarget(_)
+        | Spec::ScalingPolicy(_)
+        | Spec::ApiAccount(_)
+        | Spec::LambdaPermission(_) => None,
     }
 }
 
@@ -277,7 +286,7 @@ fn every_taggable_resource_carries_the_ownership_tags() {
             }
         }
     }
-    assert_eq!(tagged, 4);
+    assert_eq!(tagged, 4 + 5);
 }
 
 #[test]
@@ -315,7 +324,7 @@ fn pay_per_request_lists_scaling_as_absent() {
         }
     }
     assert_eq!(count(&s, |r| is_target(r) || is_policy(r)), 12);
-    assert_eq!(count(&s, |r| r.ensure == Ensure::Present), 4);
+    assert_eq!(count(&s, |r| r.ensure == Ensure::Present), 4 + 9);
 }
 
 #[test]
@@ -355,8 +364,14 @@ fn provisioned_processed_table_gets_its_scaling() {
 #[test]
 fn into_absent_marks_everything_absent() {
     let s = build(&Config::default());
-    let n = s.resources.len();
-    let ids: Vec<String> = s.resources.iter().map(|r| r.id.clone()).collect();
+    // The account-wide CloudWatch role setting is shared and never undone by a destroy.
+    let n = s.resources.len() - 1;
+    let ids: Vec<String> = s
+        .resources
+        .iter()
+        .filter(|r| !matches!(r.spec, Spec::ApiAccount(_)))
+        .map(|r| r.id.clone())
+        .collect();
     let absent = s.into_absent();
     assert_eq!(absent.resources.len(), n);
     assert!(absent.resources.iter().all(|r| r.ensure == Ensure::Absent));
@@ -406,6 +421,8 @@ fn dependencies_point_at_existing_resources_policy_target_table() {
                     );
                 }
                 Spec::Bucket(_) | Spec::Table(_) => assert!(r.depends_on.is_empty()),
+                // The API's own graph is checked in `api_resources_depend_on_what_they_reference`.
+                _ => {}
             }
         }
         // Every resource appears after what it depends on.
@@ -436,4 +453,49 @@ fn repo_configs_build_valid_stacks() {
             format!("invoices-table-{env}")
         );
     }
+}
+
+#[test]
+fn api_resources_depend_on_what_they_reference() {
+    let s = build(&Config::default());
+    let deps = |id: &str| s.get(id).unwrap().depends_on.clone();
+    assert_eq!(
+        deps(stacks::api::STAGE),
+        [
+            stacks::api::REST_API,
+            stacks::api::ACCESS_LOG_GROUP,
+            stacks::api::ACCOUNT
+        ]
+    );
+    assert_eq!(
+        deps(stacks::api::USAGE_PLAN),
+        [stacks::api::STAGE, stacks::api::API_KEY]
+    );
+    let perms: Vec<&Resource> = s
+        .resources
+        .iter()
+        .filter(|r| matches!(r.spec, Spec::LambdaPermission(_)))
+        .collect();
+    assert_eq!(perms.len(), 3);
+    for p in perms {
+        assert!(p.depends_on.contains(&stacks::api::REST_API.to_string()));
+        let Spec::LambdaPermission(l) = &p.spec else {
+            unreachable!()
+        };
+        assert_eq!(l.qualifier, "live");
+        assert!(l.source_arn_suffix.starts_with("v1/"), "{l:?}");
+    }
+}
+
+#[test]
+fn api_disabled_lists_its_resources_as_absent() {
+    let mut c = Config::default();
+    c.api.enabled = false;
+    let s = build(&c);
+    assert_eq!(count(&s, |r| r.ensure == Ensure::Absent && r.id.contains("api")), 5);
+    assert_eq!(
+        count(&s, |r| matches!(r.spec, Spec::LambdaPermission(_))
+            && r.ensure == Ensure::Absent),
+        3
+    );
 }

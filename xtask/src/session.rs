@@ -129,7 +129,7 @@ impl Session {
                 config.allowed_account_ids.join(", ")
             );
         }
-        let stack = stacks::invoice_app(&config, &g.env, &account_id);
+        let stack = stacks::invoice_app::invoice_app_in(&config, &g.env, &account_id, &region);
         let ctx = Ctx {
             aws,
             account_id,
