@@ -95,10 +95,17 @@ fn gateway_responses(cors_origin: Option<&str>) -> Vec<GatewayResponseSpec> {
         (
             "BAD_REQUEST_PARAMETERS",
             "400",
-            template("validation_failed", "\"$context.error.validationErrorString\""),
+            template(
+                "validation_failed",
+                "\"$context.error.validationErrorString\"",
+            ),
         ),
         ("BAD_REQUEST_BODY", "400", template("malformed_json", msg)),
-        ("REQUEST_TOO_LARGE", "413", template("payload_too_large", msg)),
+        (
+            "REQUEST_TOO_LARGE",
+            "413",
+            template("payload_too_large", msg),
+        ),
         ("DEFAULT_4XX", "", template("bad_request", msg)),
         ("DEFAULT_5XX", "", template("internal_error", msg)),
     ]
@@ -158,16 +165,13 @@ pub fn resources(
         tags: tags.clone(),
     };
     let log_group = format!("/aws/apigateway/{api_name}");
+    // The account setting is only ever added, never removed (see `Stack::into_absent`), so a
+    // disabled API does not list it at all.
+    let mut stage_deps = vec![REST_API.to_string(), ACCESS_LOG_GROUP.to_string()];
+    if a.enabled {
+        stage_deps.push(ACCOUNT.into());
+    }
     let mut out = vec![
-        Resource {
-            id: ACCOUNT.into(),
-            depends_on: vec![],
-            ensure,
-            spec: Spec::ApiAccount(ApiAccountSpec {
-                setup: a.setup_cloudwatch_role,
-                role_name: names.apigateway_cloudwatch_role(),
-            }),
-        },
         Resource {
             id: ACCESS_LOG_GROUP.into(),
             depends_on: vec![],
@@ -180,7 +184,7 @@ pub fn resources(
         },
         Resource {
             id: STAGE.into(),
-            depends_on: vec![REST_API.into(), ACCESS_LOG_GROUP.into(), ACCOUNT.into()],
+            depends_on: stage_deps,
             ensure,
             spec: Spec::ApiStage(ApiStageSpec {
                 api_name: api_name.clone(),
@@ -249,7 +253,7 @@ pub fn resources(
         });
     }
     out.insert(
-        1,
+        0,
         Resource {
             id: REST_API.into(),
             depends_on: vec![],
@@ -257,6 +261,20 @@ pub fn resources(
             spec: Spec::RestApi(api),
         },
     );
+    if a.enabled {
+        out.insert(
+            0,
+            Resource {
+                id: ACCOUNT.into(),
+                depends_on: vec![],
+                ensure,
+                spec: Spec::ApiAccount(ApiAccountSpec {
+                    setup: a.setup_cloudwatch_role,
+                    role_name: names.apigateway_cloudwatch_role(),
+                }),
+            },
+        );
+    }
     out
 }
 
@@ -266,7 +284,13 @@ mod tests {
 
     fn api(config: &Config) -> RestApiSpec {
         let names = Names::new(config, "dev", "123456789012");
-        let rs = resources(config, &names, "123456789012", "eu-west-1", &BTreeMap::new());
+        let rs = resources(
+            config,
+            &names,
+            "123456789012",
+            "eu-west-1",
+            &BTreeMap::new(),
+        );
         match &rs.iter().find(|r| r.id == REST_API).unwrap().spec {
             Spec::RestApi(a) => a.clone(),
             _ => unreachable!(),

@@ -145,7 +145,9 @@ fn check_api(p: &mut Problems, a: &crate::config::ApiConfig) {
         if !ok {
             p.push(
                 format!("api.cors_allowed_origins.{i}"),
-                format!("`{o}` is not an origin: expected `*` or scheme://host[:port] without a path"),
+                format!(
+                    "`{o}` is not an origin: expected `*` or scheme://host[:port] without a path"
+                ),
             );
         }
     }

@@ -492,7 +492,12 @@ fn api_disabled_lists_its_resources_as_absent() {
     let mut c = Config::default();
     c.api.enabled = false;
     let s = build(&c);
-    assert_eq!(count(&s, |r| r.ensure == Ensure::Absent && r.id.contains("api")), 5);
+    // The account-wide role setting is not listed at all: it is never removed.
+    assert!(s.get(stacks::api::ACCOUNT).is_none());
+    assert_eq!(
+        count(&s, |r| r.ensure == Ensure::Absent && r.id.contains("api")),
+        4
+    );
     assert_eq!(
         count(&s, |r| matches!(r.spec, Spec::LambdaPermission(_))
             && r.ensure == Ensure::Absent),

@@ -1,10 +1,18 @@
 //! One module per AWS resource kind, and [`bind`]: the single place that maps a stack's
 //! spec variants to their providers.
 
+pub mod api_account;
+pub mod api_key;
+pub mod api_stage;
+pub mod apigw;
 pub mod dynamodb_table;
+pub mod lambda_permission;
+pub mod log_group;
+pub mod rest_api;
 pub mod s3_bucket;
 pub mod scalable_target;
 pub mod scaling_policy;
+pub mod usage_plan;
 
 use std::sync::Arc;
 
@@ -30,6 +38,17 @@ pub fn bind(resource: &Resource) -> Arc<dyn Node> {
         )),
         Spec::ScalingPolicy(s) => Arc::new(Bound::new(
             scaling_policy::ScalingPolicy,
+            resource,
+            s.clone(),
+        )),
+        Spec::LogGroup(s) => Arc::new(Bound::new(log_group::LogGroup, resource, s.clone())),
+        Spec::ApiAccount(s) => Arc::new(Bound::new(api_account::ApiAccount, resource, s.clone())),
+        Spec::RestApi(s) => Arc::new(Bound::new(rest_api::RestApi, resource, s.clone())),
+        Spec::ApiStage(s) => Arc::new(Bound::new(api_stage::ApiStage, resource, s.clone())),
+        Spec::ApiKey(s) => Arc::new(Bound::new(api_key::ApiKey, resource, s.clone())),
+        Spec::UsagePlan(s) => Arc::new(Bound::new(usage_plan::UsagePlan, resource, s.clone())),
+        Spec::LambdaPermission(s) => Arc::new(Bound::new(
+            lambda_permission::LambdaPermission,
             resource,
             s.clone(),
         )),

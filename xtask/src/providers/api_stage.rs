@@ -1,0 +1,420 @@
+//! A REST API stage together with the deployment it serves.
+//!
+//! Changes to an API reach clients only through a new deployment that the stage is moved to.
+//! The deployment's description records the content hash of the API definition it froze
+//! ([`stacks::RestApiSpec::deployment_hash`]), so the plan compares hashes: equal means the
+//! stage serves exactly the wanted API and nothing is deployed; different (or a deployment
+//! without our hash) means exactly one new deployment. CreateDeployment is limited to one
+//! every 5 s per account, so it goes through the retry helper with that interval.
+//!
+//! The stage also carries JSON access logs and method throttling. Access logging needs the
+//! account's API Gateway CloudWatch role: checked before the stage is configured, with a
+//! message saying how to fix it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Context as _, Result, bail};
+use async_trait::async_trait;
+use aws_sdk_apigateway::error::SdkError;
+use aws_sdk_apigateway::operation::delete_deployment::DeleteDeploymentError;
+use aws_sdk_apigateway::operation::delete_stage::DeleteStageError;
+use aws_sdk_apigateway::operation::get_deployment::GetDeploymentError;
+use aws_sdk_apigateway::operation::get_stage::GetStageError;
+use aws_sdk_apigateway::operation::get_stages::GetStagesError;
+use aws_sdk_apigateway::types::{Op, PatchOperation};
+use serde_json::Value;
+use stacks::{ApiStageSpec, DEPLOYMENT_HASH_PREFIX};
+
+use super::apigw::{self, Quota};
+use crate::engine::retry::retry;
+use crate::engine::{Change, Ctx, Diff, Provider};
+
+pub struct ApiStage;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedStage {
+    pub api_id: String,
+    pub deployment_id: Option<String>,
+    /// The definition hash recorded on the deployment the stage serves, if it has ours.
+    pub deployed_hash: Option<String>,
+    pub access_log_destination: Option<String>,
+    pub access_log_format: Option<String>,
+    /// `*/*` method settings: rate and burst.
+    pub throttle: Option<(f64, i32)>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The hash a deployment description records, if it is one of ours.
+pub fn recorded_hash(description: Option<&str>) -> Option<String> {
+    description
+        .and_then(|d| d.strip_prefix(DEPLOYMENT_HASH_PREFIX))
+        .map(str::to_string)
+}
+
+fn throttle(spec: &ApiStageSpec) -> (f64, i32) {
+    (spec.throttle_rate, spec.throttle_burst as i32)
+}
+
+#[async_trait]
+impl Provider for ApiStage {
+    type Spec = ApiStageSpec;
+    type Observed = ObservedStage;
+    const KIND: &'static str = "api_stage";
+
+    async fn read(&self, ctx: &Ctx, spec: &ApiStageSpec) -> Result<Option<ObservedStage>> {
+        let Some(api) = apigw::find_rest_api(ctx, &spec.api_name).await? else {
+            return Ok(None);
+        };
+        let api_id = api.id().unwrap_or_default().to_string();
+        let gw = &ctx.aws.apigateway;
+        let stage = match gw
+            .get_stage()
+            .rest_api_id(&api_id)
+            .stage_name(&spec.stage_name)
+            .send()
+            .await
+        {
+            Ok(s) => s,
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), GetStageError::NotFoundException(_)) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e).context("GetStage"),
+        };
+        let deployment_id = stage.deployment_id().map(str::to_string);
+        let deployed_hash = match &deployment_id {
+            None => None,
+            Some(id) => match gw
+                .get_deployment()
+                .rest_api_id(&api_id)
+                .deployment_id(id)
+                .send()
+                .await
+            {
+                Ok(d) => recorded_hash(d.description()),
+                Err(SdkError::ServiceError(e))
+                    if matches!(e.err(), GetDeploymentError::NotFoundException(_)) =>
+                {
+                    None
+                }
+                Err(e) => return Err(e).context("GetDeployment"),
+            },
+        };
+        let throttle = stage
+            .method_settings()
+            .and_then(|m| m.get("*/*"))
+            .map(|s| (s.throttling_rate_limit(), s.throttling_burst_limit()));
+        Ok(Some(ObservedStage {
+            api_id,
+            deployment_id,
+            deployed_hash,
+            access_log_destination: stage
+                .access_log_settings()
+                .and_then(|a| a.destination_arn())
+                .map(str::to_string),
+            access_log_format: stage
+                .access_log_settings()
+                .and_then(|a| a.format())
+                .map(str::to_string),
+            throttle,
+            tags: apigw::tags(stage.tags()),
+        }))
+    }
+
+    fn tags(o: &ObservedStage) -> Option<&BTreeMap<String, String>> {
+        Some(&o.tags)
+    }
+
+    fn describe(spec: &ApiStageSpec) -> Diff {
+        let mut d = Diff::default();
+        d.push("deployment", &Value::Null, &spec.deployment_hash, false);
+        d.push(
+            "access_log_destination",
+            &Value::Null,
+            &spec.access_log_group_arn,
+            false,
+        );
+        d.push("throttle", &Value::Null, &throttle(spec), false);
+        d.push("tags", &Value::Null, &spec.tags, false);
+        d
+    }
+
+    fn diff(spec: &ApiStageSpec, o: &ObservedStage) -> Diff {
+        let mut d = Diff::default();
+        d.field(
+            "deployment",
+            Some(spec.deployment_hash.clone()),
+            o.deployed_hash.clone(),
+        );
+        d.field(
+            "access_log_destination",
+            Some(spec.access_log_group_arn.clone()),
+            o.access_log_destination.clone(),
+        );
+        d.field(
+            "access_log_format",
+            Some(spec.access_log_format.clone()),
+            o.access_log_format.clone(),
+        );
+        d.field("throttle", Some(throttle(spec)), o.throttle);
+        d.field("tags", &spec.tags, &o.tags);
+        d
+    }
+
+    async fn create(&self, ctx: &Ctx, spec: &ApiStageSpec) -> Result<()> {
+        let api_id = apigw::rest_api_id(ctx, &spec.api_name).await?;
+        check_logging_role(ctx).await?;
+        let deployment = deploy(ctx, &api_id, &spec.deployment_hash).await?;
+        ctx.aws
+            .apigateway
+            .create_stage()
+            .rest_api_id(&api_id)
+            .stage_name(&spec.stage_name)
+            .deployment_id(&deployment)
+            .set_tags(Some(
+                spec.tags.clone().into_iter().collect::<HashMap<_, _>>(),
+            ))
+            .send()
+            .await
+            .context("CreateStage")?;
+        patch_stage(ctx, &api_id, spec, settings_patch(spec)).await
+    }
+
+    async fn update(
+        &self,
+        ctx: &Ctx,
+        spec: &ApiStageSpec,
+        o: &ObservedStage,
+        changes: &[Change],
+    ) -> Result<()> {
+        let changed = |f: &str| changes.iter().any(|c| c.field == f);
+        let mut patch = Vec::new();
+        if changed("deployment") {
+            let id = deploy(ctx, &o.api_id, &spec.deployment_hash).await?;
+            patch.push(replace("/deploymentId", &id));
+        }
+        if changed("access_log_destination") || changed("access_log_format") {
+            check_logging_role(ctx).await?;
+        }
+        if changed("access_log_destination") || changed("access_log_format") || changed("throttle")
+        {
+            patch.extend(settings_patch(spec));
+        }
+        if !patch.is_empty() {
+            patch_stage(ctx, &o.api_id, spec, patch).await?;
+        }
+        if changed("tags") {
+            let arn = apigw::resource_arn(
+                &ctx.region,
+                &format!("/restapis/{}/stages/{}", o.api_id, spec.stage_name),
+            );
+            super::rest_api::update_tags(ctx, &arn, &spec.tags, &o.tags).await?;
+        }
+        if changed("deployment") {
+            prune_deployments(ctx, &o.api_id).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, ctx: &Ctx, spec: &ApiStageSpec, o: &ObservedStage) -> Result<()> {
+        match ctx
+            .aws
+            .apigateway
+            .delete_stage()
+            .rest_api_id(&o.api_id)
+            .stage_name(&spec.stage_name)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), DeleteStageError::NotFoundException(_)) => {}
+            Err(e) => return Err(e).context("DeleteStage"),
+        }
+        prune_deployments(ctx, &o.api_id).await
+    }
+}
+
+fn replace(path: &str, value: &str) -> PatchOperation {
+    PatchOperation::builder()
+        .op(Op::Replace)
+        .path(path)
+        .value(value)
+        .build()
+}
+
+/// Access log settings and `*/*` throttling, as stage patch operations.
+fn settings_patch(spec: &ApiStageSpec) -> Vec<PatchOperation> {
+    vec![
+        replace(
+            "/accessLogSettings/destinationArn",
+            &spec.access_log_group_arn,
+        ),
+        replace("/accessLogSettings/format", &spec.access_log_format),
+        replace("/*/*/throttling/rateLimit", &spec.throttle_rate.to_string()),
+        replace(
+            "/*/*/throttling/burstLimit",
+            &spec.throttle_burst.to_string(),
+        ),
+    ]
+}
+
+async fn patch_stage(
+    ctx: &Ctx,
+    api_id: &str,
+    spec: &ApiStageSpec,
+    patch: Vec<PatchOperation>,
+) -> Result<()> {
+    ctx.aws
+        .apigateway
+        .update_stage()
+        .rest_api_id(api_id)
+        .stage_name(&spec.stage_name)
+        .set_patch_operations(Some(patch))
+        .send()
+        .await
+        .context("UpdateStage")?;
+    Ok(())
+}
+
+/// Creates a deployment recording `hash`, waiting out the account's deployment quota.
+async fn deploy(ctx: &Ctx, api_id: &str, hash: &str) -> Result<String> {
+    let gw = &ctx.aws.apigateway;
+    let description = format!("{DEPLOYMENT_HASH_PREFIX}{hash}");
+    let d = retry(
+        "CreateDeployment",
+        Quota::CreateDeployment.backoff(ctx.wait_timeout),
+        || {
+            gw.create_deployment()
+                .rest_api_id(api_id)
+                .description(&description)
+                .customize()
+                .config_override(apigw::no_sdk_retries())
+                .send()
+        },
+        apigw::deployment_retryable,
+    )
+    .await
+    .context("CreateDeployment")?;
+    d.id()
+        .map(str::to_string)
+        .context("CreateDeployment returned no id")
+}
+
+/// Deletes our deployments that no stage serves any more, so they do not pile up.
+async fn prune_deployments(ctx: &Ctx, api_id: &str) -> Result<()> {
+    let gw = &ctx.aws.apigateway;
+    let stages = match gw.get_stages().rest_api_id(api_id).send().await {
+        Ok(s) => s,
+        Err(SdkError::ServiceError(e))
+            if matches!(e.err(), GetStagesError::NotFoundException(_)) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("GetStages"),
+    };
+    let in_use: Vec<&str> = stages
+        .item()
+        .iter()
+        .filter_map(|s| s.deployment_id())
+        .collect();
+    let deployments = gw
+        .get_deployments()
+        .rest_api_id(api_id)
+        .limit(500)
+        .send()
+        .await
+        .context("GetDeployments")?;
+    for d in deployments.items() {
+        let Some(id) = d.id() else { continue };
+        if in_use.contains(&id) || recorded_hash(d.description()).is_none() {
+            continue;
+        }
+        match gw
+            .delete_deployment()
+            .rest_api_id(api_id)
+            .deployment_id(id)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), DeleteDeploymentError::NotFoundException(_)) => {}
+            Err(e) => return Err(e).context("DeleteDeployment"),
+        }
+    }
+    Ok(())
+}
+
+/// Access logging needs the account's CloudWatch role; without it UpdateStage fails with a
+/// message that does not say so. Stop first, saying what to do.
+async fn check_logging_role(ctx: &Ctx) -> Result<()> {
+    let account = ctx
+        .aws
+        .apigateway
+        .get_account()
+        .send()
+        .await
+        .context("GetAccount")?;
+    if account.cloudwatch_role_arn().is_none_or(str::is_empty) {
+        bail!("{}", super::api_account::missing_role_message(ctx, None));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ApiStageSpec {
+        ApiStageSpec {
+            api_name: "invoice-api-gateway-dev".into(),
+            stage_name: "v1".into(),
+            deployment_hash: "ab".repeat(32),
+            access_log_group_arn: "arn:aws:logs:eu-west-1:1:log-group:/aws/apigateway/x".into(),
+            access_log_format: "{}".into(),
+            throttle_rate: 50.0,
+            throttle_burst: 100,
+            tags: BTreeMap::new(),
+        }
+    }
+
+    fn live(s: &ApiStageSpec) -> ObservedStage {
+        ObservedStage {
+            api_id: "abc".into(),
+            deployment_id: Some("d1".into()),
+            deployed_hash: Some(s.deployment_hash.clone()),
+            access_log_destination: Some(s.access_log_group_arn.clone()),
+            access_log_format: Some(s.access_log_format.clone()),
+            throttle: Some((50.0, 100)),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_same_hash_never_redeploys() {
+        let s = spec();
+        assert!(ApiStage::diff(&s, &live(&s)).0.is_empty());
+    }
+
+    #[test]
+    fn another_hash_or_a_foreign_deployment_redeploys() {
+        let s = spec();
+        let mut o = live(&s);
+        o.deployed_hash = Some("00".repeat(32));
+        assert!(ApiStage::diff(&s, &o).has("deployment"));
+        o.deployed_hash = None;
+        assert!(ApiStage::diff(&s, &o).has("deployment"));
+    }
+
+    #[test]
+    fn only_our_descriptions_carry_a_hash() {
+        assert_eq!(
+            recorded_hash(Some(&format!("{DEPLOYMENT_HASH_PREFIX}abc"))),
+            Some("abc".into())
+        );
+        assert_eq!(recorded_hash(Some("deployed by hand")), None);
+        assert_eq!(recorded_hash(None), None);
+    }
+}

@@ -1,0 +1,274 @@
+//! What the API Gateway providers share: finding a REST API or API key by name (the name is
+//! the only stable handle: there is no state file to remember ids in), the account's request
+//! quotas on a few control-plane calls, and the ARNs API Gateway resources are tagged by.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use aws_sdk_apigateway::error::SdkError;
+use aws_sdk_apigateway::operation::create_deployment::CreateDeploymentError;
+use aws_sdk_apigateway::operation::create_rest_api::CreateRestApiError;
+use aws_sdk_apigateway::operation::delete_rest_api::DeleteRestApiError;
+use aws_sdk_apigateway::types::RestApi;
+
+use crate::engine::Ctx;
+use crate::engine::retry::Backoff;
+
+/// Per-account quotas of API Gateway calls that are much lower than the ~10 rps of the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// CreateDeployment: one every 5 seconds.
+    CreateDeployment,
+    /// CreateRestApi: one every 3 seconds.
+    CreateRestApi,
+    /// DeleteRestApi: one every 30 seconds.
+    DeleteRestApi,
+}
+
+impl Quota {
+    pub fn interval(self) -> Duration {
+        match self {
+            Quota::CreateDeployment => Duration::from_secs(5),
+            Quota::CreateRestApi => Duration::from_secs(3),
+            Quota::DeleteRestApi => Duration::from_secs(30),
+        }
+    }
+
+    /// Backoff for a throttled call: the first retry waits one quota interval (retrying
+    /// sooner is bound to be throttled again), later ones up to two.
+    pub fn backoff(self, deadline: Duration) -> Backoff {
+        Backoff {
+            first: self.interval(),
+            max: self.interval() * 2,
+            deadline,
+        }
+    }
+}
+
+/// Why a CreateDeployment error is worth retrying, if it is.
+pub fn deployment_retryable<R>(e: &SdkError<CreateDeploymentError, R>) -> Option<&'static str> {
+    match e {
+        SdkError::ServiceError(s)
+            if matches!(s.err(), CreateDeploymentError::TooManyRequestsException(_)) =>
+        {
+            Some("CreateDeployment quota (1 per 5 s per account)")
+        }
+        _ => None,
+    }
+}
+
+pub fn create_api_retryable<R>(e: &SdkError<CreateRestApiError, R>) -> Option<&'static str> {
+    match e {
+        SdkError::ServiceError(s)
+            if matches!(s.err(), CreateRestApiError::TooManyRequestsException(_)) =>
+        {
+            Some("CreateRestApi quota (1 per 3 s per account)")
+        }
+        _ => None,
+    }
+}
+
+pub fn delete_api_retryable<R>(e: &SdkError<DeleteRestApiError, R>) -> Option<&'static str> {
+    match e {
+        SdkError::ServiceError(s)
+            if matches!(s.err(), DeleteRestApiError::TooManyRequestsException(_)) =>
+        {
+            Some("DeleteRestApi quota (1 per 30 s per account)")
+        }
+        _ => None,
+    }
+}
+
+/// SDK config for the quota-limited calls: no SDK-level retries, so the quota-aware retry
+/// helper is the only one waiting (the SDK's own backoff is far shorter than the quotas).
+pub fn no_sdk_retries() -> aws_sdk_apigateway::config::Builder {
+    aws_sdk_apigateway::config::Builder::default()
+        .retry_config(aws_sdk_apigateway::config::retry::RetryConfig::disabled())
+}
+
+/// The REST API called `name`, if any (all pages of GetRestApis).
+pub async fn find_rest_api(ctx: &Ctx, name: &str) -> Result<Option<RestApi>> {
+    let mut position = None;
+    loop {
+        let page = ctx
+            .aws
+            .apigateway
+            .get_rest_apis()
+            .limit(500)
+            .set_position(position)
+            .send()
+            .await
+            .context("GetRestApis")?;
+        if let Some(api) = page.items().iter().find(|a| a.name() == Some(name)) {
+            return Ok(Some(api.clone()));
+        }
+        match page.position() {
+            Some(p) if !p.is_empty() && !page.items().is_empty() => position = Some(p.to_string()),
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// The id of the REST API called `name`, or an error saying it must exist first.
+pub async fn rest_api_id(ctx: &Ctx, name: &str) -> Result<String> {
+    find_rest_api(ctx, name)
+        .await?
+        .and_then(|a| a.id().map(str::to_string))
+        .with_context(|| format!("REST API {name} does not exist"))
+}
+
+/// The id of the API key called `name`, if any.
+pub async fn find_api_key(
+    ctx: &Ctx,
+    name: &str,
+) -> Result<Option<aws_sdk_apigateway::types::ApiKey>> {
+    let mut position = None;
+    loop {
+        let page = ctx
+            .aws
+            .apigateway
+            .get_api_keys()
+            .name_query(name)
+            .include_values(false)
+            .limit(500)
+            .set_position(position)
+            .send()
+            .await
+            .context("GetApiKeys")?;
+        if let Some(k) = page.items().iter().find(|k| k.name() == Some(name)) {
+            return Ok(Some(k.clone()));
+        }
+        match page.position() {
+            Some(p) if !p.is_empty() && !page.items().is_empty() => position = Some(p.to_string()),
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// The ARN API Gateway resources are tagged by: `arn:aws:apigateway:<region>::<path>`.
+pub fn resource_arn(region: &str, path: &str) -> String {
+    format!(
+        "arn:{}:apigateway:{region}::{path}",
+        super::partition(region)
+    )
+}
+
+/// Tag maps come back as `HashMap`s; compare them ordered and without AWS-managed tags.
+pub fn tags(
+    live: Option<&std::collections::HashMap<String, String>>,
+) -> std::collections::BTreeMap<String, String> {
+    live.into_iter()
+        .flatten()
+        .filter(|(k, _)| !k.starts_with("aws:"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_apigateway::types::error::{BadRequestException, TooManyRequestsException};
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+
+    fn service_error<E>(err: E, status: u16) -> SdkError<E, Response> {
+        SdkError::service_error(
+            err,
+            Response::new(StatusCode::try_from(status).unwrap(), SdkBody::empty()),
+        )
+    }
+
+    #[test]
+    fn throttled_deployments_are_retried_other_errors_are_final() {
+        let throttled = service_error(
+            CreateDeploymentError::TooManyRequestsException(
+                TooManyRequestsException::builder().build(),
+            ),
+            429,
+        );
+        assert!(deployment_retryable(&throttled).is_some());
+        let bad = service_error(
+            CreateDeploymentError::BadRequestException(BadRequestException::builder().build()),
+            400,
+        );
+        assert_eq!(deployment_retryable(&bad), None);
+    }
+
+    #[test]
+    fn create_and_delete_quotas_are_classified_by_variant() {
+        let create = service_error(
+            CreateRestApiError::TooManyRequestsException(
+                TooManyRequestsException::builder().build(),
+            ),
+            429,
+        );
+        assert!(create_api_retryable(&create).is_some());
+        let delete = service_error(
+            DeleteRestApiError::TooManyRequestsException(
+                TooManyRequestsException::builder().build(),
+            ),
+            429,
+        );
+        assert!(delete_api_retryable(&delete).is_some());
+        let gone = service_error(
+            DeleteRestApiError::NotFoundException(
+                aws_sdk_apigateway::types::error::NotFoundException::builder().build(),
+            ),
+            404,
+        );
+        assert_eq!(delete_api_retryable(&gone), None);
+    }
+
+    #[test]
+    fn quota_backoff_never_retries_sooner_than_the_quota() {
+        for q in [
+            Quota::CreateDeployment,
+            Quota::CreateRestApi,
+            Quota::DeleteRestApi,
+        ] {
+            let b = q.backoff(Duration::from_secs(600));
+            assert_eq!(b.first, q.interval());
+            assert!(b.max >= b.first);
+        }
+        assert_eq!(Quota::CreateDeployment.interval(), Duration::from_secs(5));
+        assert_eq!(Quota::DeleteRestApi.interval(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_deployment_waits_a_quota_interval_then_succeeds() {
+        use std::cell::Cell;
+        let calls = Cell::new(0);
+        let start = tokio::time::Instant::now();
+        let out: Result<&str, SdkError<CreateDeploymentError, Response>> =
+            crate::engine::retry::retry(
+                "CreateDeployment",
+                Quota::CreateDeployment.backoff(Duration::from_secs(60)),
+                || {
+                    calls.set(calls.get() + 1);
+                    let n = calls.get();
+                    async move {
+                        if n < 3 {
+                            Err(service_error(
+                                CreateDeploymentError::TooManyRequestsException(
+                                    TooManyRequestsException::builder().build(),
+                                ),
+                                429,
+                            ))
+                        } else {
+                            Ok("deployed")
+                        }
+                    }
+                },
+                deployment_retryable,
+            )
+            .await;
+        assert_eq!(out.unwrap(), "deployed");
+        assert_eq!(calls.get(), 3);
+        // Jitter takes at most 20% off each wait.
+        assert!(
+            start.elapsed() >= Duration::from_secs(8),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! CloudWatch Logs log groups with a retention period and tags.
+//!
+//! Deleting a log group deletes its events: the group is only removed when the stack that
+//! created it is destroyed (or the feature that needs it is switched off).
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Context as _, Result};
+use async_trait::async_trait;
+use aws_sdk_cloudwatchlogs::error::SdkError;
+use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupError;
+use aws_sdk_cloudwatchlogs::operation::delete_log_group::DeleteLogGroupError;
+use serde_json::Value;
+use stacks::LogGroupSpec;
+
+use crate::engine::{Change, Ctx, Diff, Provider};
+
+pub struct LogGroup;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedLogGroup {
+    pub arn: String,
+    pub retention_days: Option<u32>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[async_trait]
+impl Provider for LogGroup {
+    type Spec = LogGroupSpec;
+    type Observed = ObservedLogGroup;
+    const KIND: &'static str = "log_group";
+
+    async fn read(&self, ctx: &Ctx, spec: &LogGroupSpec) -> Result<Option<ObservedLogGroup>> {
+        let logs = &ctx.aws.logs;
+        let page = logs
+            .describe_log_groups()
+            .log_group_name_prefix(&spec.name)
+            .send()
+            .await
+            .context("DescribeLogGroups")?;
+        let Some(g) = page
+            .log_groups()
+            .iter()
+            .find(|g| g.log_group_name() == Some(spec.name.as_str()))
+        else {
+            return Ok(None);
+        };
+        // The described ARN ends in `:*`; tagging APIs want it without.
+        let arn = g
+            .arn()
+            .unwrap_or_default()
+            .trim_end_matches(":*")
+            .to_string();
+        let tags = logs
+            .list_tags_for_resource()
+            .resource_arn(&arn)
+            .send()
+            .await
+            .context("ListTagsForResource")?
+            .tags()
+            .map(|t| {
+                t.iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<BTreeMap<_, _>>()
+            })
+            .unwrap_or_default();
+        Ok(Some(ObservedLogGroup {
+            arn,
+            retention_days: g.retention_in_days().map(|d| d as u32),
+            tags,
+        }))
+    }
+
+    fn tags(o: &ObservedLogGroup) -> Option<&BTreeMap<String, String>> {
+        Some(&o.tags)
+    }
+
+    fn describe(spec: &LogGroupSpec) -> Diff {
+        let mut d = Diff::default();
+        d.push("retention_days", &Value::Null, &spec.retention_days, false);
+        d.push("tags", &Value::Null, &spec.tags, false);
+        d
+    }
+
+    fn diff(spec: &LogGroupSpec, o: &ObservedLogGroup) -> Diff {
+        let mut d = Diff::default();
+        d.field(
+            "retention_days",
+            Some(spec.retention_days),
+            o.retention_days,
+        );
+        d.field("tags", &spec.tags, &o.tags);
+        d
+    }
+
+    async fn create(&self, ctx: &Ctx, spec: &LogGroupSpec) -> Result<()> {
+        match ctx
+            .aws
+            .logs
+            .create_log_group()
+            .log_group_name(&spec.name)
+            .set_tags(Some(
+                spec.tags.clone().into_iter().collect::<HashMap<_, _>>(),
+            ))
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            // An earlier run created it and stopped before setting its retention.
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    CreateLogGroupError::ResourceAlreadyExistsException(_)
+                ) => {}
+            Err(e) => return Err(e).context("CreateLogGroup"),
+        }
+        put_retention(ctx, spec).await
+    }
+
+    async fn update(
+        &self,
+        ctx: &Ctx,
+        spec: &LogGroupSpec,
+        o: &ObservedLogGroup,
+        changes: &[Change],
+    ) -> Result<()> {
+        if changes.iter().any(|c| c.field == "retention_days") {
+            put_retention(ctx, spec).await?;
+        }
+        if changes.iter().any(|c| c.field == "tags") {
+            let logs = &ctx.aws.logs;
+            let stale: Vec<String> = o
+                .tags
+                .keys()
+                .filter(|k| !spec.tags.contains_key(*k))
+                .cloned()
+                .collect();
+            if !stale.is_empty() {
+                logs.untag_resource()
+                    .resource_arn(&o.arn)
+                    .set_tag_keys(Some(stale))
+                    .send()
+                    .await
+                    .context("UntagResource")?;
+            }
+            logs.tag_resource()
+                .resource_arn(&o.arn)
+                .set_tags(Some(spec.tags.clone().into_iter().collect()))
+                .send()
+                .await
+                .context("TagResource")?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, ctx: &Ctx, spec: &LogGroupSpec, _o: &ObservedLogGroup) -> Result<()> {
+        match ctx
+            .aws
+            .logs
+            .delete_log_group()
+            .log_group_name(&spec.name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), DeleteLogGroupError::ResourceNotFoundException(_)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e).context("DeleteLogGroup"),
+        }
+    }
+}
+
+async fn put_retention(ctx: &Ctx, spec: &LogGroupSpec) -> Result<()> {
+    ctx.aws
+        .logs
+        .put_retention_policy()
+        .log_group_name(&spec.name)
+        .retention_in_days(spec.retention_days as i32)
+        .send()
+        .await
+        .context("PutRetentionPolicy")?;
+    Ok(())
+}

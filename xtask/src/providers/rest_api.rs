@@ -1,0 +1,734 @@
+//! REST APIs with their resources, methods, integrations and gateway responses, managed as
+//! one composite resource: a deployment freezes all of them together, and the stage's
+//! deployment hash covers all of them, so splitting them into separate resources would only
+//! multiply reads.
+//!
+//! Live state is read in three calls whatever the API's size: GetRestApis (found by name),
+//! GetResources with methods embedded, GetGatewayResponses. Changes are applied per route:
+//! a changed method is deleted and put again (PutMethod refuses to overwrite), a route no
+//! longer wanted is deleted with its resource when nothing else lives there.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Context as _, Result};
+use async_trait::async_trait;
+use aws_sdk_apigateway::error::SdkError;
+use aws_sdk_apigateway::operation::delete_method::DeleteMethodError;
+use aws_sdk_apigateway::operation::delete_resource::DeleteResourceError;
+use aws_sdk_apigateway::operation::get_resources::GetResourcesError;
+use aws_sdk_apigateway::types::{
+    ApiKeySourceType, EndpointConfiguration, EndpointType, GatewayResponseType, IntegrationType,
+    Op, PatchOperation,
+};
+use serde::Serialize;
+use serde_json::Value;
+use stacks::RestApiSpec;
+
+use super::apigw::{self, Quota};
+use crate::engine::retry::retry;
+use crate::engine::{Change, Ctx, Diff, Provider};
+
+pub struct RestApi;
+
+/// Where a method sends requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Target {
+    /// Lambda proxy integration to `uri`.
+    AwsProxy { uri: String },
+    /// A CORS preflight answered by API Gateway itself with this allowed origin.
+    Mock { allow_origin: Option<String> },
+    /// Anything else found live (never created by this provider).
+    Other { kind: String, uri: Option<String> },
+}
+
+/// One method as far as this stack cares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteState {
+    pub api_key_required: bool,
+    /// Query string parameter -> required.
+    pub query_params: BTreeMap<String, bool>,
+    pub target: Target,
+}
+
+/// A gateway response as far as this stack cares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResponseState {
+    pub status_code: String,
+    pub template: String,
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedApi {
+    pub id: String,
+    pub description: String,
+    pub endpoint_type: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub root_id: Option<String>,
+    /// Path (`/insert-invoice`) -> resource id, root excluded.
+    pub resources: BTreeMap<String, String>,
+    /// `"<METHOD> <path>"` -> method.
+    pub routes: BTreeMap<String, RouteState>,
+    pub responses: BTreeMap<String, ResponseState>,
+}
+
+const QUERY: &str = "method.request.querystring.";
+const ALLOW_ORIGIN: &str = "method.response.header.Access-Control-Allow-Origin";
+const ALLOW_HEADERS: &str = "method.response.header.Access-Control-Allow-Headers";
+const ALLOW_METHODS: &str = "method.response.header.Access-Control-Allow-Methods";
+
+fn route_key(method: &str, path: &str) -> String {
+    format!("{method} {path}")
+}
+
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once(' ').unwrap_or((key, "/"))
+}
+
+/// The routes the spec asks for, including CORS preflights.
+pub fn desired_routes(spec: &RestApiSpec) -> BTreeMap<String, RouteState> {
+    let mut out = BTreeMap::new();
+    for r in &spec.routes {
+        out.insert(
+            route_key(&r.method, &r.path),
+            RouteState {
+                api_key_required: r.api_key_required,
+                query_params: r.query_params.clone(),
+                target: Target::AwsProxy {
+                    uri: r.integration_uri.clone(),
+                },
+            },
+        );
+        if let Some(origin) = &spec.cors_origin {
+            // Browsers send preflights without the API key: they must not require one.
+            out.insert(
+                route_key("OPTIONS", &r.path),
+                RouteState {
+                    api_key_required: false,
+                    query_params: BTreeMap::new(),
+                    target: Target::Mock {
+                        allow_origin: Some(origin.clone()),
+                    },
+                },
+            );
+        }
+    }
+    out
+}
+
+fn desired_responses(spec: &RestApiSpec) -> BTreeMap<String, ResponseState> {
+    spec.gateway_responses
+        .iter()
+        .map(|g| {
+            (
+                g.response_type.clone(),
+                ResponseState {
+                    status_code: g.status_code.clone(),
+                    template: g.template.clone(),
+                    headers: g.headers.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Allowed methods of a path, for the preflight's Access-Control-Allow-Methods.
+fn methods_of(spec: &RestApiSpec, path: &str) -> String {
+    let mut m: Vec<&str> = spec
+        .routes
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.method.as_str())
+        .collect();
+    m.push("OPTIONS");
+    m.join(",")
+}
+
+fn unquote(s: &str) -> String {
+    s.trim_matches('\'').to_string()
+}
+
+fn route_state(m: &aws_sdk_apigateway::types::Method) -> RouteState {
+    let query_params = m
+        .request_parameters()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| k.strip_prefix(QUERY).map(|n| (n.to_string(), *v)))
+        .collect();
+    let target = match m.method_integration() {
+        Some(i) if i.r#type() == Some(&IntegrationType::AwsProxy) => Target::AwsProxy {
+            uri: i.uri().unwrap_or_default().to_string(),
+        },
+        Some(i) if i.r#type() == Some(&IntegrationType::Mock) => Target::Mock {
+            allow_origin: i
+                .integration_responses()
+                .and_then(|r| r.get("200"))
+                .and_then(|r| r.response_parameters())
+                .and_then(|p| p.get(ALLOW_ORIGIN))
+                .map(|o| unquote(o)),
+        },
+        Some(i) => Target::Other {
+            kind: i
+                .r#type()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
+            uri: i.uri().map(str::to_string),
+        },
+        None => Target::Other {
+            kind: "NONE".into(),
+            uri: None,
+        },
+    };
+    RouteState {
+        api_key_required: m.api_key_required().unwrap_or(false),
+        query_params,
+        target,
+    }
+}
+
+#[async_trait]
+impl Provider for RestApi {
+    type Spec = RestApiSpec;
+    type Observed = ObservedApi;
+    const KIND: &'static str = "rest_api";
+
+    async fn read(&self, ctx: &Ctx, spec: &RestApiSpec) -> Result<Option<ObservedApi>> {
+        let Some(api) = apigw::find_rest_api(ctx, &spec.name).await? else {
+            return Ok(None);
+        };
+        let id = api.id().unwrap_or_default().to_string();
+        let gw = &ctx.aws.apigateway;
+        let (resources, responses) = tokio::join!(
+            gw.get_resources()
+                .rest_api_id(&id)
+                .embed("methods")
+                .limit(500)
+                .send(),
+            gw.get_gateway_responses()
+                .rest_api_id(&id)
+                .limit(500)
+                .send()
+        );
+        let resources = match resources {
+            Ok(r) => r,
+            // Deleted between the two calls: as good as absent.
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), GetResourcesError::NotFoundException(_)) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e).context("GetResources"),
+        };
+        let responses = responses.context("GetGatewayResponses")?;
+        let mut o = ObservedApi {
+            id,
+            description: api.description().unwrap_or_default().to_string(),
+            endpoint_type: api
+                .endpoint_configuration()
+                .and_then(|c| c.types().first())
+                .map(|t| t.as_str().to_string()),
+            tags: apigw::tags(api.tags()),
+            root_id: api.root_resource_id().map(str::to_string),
+            resources: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            responses: BTreeMap::new(),
+        };
+        for r in resources.items() {
+            let path = r.path().unwrap_or_default();
+            if path == "/" {
+                o.root_id = r.id().map(str::to_string);
+            } else {
+                o.resources
+                    .insert(path.to_string(), r.id().unwrap_or_default().to_string());
+            }
+            for (method, m) in r.resource_methods().into_iter().flatten() {
+                o.routes.insert(route_key(method, path), route_state(m));
+            }
+        }
+        for g in responses.items() {
+            let Some(t) = g.response_type() else { continue };
+            o.responses.insert(
+                t.as_str().to_string(),
+                ResponseState {
+                    status_code: g.status_code().unwrap_or_default().to_string(),
+                    template: g
+                        .response_templates()
+                        .and_then(|t| t.get("application/json"))
+                        .cloned()
+                        .unwrap_or_default(),
+                    headers: g
+                        .response_parameters()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                },
+            );
+        }
+        Ok(Some(o))
+    }
+
+    fn tags(o: &ObservedApi) -> Option<&BTreeMap<String, String>> {
+        Some(&o.tags)
+    }
+
+    fn describe(spec: &RestApiSpec) -> Diff {
+        let mut d = Diff::default();
+        d.push(
+            "endpoint_type",
+            &Value::Null,
+            &spec.endpoint_type.as_str(),
+            false,
+        );
+        for (k, r) in desired_routes(spec) {
+            d.push(&format!("route.{k}"), &Value::Null, &r, false);
+        }
+        d.push(
+            "gateway_responses",
+            &Value::Null,
+            &spec
+                .gateway_responses
+                .iter()
+                .map(|g| g.response_type.as_str())
+                .collect::<Vec<_>>(),
+            false,
+        );
+        d.push(
+            "deployment_hash",
+            &Value::Null,
+            &spec.deployment_hash(),
+            false,
+        );
+        d.push("tags", &Value::Null, &spec.tags, false);
+        d
+    }
+
+    fn diff(spec: &RestApiSpec, o: &ObservedApi) -> Diff {
+        let mut d = Diff::default();
+        d.field("description", &spec.description, &o.description);
+        d.field(
+            "endpoint_type",
+            Some(spec.endpoint_type.as_str().to_string()),
+            o.endpoint_type.clone(),
+        );
+        let want = desired_routes(spec);
+        for (k, r) in &want {
+            let live = o.routes.get(k);
+            if live != Some(r) {
+                d.push(&format!("route.{k}"), &live, r, false);
+            }
+        }
+        for (k, live) in &o.routes {
+            if !want.contains_key(k) {
+                d.push(&format!("route.{k}"), live, &Value::Null, false);
+            }
+        }
+        for (t, r) in desired_responses(spec) {
+            let live = o.responses.get(&t);
+            if live != Some(&r) {
+                d.push(&format!("gateway_response.{t}"), &live, &r, false);
+            }
+        }
+        d.field("tags", &spec.tags, &o.tags);
+        d
+    }
+
+    async fn create(&self, ctx: &Ctx, spec: &RestApiSpec) -> Result<()> {
+        let gw = &ctx.aws.apigateway;
+        // Tags go into the create call: the API is never unowned, and TagResource on a REST
+        // API is not served by every emulator.
+        let tags: HashMap<String, String> = spec.tags.clone().into_iter().collect();
+        let created = retry(
+            "CreateRestApi",
+            Quota::CreateRestApi.backoff(ctx.wait_timeout),
+            || {
+                gw.create_rest_api()
+                    .name(&spec.name)
+                    .description(&spec.description)
+                    .api_key_source(ApiKeySourceType::Header)
+                    .endpoint_configuration(
+                        EndpointConfiguration::builder()
+                            .types(EndpointType::from(spec.endpoint_type.as_str()))
+                            .build(),
+                    )
+                    .set_tags(Some(tags.clone()))
+                    .customize()
+                    .config_override(apigw::no_sdk_retries())
+                    .send()
+            },
+            apigw::create_api_retryable,
+        )
+        .await
+        .context("CreateRestApi")?;
+        let id = created.id().unwrap_or_default().to_string();
+        // Read back what a fresh API has (its root resource; AWS adds no gateway responses).
+        let live = self
+            .read(ctx, spec)
+            .await?
+            .filter(|o| o.id == id)
+            .with_context(|| format!("REST API {} vanished after creation", spec.name))?;
+        converge(ctx, spec, &live).await
+    }
+
+    async fn update(
+        &self,
+        ctx: &Ctx,
+        spec: &RestApiSpec,
+        o: &ObservedApi,
+        changes: &[Change],
+    ) -> Result<()> {
+        let gw = &ctx.aws.apigateway;
+        let mut patch = Vec::new();
+        if changes.iter().any(|c| c.field == "description") {
+            patch.push(
+                PatchOperation::builder()
+                    .op(Op::Replace)
+                    .path("/description")
+                    .value(&spec.description)
+                    .build(),
+            );
+        }
+        if changes.iter().any(|c| c.field == "endpoint_type") {
+            let old = o.endpoint_type.clone().unwrap_or_else(|| "EDGE".into());
+            patch.push(
+                PatchOperation::builder()
+                    .op(Op::Replace)
+                    .path(format!("/endpointConfiguration/types/{old}"))
+                    .value(spec.endpoint_type.as_str())
+                    .build(),
+            );
+        }
+        if !patch.is_empty() {
+            gw.update_rest_api()
+                .rest_api_id(&o.id)
+                .set_patch_operations(Some(patch))
+                .send()
+                .await
+                .context("UpdateRestApi")?;
+        }
+        if changes.iter().any(|c| c.field == "tags") {
+            let arn = apigw::resource_arn(&ctx.region, &format!("/restapis/{}", o.id));
+            update_tags(ctx, &arn, &spec.tags, &o.tags).await?;
+        }
+        converge(ctx, spec, o).await
+    }
+
+    async fn delete(&self, ctx: &Ctx, _spec: &RestApiSpec, o: &ObservedApi) -> Result<()> {
+        let gw = &ctx.aws.apigateway;
+        let result = retry(
+            "DeleteRestApi",
+            Quota::DeleteRestApi.backoff(ctx.wait_timeout),
+            || {
+                gw.delete_rest_api()
+                    .rest_api_id(&o.id)
+                    .customize()
+                    .config_override(apigw::no_sdk_retries())
+                    .send()
+            },
+            apigw::delete_api_retryable,
+        )
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    aws_sdk_apigateway::operation::delete_rest_api::DeleteRestApiError::NotFoundException(_)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e).context("DeleteRestApi"),
+        }
+    }
+}
+
+/// Replaces a resource's tags: adds and changes with TagResource, drops with UntagResource.
+pub async fn update_tags(
+    ctx: &Ctx,
+    arn: &str,
+    want: &BTreeMap<String, String>,
+    live: &BTreeMap<String, String>,
+) -> Result<()> {
+    let gw = &ctx.aws.apigateway;
+    let stale: Vec<String> = live
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .cloned()
+        .collect();
+    if !stale.is_empty() {
+        gw.untag_resource()
+            .resource_arn(arn)
+            .set_tag_keys(Some(stale))
+            .send()
+            .await
+            .context("UntagResource")?;
+    }
+    gw.tag_resource()
+        .resource_arn(arn)
+        .set_tags(Some(want.clone().into_iter().collect()))
+        .send()
+        .await
+        .context("TagResource")?;
+    Ok(())
+}
+
+/// Brings routes and gateway responses from `live` to what `spec` asks for.
+async fn converge(ctx: &Ctx, spec: &RestApiSpec, live: &ObservedApi) -> Result<()> {
+    let gw = &ctx.aws.apigateway;
+    let api = live.id.as_str();
+    let root = live
+        .root_id
+        .clone()
+        .context("the REST API has no root resource")?;
+    let want = desired_routes(spec);
+    let wanted_paths: std::collections::BTreeSet<&str> =
+        want.keys().map(|k| split_key(k).1).collect();
+    let mut resources = live.resources.clone();
+
+    // Resources no route lives on any more go, with whatever methods they hold.
+    for (path, id) in &live.resources {
+        if !wanted_paths.contains(path.as_str()) {
+            match gw
+                .delete_resource()
+                .rest_api_id(api)
+                .resource_id(id)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(SdkError::ServiceError(e))
+                    if matches!(e.err(), DeleteResourceError::NotFoundException(_)) => {}
+                Err(e) => return Err(e).context(format!("DeleteResource {path}")),
+            }
+            resources.remove(path);
+        }
+    }
+    for (key, state) in &live.routes {
+        let (method, path) = split_key(key);
+        let changed = want.get(key) != Some(state);
+        if changed && wanted_paths.contains(path) {
+            // PutMethod will not overwrite: an existing method goes first.
+            let id = &live.resources[path];
+            match gw
+                .delete_method()
+                .rest_api_id(api)
+                .resource_id(id)
+                .http_method(method)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(SdkError::ServiceError(e))
+                    if matches!(e.err(), DeleteMethodError::NotFoundException(_)) => {}
+                Err(e) => return Err(e).context(format!("DeleteMethod {key}")),
+            }
+        }
+    }
+    for (key, state) in &want {
+        if live.routes.get(key) == Some(state) {
+            continue;
+        }
+        let (method, path) = split_key(key);
+        let resource = match resources.get(path) {
+            Some(id) => id.clone(),
+            None => {
+                let created = gw
+                    .create_resource()
+                    .rest_api_id(api)
+                    .parent_id(&root)
+                    .path_part(path.trim_start_matches('/'))
+                    .send()
+                    .await
+                    .with_context(|| format!("CreateResource {path}"))?;
+                let id = created.id().unwrap_or_default().to_string();
+                resources.insert(path.to_string(), id.clone());
+                id
+            }
+        };
+        put_route(ctx, api, &resource, method, path, state, spec).await?;
+    }
+    for (t, r) in desired_responses(spec) {
+        if live.responses.get(&t) == Some(&r) {
+            continue;
+        }
+        let mut req = gw
+            .put_gateway_response()
+            .rest_api_id(api)
+            .response_type(GatewayResponseType::from(t.as_str()))
+            .response_templates("application/json", &r.template)
+            .set_response_parameters(Some(r.headers.clone().into_iter().collect()));
+        if !r.status_code.is_empty() {
+            req = req.status_code(&r.status_code);
+        }
+        req.send()
+            .await
+            .with_context(|| format!("PutGatewayResponse {t}"))?;
+    }
+    Ok(())
+}
+
+async fn put_route(
+    ctx: &Ctx,
+    api: &str,
+    resource: &str,
+    method: &str,
+    path: &str,
+    state: &RouteState,
+    spec: &RestApiSpec,
+) -> Result<()> {
+    let gw = &ctx.aws.apigateway;
+    let key = route_key(method, path);
+    let params: HashMap<String, bool> = state
+        .query_params
+        .iter()
+        .map(|(n, r)| (format!("{QUERY}{n}"), *r))
+        .collect();
+    gw.put_method()
+        .rest_api_id(api)
+        .resource_id(resource)
+        .http_method(method)
+        .authorization_type("NONE")
+        .api_key_required(state.api_key_required)
+        .set_request_parameters((!params.is_empty()).then_some(params))
+        .send()
+        .await
+        .with_context(|| format!("PutMethod {key}"))?;
+    match &state.target {
+        Target::AwsProxy { uri } => {
+            gw.put_integration()
+                .rest_api_id(api)
+                .resource_id(resource)
+                .http_method(method)
+                .r#type(IntegrationType::AwsProxy)
+                // Lambda is always invoked with POST, whatever the client's method.
+                .integration_http_method("POST")
+                .uri(uri)
+                .send()
+                .await
+                .with_context(|| format!("PutIntegration {key}"))?;
+        }
+        Target::Mock { allow_origin } => {
+            let origin = allow_origin.clone().unwrap_or_else(|| "*".into());
+            gw.put_integration()
+                .rest_api_id(api)
+                .resource_id(resource)
+                .http_method(method)
+                .r#type(IntegrationType::Mock)
+                .request_templates("application/json", r#"{"statusCode": 200}"#)
+                .send()
+                .await
+                .with_context(|| format!("PutIntegration {key}"))?;
+            gw.put_method_response()
+                .rest_api_id(api)
+                .resource_id(resource)
+                .http_method(method)
+                .status_code("200")
+                .response_parameters(ALLOW_ORIGIN, false)
+                .response_parameters(ALLOW_HEADERS, false)
+                .response_parameters(ALLOW_METHODS, false)
+                .send()
+                .await
+                .with_context(|| format!("PutMethodResponse {key}"))?;
+            gw.put_integration_response()
+                .rest_api_id(api)
+                .resource_id(resource)
+                .http_method(method)
+                .status_code("200")
+                .response_parameters(ALLOW_ORIGIN, format!("'{origin}'"))
+                .response_parameters(ALLOW_HEADERS, "'Content-Type,X-Api-Key,Accept'")
+                .response_parameters(ALLOW_METHODS, format!("'{}'", methods_of(spec, path)))
+                .send()
+                .await
+                .with_context(|| format!("PutIntegrationResponse {key}"))?;
+        }
+        Target::Other { kind, .. } => {
+            anyhow::bail!("{key}: cannot create an integration of type {kind}")
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stacks::config::Config;
+
+    fn spec(config: &Config) -> RestApiSpec {
+        let stack = stacks::invoice_app(config, "dev", "123456789012");
+        match &stack.get(stacks::api::REST_API).unwrap().spec {
+            stacks::Spec::RestApi(a) => a.clone(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn matching(spec: &RestApiSpec) -> ObservedApi {
+        ObservedApi {
+            id: "abc".into(),
+            description: spec.description.clone(),
+            endpoint_type: Some(spec.endpoint_type.as_str().into()),
+            tags: spec.tags.clone(),
+            root_id: Some("root".into()),
+            resources: spec
+                .routes
+                .iter()
+                .map(|r| (r.path.clone(), format!("id{}", r.path)))
+                .collect(),
+            routes: desired_routes(spec),
+            responses: desired_responses(spec),
+        }
+    }
+
+    #[test]
+    fn a_matching_api_has_no_diff() {
+        let s = spec(&Config::default());
+        assert!(RestApi::diff(&s, &matching(&s)).0.is_empty());
+    }
+
+    #[test]
+    fn a_changed_target_and_an_extra_live_method_are_route_changes() {
+        let s = spec(&Config::default());
+        let mut o = matching(&s);
+        let key = "POST /insert-invoice".to_string();
+        o.routes.get_mut(&key).unwrap().target = Target::AwsProxy {
+            uri: "arn:other".into(),
+        };
+        o.routes
+            .insert("DELETE /insert-invoice".into(), o.routes[&key].clone());
+        let d = RestApi::diff(&s, &o);
+        let fields: Vec<&str> = d.0.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["route.POST /insert-invoice", "route.DELETE /insert-invoice"]
+        );
+        assert!(d.0.iter().all(|c| !c.forces_replacement));
+    }
+
+    #[test]
+    fn cors_adds_keyless_preflights() {
+        let mut c = Config::default();
+        c.api.cors_allowed_origins = vec!["https://app.example.com".into()];
+        let s = spec(&c);
+        let r = desired_routes(&s);
+        let pre = &r["OPTIONS /list-invoices"];
+        assert!(!pre.api_key_required);
+        assert_eq!(
+            pre.target,
+            Target::Mock {
+                allow_origin: Some("https://app.example.com".into())
+            }
+        );
+        assert_eq!(methods_of(&s, "/list-invoices"), "GET,OPTIONS");
+        assert_eq!(r.len(), 6);
+    }
+
+    #[test]
+    fn required_query_parameters_are_declared() {
+        let s = spec(&Config::default());
+        let r = desired_routes(&s);
+        assert_eq!(r["GET /list-invoices"].query_params["customerId"], true);
+        assert_eq!(r["GET /list-invoices"].query_params["limit"], false);
+        assert!(r.values().all(|r| r.api_key_required));
+    }
+}
