@@ -85,9 +85,16 @@ impl Stack {
     /// (the API Gateway CloudWatch role) serve every API of the account and outlive any one
     /// stack, so they are left out rather than undone.
     pub fn into_absent(mut self) -> Stack {
+        let kept: Vec<ResourceId> = self
+            .resources
+            .iter()
+            .filter(|r| matches!(r.spec, Spec::ApiAccount(_)))
+            .map(|r| r.id.clone())
+            .collect();
         self.resources
             .retain(|r| !matches!(r.spec, Spec::ApiAccount(_)));
         for r in &mut self.resources {
+            r.depends_on.retain(|d| !kept.contains(d));
             r.ensure = Ensure::Absent;
         }
         self

@@ -38,11 +38,14 @@ pub struct CallLog {
     verbose: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CallCounts {
     pub reads: usize,
     pub writes: usize,
     pub retries: usize,
+    /// `Service.Operation` -> count, for writes only: what a run changed, call by call (tests
+    /// assert "exactly one CreateDeployment" with it).
+    pub writes_by_operation: std::collections::BTreeMap<String, usize>,
 }
 
 impl CallLog {
@@ -66,6 +69,14 @@ impl CallLog {
                 .iter()
                 .map(|c| c.attempts.saturating_sub(1) as usize)
                 .sum(),
+            writes_by_operation: calls.iter().filter(|c| c.write).fold(
+                std::collections::BTreeMap::new(),
+                |mut m, c| {
+                    *m.entry(format!("{}.{}", c.service, c.operation))
+                        .or_insert(0) += 1;
+                    m
+                },
+            ),
         }
     }
 

@@ -149,7 +149,10 @@ pub async fn reconcile(
     let failed = outcomes.iter().filter(|o| o.status != Status::Done).count();
     let calls = ctx.aws.log.counts();
     if g.json {
-        println!("{}", render::json(&plan, command, Some(&outcomes), calls));
+        println!(
+            "{}",
+            render::json(&plan, command, Some(&outcomes), calls.clone())
+        );
     }
     let s = plan.summary();
     eprintln!(

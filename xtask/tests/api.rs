@@ -1,0 +1,467 @@
+//! End-to-end tests of the REST API part of the stack: the real `xtask` binary against a
+//! private moto server per test.
+//!
+//! The functions the API invokes belong to the Lambda part of the stack; these tests create
+//! minimal stand-ins (a function with a `live` alias) through the SDK, which is all API
+//! Gateway and Lambda permissions need on the control plane.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use xtask::aws::{CallLog, Clients, Target};
+use xtask::emulator::TestEmulator;
+
+const ENV: &str = "test";
+const API: &str = "invoice-api-gateway-test";
+const FUNCTIONS: [&str; 3] = [
+    "insert-invoice-test",
+    "list-invoices-test",
+    "download-pdf-test",
+];
+const ACCOUNT: &str = "123456789012";
+
+struct Harness {
+    emu: TestEmulator,
+    aws: Clients,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A zip holding an empty `bootstrap`: moto stores code, it never runs it here.
+fn stub_zip() -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    let mut z = zip::ZipWriter::new(&mut buf);
+    z.start_file("bootstrap", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    z.write_all(b"#!/bin/sh\n").unwrap();
+    z.finish().unwrap();
+    buf.into_inner()
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let emu = TestEmulator::start().await;
+        let aws = Clients::new(
+            &Target::Emulator {
+                endpoint: emu.endpoint(),
+                region: "us-east-1".into(),
+            },
+            CallLog::new(false),
+        )
+        .await;
+        let h = Harness { emu, aws };
+        h.stub_functions().await;
+        h
+    }
+
+    /// The three functions behind the API, each with a published version and a `live` alias.
+    async fn stub_functions(&self) {
+        let role = self
+            .aws
+            .iam
+            .create_role()
+            .role_name("stub-function-role")
+            .assume_role_policy_document(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+            )
+            .send()
+            .await
+            .unwrap();
+        let role_arn = role.role().unwrap().arn().to_string();
+        let zip = stub_zip();
+        for f in FUNCTIONS {
+            self.aws
+                .lambda
+                .create_function()
+                .function_name(f)
+                .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
+                .handler("bootstrap")
+                .role(&role_arn)
+                .code(
+                    aws_sdk_lambda::types::FunctionCode::builder()
+                        .zip_file(aws_sdk_lambda::primitives::Blob::new(zip.clone()))
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+            let v = self
+                .aws
+                .lambda
+                .publish_version()
+                .function_name(f)
+                .send()
+                .await
+                .unwrap();
+            self.aws
+                .lambda
+                .create_alias()
+                .function_name(f)
+                .name("live")
+                .function_version(v.version().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
+    fn xtask(&self, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["--env", ENV, "--json", "--config"])
+            .arg(fixture("api.toml"))
+            .args(args)
+            .env("XTASK__EMULATOR__PORT", self.emu.port().to_string())
+            .env_remove("XTASK_ENV")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running xtask");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn apply(&self, extra: &[&str]) -> Value {
+        let mut args = vec!["apply", "--yes"];
+        args.extend_from_slice(extra);
+        let run = self.xtask(&args);
+        assert_eq!(run.code, 0, "apply failed:\n{}", run.stderr);
+        run.json()
+    }
+
+    fn plan(&self, extra: &[&str]) -> (i32, Value) {
+        let mut args = vec!["plan", "--detailed-exitcode"];
+        args.extend_from_slice(extra);
+        let run = self.xtask(&args);
+        assert!(
+            run.code == 0 || run.code == 2,
+            "plan failed ({}):\n{}",
+            run.code,
+            run.stderr
+        );
+        (run.code, run.json())
+    }
+
+    async fn api_id(&self) -> Option<String> {
+        self.aws
+            .apigateway
+            .get_rest_apis()
+            .send()
+            .await
+            .unwrap()
+            .items()
+            .iter()
+            .find(|a| a.name() == Some(API))
+            .and_then(|a| a.id().map(str::to_string))
+    }
+}
+
+/// How many times a run called `operation` (`CreateDeployment`) among its writes.
+fn writes_of(doc: &Value, operation: &str) -> u64 {
+    doc["api_calls"]["writes_by_operation"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.ends_with(&format!(".{operation}")))
+        .map(|(_, v)| v.as_u64().unwrap())
+        .sum()
+}
+
+fn actions(doc: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = doc["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter(|r| r["action"] != "no-op")
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_is_deployed_as_configured_redeployed_only_on_change_and_destroyed() {
+    let h = Harness::new().await;
+    let doc = h.apply(&[]);
+    assert!(
+        doc["outcomes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["status"] == "done"),
+        "{doc}"
+    );
+    assert_eq!(writes_of(&doc, "CreateDeployment"), 1);
+    let api = h.api_id().await.expect("the API exists");
+    let gw = &h.aws.apigateway;
+
+    // Every method requires a key, proxies to the function's live alias, declares its params.
+    let resources = gw
+        .get_resources()
+        .rest_api_id(&api)
+        .embed("methods")
+        .send()
+        .await
+        .unwrap();
+    let mut methods = 0;
+    for r in resources.items() {
+        for (verb, m) in r.resource_methods().into_iter().flatten() {
+            methods += 1;
+            let path = r.path().unwrap();
+            assert_eq!(m.api_key_required(), Some(true), "{verb} {path}");
+            let i = m.method_integration().unwrap();
+            assert_eq!(i.r#type().unwrap().as_str(), "AWS_PROXY");
+            let function = match path {
+                "/insert-invoice" => "insert-invoice-test",
+                "/list-invoices" => "list-invoices-test",
+                "/download-invoice" => "download-pdf-test",
+                other => panic!("unexpected path {other}"),
+            };
+            assert_eq!(
+                i.uri().unwrap(),
+                format!(
+                    "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/arn:aws:lambda:us-east-1:{ACCOUNT}:function:{function}:live/invocations"
+                )
+            );
+            if path == "/list-invoices" {
+                let p = m.request_parameters().unwrap();
+                assert_eq!(p["method.request.querystring.customerId"], true);
+                assert_eq!(p["method.request.querystring.limit"], false);
+            }
+        }
+    }
+    assert_eq!(methods, 3);
+
+    // Gateway responses speak the app's error shape.
+    let r = gw
+        .get_gateway_response()
+        .rest_api_id(&api)
+        .response_type(aws_sdk_apigateway::types::GatewayResponseType::InvalidApiKey)
+        .send()
+        .await
+        .unwrap();
+    let template = &r.response_templates().unwrap()["application/json"];
+    assert!(
+        template.contains(r#""error":{"code":"forbidden""#),
+        "{template}"
+    );
+
+    // Permissions: one per function, on the alias, scoped to this API, stage, method, path.
+    for (f, route) in [
+        ("insert-invoice-test", "POST/insert-invoice"),
+        ("list-invoices-test", "GET/list-invoices"),
+        ("download-pdf-test", "GET/download-invoice"),
+    ] {
+        let policy = h
+            .aws
+            .lambda
+            .get_policy()
+            .function_name(f)
+            .qualifier("live")
+            .send()
+            .await
+            .unwrap();
+        let doc: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
+        let statements = doc["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 1, "{doc}");
+        assert_eq!(
+            statements[0]["Condition"]["ArnLike"]["AWS:SourceArn"],
+            format!("arn:aws:execute-api:us-east-1:{ACCOUNT}:{api}/v1/{route}")
+        );
+    }
+
+    // Stage: access logs to the log group, throttling; log group retention; usage plan.
+    let stage = gw
+        .get_stage()
+        .rest_api_id(&api)
+        .stage_name("v1")
+        .send()
+        .await
+        .unwrap();
+    let logs = stage.access_log_settings().unwrap();
+    assert_eq!(
+        logs.destination_arn().unwrap(),
+        format!("arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/apigateway/{API}")
+    );
+    let format: Value = serde_json::from_str(logs.format().unwrap()).expect("JSON access logs");
+    assert_eq!(format["requestId"], "$context.requestId");
+    let s = &stage.method_settings().unwrap()["*/*"];
+    assert_eq!(
+        (s.throttling_rate_limit(), s.throttling_burst_limit()),
+        (50.0, 100)
+    );
+    let groups = h
+        .aws
+        .logs
+        .describe_log_groups()
+        .log_group_name_prefix(format!("/aws/apigateway/{API}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(groups.log_groups()[0].retention_in_days(), Some(14));
+    let plans = gw.get_usage_plans().send().await.unwrap();
+    let plan = &plans.items()[0];
+    assert_eq!(plan.api_stages()[0].api_id(), Some(api.as_str()));
+    assert_eq!(plan.api_stages()[0].stage(), Some("v1"));
+    let t = plan.throttle().unwrap();
+    assert_eq!((t.rate_limit(), t.burst_limit()), (20.0, 40));
+    let q = plan.quota().unwrap();
+    assert_eq!((q.limit(), q.period().unwrap().as_str()), (5000, "WEEK"));
+    let keys = gw
+        .get_usage_plan_keys()
+        .usage_plan_id(plan.id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keys.items()[0].name(), Some("invoice-app-api-key-test"));
+
+    // Nothing changed: no deployment, no write at all.
+    let (code, plan_doc) = h.plan(&[]);
+    assert_eq!(code, 0, "{plan_doc}");
+    let again = h.apply(&[]);
+    assert_eq!(again["api_calls"]["writes"], 0, "{again}");
+    assert_eq!(writes_of(&again, "CreateDeployment"), 0);
+
+    // An integration pointed elsewhere (by hand) is put back: exactly one new deployment.
+    let list = resources
+        .items()
+        .iter()
+        .find(|r| r.path() == Some("/list-invoices"))
+        .unwrap();
+    gw.put_integration()
+        .rest_api_id(&api)
+        .resource_id(list.id().unwrap())
+        .http_method("GET")
+        .r#type(aws_sdk_apigateway::types::IntegrationType::AwsProxy)
+        .integration_http_method("POST")
+        .uri(format!(
+            "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/arn:aws:lambda:us-east-1:{ACCOUNT}:function:list-invoices-test/invocations"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (code, drift) = h.plan(&[]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        actions(&drift),
+        [("rest_api.invoice".to_string(), "update".to_string())],
+        "the live API differs but the stage still serves the deployed definition"
+    );
+    let fixed = h.apply(&[]);
+    assert_eq!(
+        writes_of(&fixed, "CreateDeployment"),
+        0,
+        "the deployed definition is the wanted one"
+    );
+    assert_eq!(h.plan(&[]).0, 0);
+
+    // Adding methods (CORS preflights) and changing gateway responses: one new deployment.
+    let cors = [
+        "--set",
+        "api.cors_allowed_origins=[\"https://app.example.com\"]",
+    ];
+    let (code, changed) = h.plan(&cors);
+    assert_eq!(code, 2);
+    assert_eq!(
+        actions(&changed),
+        [
+            ("api_stage.main".to_string(), "update".to_string()),
+            ("rest_api.invoice".into(), "update".into()),
+        ]
+    );
+    let before = stage.deployment_id().unwrap().to_string();
+    let doc = h.apply(&cors);
+    assert_eq!(writes_of(&doc, "CreateDeployment"), 1, "{doc}");
+    let stage = gw
+        .get_stage()
+        .rest_api_id(&api)
+        .stage_name("v1")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(stage.deployment_id().unwrap(), before, "the stage moved");
+    let deployments = gw.get_deployments().rest_api_id(&api).send().await.unwrap();
+    assert_eq!(
+        deployments.items().len(),
+        1,
+        "the old deployment was pruned"
+    );
+    let (code, _) = h.plan(&cors);
+    assert_eq!(code, 0);
+    let no_op = h.apply(&cors);
+    assert_eq!(writes_of(&no_op, "CreateDeployment"), 0);
+
+    // Destroy: API (with stage and deployments), key, usage plan, log group, permissions.
+    let run = h.xtask(&["destroy", "--yes"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(h.api_id().await.is_none());
+    assert!(
+        gw.get_usage_plans()
+            .send()
+            .await
+            .unwrap()
+            .items()
+            .is_empty()
+    );
+    assert!(gw.get_api_keys().send().await.unwrap().items().is_empty());
+    let groups = h
+        .aws
+        .logs
+        .describe_log_groups()
+        .log_group_name_prefix("/aws/apigateway/")
+        .send()
+        .await
+        .unwrap();
+    assert!(groups.log_groups().is_empty());
+    for f in FUNCTIONS {
+        let p = h
+            .aws
+            .lambda
+            .get_policy()
+            .function_name(f)
+            .qualifier("live")
+            .send()
+            .await;
+        let empty = match p {
+            Err(_) => true,
+            Ok(p) => {
+                serde_json::from_str::<Value>(p.policy().unwrap_or("{}")).unwrap()["Statement"]
+                    .as_array()
+                    .is_none_or(|s| s.is_empty())
+            }
+        };
+        assert!(empty, "{f} still allows API Gateway");
+    }
+    let again = h.xtask(&["destroy", "--yes"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(again.json()["api_calls"]["writes"], 0);
+}
