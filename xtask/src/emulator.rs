@@ -597,6 +597,12 @@ struct Python {
 
 /// A Python that has `moto[server]` 5.2+: `python3` on PATH first, then the project venv; if
 /// neither, installs it into the venv.
+/// A Python that can run moto, installing it into the project venv if needed; returns the
+/// interpreter's path. `cargo xtask test` calls this so a fresh machine needs no other setup.
+pub async fn ensure_moto(venv_dir: &Path) -> Result<PathBuf, EmulatorError> {
+    ensure_python(venv_dir).await.map(|p| p.exe)
+}
+
 async fn ensure_python(venv_dir: &Path) -> Result<Python, EmulatorError> {
     if let Some(py) = probe(Path::new("python3")).await {
         return Ok(py);

@@ -35,6 +35,8 @@ enum Command {
     Destroy(cmd::destroy::Args),
     /// Build and package the Lambda functions.
     Build(cmd::build::Args),
+    /// Run every test of the workspace, installing the emulator first if needed.
+    Test(cmd::test::Args),
     /// Manage the local emulator (moto server).
     #[command(subcommand)]
     Emulator(cmd::emulator::Command),
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
             Command::Destroy(a) => cmd::destroy::run(g, a).await,
             Command::Build(a) => cmd::build::run(g, a).await,
             Command::Emulator(c) => cmd::emulator::run(g, c).await,
+            Command::Test(a) => cmd::test::run(a).await,
         }
     });
     match result {

@@ -198,3 +198,20 @@ fn extreme_but_valid_values_render() {
     let text = pages_text(&pdf).join(" ");
     assert!(text.contains("92,233,720,368,547,758.07"), "{text}");
 }
+
+#[test]
+fn text_outside_the_font_renders_without_failing() {
+    // DejaVu Sans has no CJK or emoji glyphs: they become .notdef boxes, but rendering must
+    // not fail, and the Latin text around them must survive.
+    let mut invoice = many_items(1);
+    invoice.customer_name = Some("株式会社テスト 🧾 Test".into());
+    if let Some(items) = invoice.line_items.as_mut() {
+        items[0].description = "مرحبا עברית 中文 — mixed scripts".into();
+    }
+    let pdf = render(&invoice, &seller()).unwrap();
+    let text = pages_text(&pdf).join(" ");
+    assert!(
+        text.contains("Test") && text.contains("mixed scripts"),
+        "{text}"
+    );
+}

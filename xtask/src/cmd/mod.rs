@@ -5,6 +5,7 @@ pub mod build;
 pub mod destroy;
 pub mod emulator;
 pub mod plan;
+pub mod test;
 
 use std::sync::Arc;
 

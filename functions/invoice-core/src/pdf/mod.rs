@@ -6,7 +6,8 @@
 //! bytes, which makes re-delivered stream records idempotent.
 //!
 //! The font is DejaVu Sans (regular and bold), shipped in `assets/` with its licence; it covers
-//! Latin with diacritics, Greek and Cyrillic.
+//! Latin with diacritics, Greek and Cyrillic. Text is drawn left to right without bidi
+//! reordering, and characters outside the font (CJK, emoji) show as empty boxes.
 
 mod layout;
 mod text;
@@ -121,7 +122,11 @@ pub fn render(invoice: &Invoice, seller: &Seller) -> Result<Vec<u8>, PdfError> {
                         size,
                         &text,
                         false,
-                        TextDirection::Auto,
+                        // Auto would pick the direction of the first strong character and
+                        // reverse a whole mixed line ("مرحبا ... Invoice" drawn backwards).
+                        // Invoices are laid out left to right; right-to-left runs are drawn
+                        // in logical order (there is no bidi reordering).
+                        TextDirection::LeftToRight,
                     );
                 }
                 Op::Rect { x, y, w, h, grey } => {

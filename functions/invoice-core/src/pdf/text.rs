@@ -43,6 +43,8 @@ impl Measurer {
         let mut buffer = UnicodeBuffer::new();
         buffer.push_str(text);
         buffer.guess_segment_properties();
+        // Must match the direction used to draw (see `pdf::render`).
+        buffer.set_direction(rustybuzz::Direction::LeftToRight);
         let output = rustybuzz::shape(face, &[], buffer);
         let units: i64 = output
             .glyph_positions()
