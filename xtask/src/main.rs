@@ -35,6 +35,8 @@ enum Command {
     Destroy(cmd::destroy::Args),
     /// Build and package the Lambda functions.
     Build(cmd::build::Args),
+    /// Print the invoke URL, endpoints, API key id, table, bucket and alias names (reads only).
+    Outputs(cmd::outputs::Args),
     /// Run every test of the workspace, installing the emulator first if needed.
     Test(cmd::test::Args),
     /// Manage the local emulator (moto server).
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
             Command::Apply(a) => cmd::apply::run(g, a).await,
             Command::Destroy(a) => cmd::destroy::run(g, a).await,
             Command::Build(a) => cmd::build::run(g, a).await,
+            Command::Outputs(a) => cmd::outputs::run(g, a).await,
             Command::Emulator(c) => cmd::emulator::run(g, c).await,
             Command::Test(a) => cmd::test::run(a).await,
         }
