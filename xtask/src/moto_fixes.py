@@ -21,3 +21,27 @@ def _get_bucket_versioning(self):
 
 
 _s3.S3Response.get_bucket_versioning = _get_bucket_versioning
+
+
+import moto.apigateway.models as _apigw
+
+_usage_plan_patch = _apigw.UsagePlan.apply_patch_operations
+
+
+def _apply_usage_plan_patch(self, patch_operations):
+    # moto 5.2 stores patched quota limits as the strings a patch carries and throttle rates
+    # through int(), so `"20.5"` fails and GetUsagePlan answers `"limit": "5000"`, which the
+    # AWS SDK for Rust rejects (AWS answers numbers: an integer limit, a double rate).
+    _usage_plan_patch(
+        self,
+        [op for op in patch_operations if op.get("path") != "/throttle/rateLimit"],
+    )
+    for op in patch_operations:
+        if op.get("op") in ("add", "replace"):
+            if op.get("path") == "/throttle/rateLimit":
+                self.throttle["rateLimit"] = float(op["value"])
+            elif op.get("path") == "/quota/limit":
+                self.quota["limit"] = int(op["value"])
+
+
+_apigw.UsagePlan.apply_patch_operations = _apply_usage_plan_patch

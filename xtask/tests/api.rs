@@ -254,8 +254,8 @@ async fn the_api_is_deployed_as_configured_redeployed_only_on_change_and_destroy
             );
             if path == "/list-invoices" {
                 let p = m.request_parameters().unwrap();
-                assert_eq!(p["method.request.querystring.customerId"], true);
-                assert_eq!(p["method.request.querystring.limit"], false);
+                assert!(p["method.request.querystring.customerId"]);
+                assert!(!p["method.request.querystring.limit"]);
             }
         }
     }
@@ -344,6 +344,29 @@ async fn the_api_is_deployed_as_configured_redeployed_only_on_change_and_destroy
         .unwrap();
     assert_eq!(keys.items()[0].name(), Some("invoice-app-api-key-test"));
 
+    // Outputs: URL, endpoints, key id; the key's value only when asked for.
+    let out = h.xtask(&["outputs"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = out.json();
+    let url = out["invoke_url"].as_str().unwrap();
+    assert!(
+        url.ends_with(&format!("/restapis/{api}/v1/_user_request_")),
+        "{url}"
+    );
+    assert_eq!(out["endpoints"].as_array().unwrap().len(), 3);
+    assert!(out["api_key"]["id"].is_string());
+    assert!(out["api_key"].get("value").is_none(), "{out}");
+    assert_eq!(
+        out["function_aliases"][0],
+        format!("arn:aws:lambda:us-east-1:{ACCOUNT}:function:insert-invoice-test:live")
+    );
+    let secret = h.xtask(&["outputs", "--show-secrets"]).json();
+    assert!(
+        secret["api_key"]["value"]
+            .as_str()
+            .is_some_and(|v| v.len() >= 20)
+    );
+
     // Nothing changed: no deployment, no write at all.
     let (code, plan_doc) = h.plan(&[]);
     assert_eq!(code, 0, "{plan_doc}");
@@ -419,6 +442,27 @@ async fn the_api_is_deployed_as_configured_redeployed_only_on_change_and_destroy
     assert_eq!(code, 0);
     let no_op = h.apply(&cors);
     assert_eq!(writes_of(&no_op, "CreateDeployment"), 0);
+
+    // Usage plan limits change in place, without a deployment.
+    let limits = [
+        cors[0],
+        cors[1],
+        "--set",
+        "api.usage_plan.quota.limit=7000",
+        "--set",
+        "api.usage_plan.throttle.rate_limit=12.5",
+    ];
+    let (_, plan_doc) = h.plan(&limits);
+    assert_eq!(
+        actions(&plan_doc),
+        [("usage_plan.default".to_string(), "update".to_string())]
+    );
+    let doc = h.apply(&limits);
+    assert_eq!(writes_of(&doc, "CreateDeployment"), 0);
+    let plan = &gw.get_usage_plans().send().await.unwrap().items()[0].clone();
+    assert_eq!(plan.quota().unwrap().limit(), 7000);
+    assert_eq!(plan.throttle().unwrap().rate_limit(), 12.5);
+    assert_eq!(h.plan(&limits).0, 0);
 
     // Destroy: API (with stage and deployments), key, usage plan, log group, permissions.
     let run = h.xtask(&["destroy", "--yes"]);
