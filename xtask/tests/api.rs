@@ -211,7 +211,14 @@ fn actions(doc: &Value) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_is_deployed_as_configured_redeployed_only_on_change_and_destroyed() {
     let h = Harness::new().await;
+    let started = std::time::Instant::now();
     let doc = h.apply(&[]);
+    // Figures for the report (visible with --nocapture).
+    eprintln!(
+        "figure: apply from empty {:.1}s, {} writes",
+        started.elapsed().as_secs_f64(),
+        doc["api_calls"]["writes"]
+    );
     assert!(
         doc["outcomes"]
             .as_array()
@@ -370,6 +377,11 @@ async fn the_api_is_deployed_as_configured_redeployed_only_on_change_and_destroy
     // Nothing changed: no deployment, no write at all.
     let (code, plan_doc) = h.plan(&[]);
     assert_eq!(code, 0, "{plan_doc}");
+    eprintln!(
+        "figure: no-op plan of {} resources: {} API calls",
+        plan_doc["resources"].as_array().unwrap().len(),
+        plan_doc["api_calls"]["reads"]
+    );
     let again = h.apply(&[]);
     assert_eq!(again["api_calls"]["writes"], 0, "{again}");
     assert_eq!(writes_of(&again, "CreateDeployment"), 0);

@@ -56,7 +56,13 @@ impl Measurer {
 
     /// Splits `text` into lines no wider than `max_width`, breaking at whitespace and, for a
     /// word longer than a whole line, inside the word.
-    pub(super) fn wrap(&self, text: &str, weight: Weight, size: f32, max_width: f32) -> Vec<String> {
+    pub(super) fn wrap(
+        &self,
+        text: &str,
+        weight: Weight,
+        size: f32,
+        max_width: f32,
+    ) -> Vec<String> {
         // Words are shaped once each and lines measured as sums: shaping every growing
         // candidate line made long tables quadratic. Kerning across a space is negligible.
         let space = self.width(" ", weight, size);
