@@ -18,7 +18,7 @@ pub const STAGE: &str = "api_stage.main";
 pub const API_KEY: &str = "api_key.default";
 pub const USAGE_PLAN: &str = "usage_plan.default";
 /// The alias every integration and permission targets.
-pub const ALIAS: &str = "live";
+pub use crate::invoice_app::ALIAS;
 
 /// One HTTP endpoint of the app: path, method, the function behind it, query parameters
 /// (name, required).
@@ -55,16 +55,7 @@ pub const ENDPOINTS: [Endpoint; 3] = [
 /// The JSON access log line: request id, caller, route, status, latency, key, errors.
 pub const ACCESS_LOG_FORMAT: &str = r#"{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","apiKeyId":"$context.identity.apiKeyId","requestTime":"$context.requestTime","httpMethod":"$context.httpMethod","resourcePath":"$context.resourcePath","status":"$context.status","protocol":"$context.protocol","responseLength":"$context.responseLength","responseLatency":"$context.responseLatency","integrationLatency":"$context.integrationLatency","integrationStatus":"$context.integrationStatus","errorMessage":"$context.error.message"}"#;
 
-/// The ARN partition of a region (`aws`, `aws-cn`, `aws-us-gov`).
-pub fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
-}
+use crate::names::partition;
 
 /// Gateway responses that give API Gateway's own errors the app's error shape
 /// `{"error":{"code","message","fields"}}`.
@@ -226,11 +217,16 @@ pub fn resources(
             }),
         },
     ];
-    for r in &api.routes {
+    for (r, e) in api.routes.iter().zip(ENDPOINTS.iter()) {
         let label = r.path.trim_start_matches('/').replace('-', "_");
+        let mut depends_on = vec![REST_API.to_string()];
+        if config.functions.enabled {
+            // The statement hangs off the function's alias, which the function resource makes.
+            depends_on.insert(0, crate::invoice_app::function_id(e.function));
+        }
         out.push(Resource {
             id: format!("lambda_permission.{label}"),
-            depends_on: vec![REST_API.into()],
+            depends_on,
             ensure,
             spec: Spec::LambdaPermission(LambdaPermissionSpec {
                 function_name: r.function_name.clone(),

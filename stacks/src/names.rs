@@ -64,11 +64,6 @@ impl Names {
         format!("{}invoice-api-gateway-{}", self.prefix, self.env)
     }
 
-    /// A function's name, from its crate name under `functions/` (`insert-invoice`).
-    pub fn function(&self, base: &str) -> String {
-        format!("{}{base}-{}", self.prefix, self.env)
-    }
-
     pub fn api_key(&self) -> String {
         format!("{}{}-api-key-{}", self.prefix, self.app, self.env)
     }
@@ -80,6 +75,21 @@ impl Names {
     /// The account-wide role API Gateway writes logs with (one per account, shared by envs).
     pub fn apigateway_cloudwatch_role(&self) -> String {
         format!("{}apigateway-cloudwatch-logs", self.prefix)
+    }
+
+    /// A Lambda function's name: `insert-invoice-dev`.
+    pub fn function(&self, function: &str) -> String {
+        format!("{}{function}-{}", self.prefix, self.env)
+    }
+
+    /// The execution role of a function.
+    pub fn function_role(&self, function: &str) -> String {
+        format!("{}{}-{function}-{}", self.prefix, self.app, self.env)
+    }
+
+    /// The log group Lambda writes a function's logs to.
+    pub fn function_log_group(&self, function: &str) -> String {
+        format!("/aws/lambda/{}", self.function(function))
     }
 
     /// The SSM parameter that serialises apply and destroy of this environment.
@@ -94,6 +104,17 @@ impl Names {
             (TAG_ENV.to_string(), self.env.clone()),
             (TAG_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
         ])
+    }
+}
+
+/// The ARN partition of a region.
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
     }
 }
 

@@ -15,7 +15,15 @@ fn document() -> Value {
 }
 
 fn api() -> RestApiSpec {
-    let stack = invoice_app(&Config::default(), "dev", "123456789012");
+    let stack = invoice_app(
+        &Config::default(),
+        &stacks::Target {
+            env: "dev",
+            account_id: "123456789012",
+            region: "eu-west-1",
+        },
+        &Default::default(),
+    );
     match &stack.get(stacks::api::REST_API).unwrap().spec {
         Spec::RestApi(a) => a.clone(),
         _ => unreachable!(),

@@ -10,6 +10,7 @@ use serde::Serialize;
 use stacks::{Spec, api::ENDPOINTS};
 
 use super::exit;
+use crate::artifacts::CodeSource;
 use crate::engine::Options;
 use crate::providers::apigw;
 use crate::session::{Global, Session, emulator_config};
@@ -52,7 +53,7 @@ struct Outputs {
 }
 
 pub async fn run(g: &Global, args: &Args) -> Result<u8> {
-    let session = Session::open(g, Options::default()).await?;
+    let session = Session::open(g, Options::default(), &CodeSource::None).await?;
     let ctx = &session.ctx;
     let mut tables = Vec::new();
     let mut buckets = Vec::new();
@@ -64,10 +65,15 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         match &r.spec {
             Spec::Table(t) => tables.push(t.name.clone()),
             Spec::Bucket(b) => buckets.push(b.name.clone()),
-            Spec::RestApi(a) => {
-                api_name = a.name.clone();
-                aliases.extend(a.routes.iter().map(|r| r.function_arn.clone()));
-            }
+            Spec::RestApi(a) => api_name = a.name.clone(),
+            Spec::Function(f) => aliases.push(format!(
+                "arn:{}:lambda:{}:{}:function:{}:{}",
+                crate::providers::partition(&ctx.region),
+                ctx.region,
+                ctx.account_id,
+                f.name,
+                f.alias
+            )),
             Spec::ApiStage(s) => stage = s.stage_name.clone(),
             Spec::ApiKey(k) => key_name = k.name.clone(),
             _ => {}

@@ -1,9 +1,10 @@
-//! CloudWatch Logs log groups with a retention period and tags.
+//! CloudWatch Logs log groups: created with tags and a retention policy.
 //!
-//! Deleting a log group deletes its events: the group is only removed when the stack that
-//! created it is destroyed (or the feature that needs it is switched off).
+//! Generic on purpose: Lambda functions use it for `/aws/lambda/<name>` (created before the
+//! function, so Lambda never creates it itself without retention), and API Gateway access logs
+//! can use it the same way.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
@@ -32,21 +33,22 @@ impl Provider for LogGroup {
 
     async fn read(&self, ctx: &Ctx, spec: &LogGroupSpec) -> Result<Option<ObservedLogGroup>> {
         let logs = &ctx.aws.logs;
+        // A prefix search: keep only the exact name (`/aws/lambda/a` also matches `/aws/lambda/ab`).
         let page = logs
             .describe_log_groups()
             .log_group_name_prefix(&spec.name)
             .send()
             .await
             .context("DescribeLogGroups")?;
-        let Some(g) = page
+        let Some(group) = page
             .log_groups()
             .iter()
             .find(|g| g.log_group_name() == Some(spec.name.as_str()))
         else {
             return Ok(None);
         };
-        // The described ARN ends in `:*`; tagging APIs want it without.
-        let arn = g
+        // The ARN without the trailing `:*` that DescribeLogGroups appends.
+        let arn = group
             .arn()
             .unwrap_or_default()
             .trim_end_matches(":*")
@@ -58,21 +60,19 @@ impl Provider for LogGroup {
             .await
             .context("ListTagsForResource")?
             .tags()
-            .map(|t| {
-                t.iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<BTreeMap<_, _>>()
-            })
-            .unwrap_or_default();
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         Ok(Some(ObservedLogGroup {
             arn,
-            retention_days: g.retention_in_days().map(|d| d as u32),
+            retention_days: group.retention_in_days().map(|d| d as u32),
             tags,
         }))
     }
 
-    fn tags(o: &ObservedLogGroup) -> Option<&BTreeMap<String, String>> {
-        Some(&o.tags)
+    fn tags(observed: &ObservedLogGroup) -> Option<&BTreeMap<String, String>> {
+        Some(&observed.tags)
     }
 
     fn describe(spec: &LogGroupSpec) -> Diff {
@@ -94,19 +94,17 @@ impl Provider for LogGroup {
     }
 
     async fn create(&self, ctx: &Ctx, spec: &LogGroupSpec) -> Result<()> {
-        match ctx
+        let created = ctx
             .aws
             .logs
             .create_log_group()
             .log_group_name(&spec.name)
-            .set_tags(Some(
-                spec.tags.clone().into_iter().collect::<HashMap<_, _>>(),
-            ))
+            .set_tags(Some(spec.tags.clone().into_iter().collect()))
             .send()
-            .await
-        {
+            .await;
+        match created {
             Ok(_) => {}
-            // An earlier run created it and stopped before setting its retention.
+            // An earlier run stopped after creating it: carry on.
             Err(SdkError::ServiceError(e))
                 if matches!(
                     e.err(),
@@ -124,31 +122,12 @@ impl Provider for LogGroup {
         o: &ObservedLogGroup,
         changes: &[Change],
     ) -> Result<()> {
-        if changes.iter().any(|c| c.field == "retention_days") {
-            put_retention(ctx, spec).await?;
-        }
-        if changes.iter().any(|c| c.field == "tags") {
-            let logs = &ctx.aws.logs;
-            let stale: Vec<String> = o
-                .tags
-                .keys()
-                .filter(|k| !spec.tags.contains_key(*k))
-                .cloned()
-                .collect();
-            if !stale.is_empty() {
-                logs.untag_resource()
-                    .resource_arn(&o.arn)
-                    .set_tag_keys(Some(stale))
-                    .send()
-                    .await
-                    .context("UntagResource")?;
+        for c in changes {
+            match c.field.as_str() {
+                "retention_days" => put_retention(ctx, spec).await?,
+                "tags" => put_tags(ctx, spec, o).await?,
+                other => anyhow::bail!("log_group cannot update field {other}"),
             }
-            logs.tag_resource()
-                .resource_arn(&o.arn)
-                .set_tags(Some(spec.tags.clone().into_iter().collect()))
-                .send()
-                .await
-                .context("TagResource")?;
         }
         Ok(())
     }
@@ -183,4 +162,53 @@ async fn put_retention(ctx: &Ctx, spec: &LogGroupSpec) -> Result<()> {
         .await
         .context("PutRetentionPolicy")?;
     Ok(())
+}
+
+async fn put_tags(ctx: &Ctx, spec: &LogGroupSpec, o: &ObservedLogGroup) -> Result<()> {
+    let logs = &ctx.aws.logs;
+    let stale: Vec<String> = o
+        .tags
+        .keys()
+        .filter(|k| !spec.tags.contains_key(*k))
+        .cloned()
+        .collect();
+    if !stale.is_empty() {
+        logs.untag_resource()
+            .resource_arn(&o.arn)
+            .set_tag_keys(Some(stale))
+            .send()
+            .await
+            .context("UntagResource")?;
+    }
+    logs.tag_resource()
+        .resource_arn(&o.arn)
+        .set_tags(Some(spec.tags.clone().into_iter().collect()))
+        .send()
+        .await
+        .context("TagResource")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_and_tags_are_diffed() {
+        let spec = LogGroupSpec {
+            name: "/aws/lambda/f".into(),
+            retention_days: 14,
+            tags: BTreeMap::from([("app".into(), "x".into())]),
+        };
+        let mut o = ObservedLogGroup {
+            arn: "arn".into(),
+            retention_days: Some(14),
+            tags: spec.tags.clone(),
+        };
+        assert!(LogGroup::diff(&spec, &o).0.is_empty());
+        o.retention_days = None;
+        let d = LogGroup::diff(&spec, &o);
+        assert_eq!(d.0.len(), 1);
+        assert_eq!(d.0[0].field, "retention_days");
+    }
 }

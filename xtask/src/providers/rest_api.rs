@@ -656,7 +656,15 @@ mod tests {
     use stacks::config::Config;
 
     fn spec(config: &Config) -> RestApiSpec {
-        let stack = stacks::invoice_app(config, "dev", "123456789012");
+        let stack = stacks::invoice_app(
+            config,
+            &stacks::Target {
+                env: "dev",
+                account_id: "123456789012",
+                region: "eu-west-1",
+            },
+            &Default::default(),
+        );
         match &stack.get(stacks::api::REST_API).unwrap().spec {
             stacks::Spec::RestApi(a) => a.clone(),
             _ => unreachable!(),
