@@ -46,6 +46,9 @@ const STOP_DEADLINE: Duration = Duration::from_secs(10);
 /// Bounds every request to the emulator, so a port held by something that never answers cannot
 /// hang `status`.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+/// A reset rebuilds every backend (with IAM's ~1,000 managed policies), which takes about a
+/// second on an idle machine and several on a loaded 2-core CI runner.
+const RESET_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many lines of `moto.log` an error quotes.
 const LOG_TAIL_LINES: usize = 20;
 
@@ -401,7 +404,7 @@ pub async fn stop(cfg: &EmulatorConfig) -> Result<Stopped, EmulatorError> {
 pub async fn reset(endpoint: &str) -> Result<(), EmulatorError> {
     let (host, port) = parse_endpoint(endpoint)?;
     let url = format!("{}/moto-api/reset", endpoint_url(&host, port));
-    match http_status(&host, port, "POST", "/moto-api/reset").await {
+    match http_status(&host, port, "POST", "/moto-api/reset", RESET_TIMEOUT).await {
         Ok(200) => Ok(()),
         Ok(status) => Err(EmulatorError::UnexpectedStatus { url, status }),
         Err(detail) => Err(EmulatorError::Http { url, detail }),
@@ -911,12 +914,21 @@ fn parse_endpoint(endpoint: &str) -> Result<(String, u16), EmulatorError> {
 }
 
 async fn healthy_at(host: &str, port: u16) -> bool {
-    matches!(http_status(host, port, "GET", HEALTH_PATH).await, Ok(200))
+    matches!(
+        http_status(host, port, "GET", HEALTH_PATH, HTTP_TIMEOUT).await,
+        Ok(200)
+    )
 }
 
 /// Sends a body-less HTTP/1.1 request and returns the response's status code. Reads the response
 /// to the end (`Connection: close`) so the server does not log a reset connection.
-async fn http_status(host: &str, port: u16, method: &str, path: &str) -> Result<u16, String> {
+async fn http_status(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<u16, String> {
     let exchange = async {
         let mut stream = TcpStream::connect((host, port))
             .await
@@ -940,9 +952,9 @@ async fn http_status(host: &str, port: u16, method: &str, path: &str) -> Result<
             .map_err(|e| e.to_string())?;
         parse_status_line(&response)
     };
-    tokio::time::timeout(HTTP_TIMEOUT, exchange)
+    tokio::time::timeout(timeout, exchange)
         .await
-        .unwrap_or_else(|_| Err(format!("no response within {} s", HTTP_TIMEOUT.as_secs())))
+        .unwrap_or_else(|_| Err(format!("no response within {} s", timeout.as_secs())))
 }
 
 fn parse_status_line(response: &[u8]) -> Result<u16, String> {

@@ -111,6 +111,9 @@ impl Error {
     }
 }
 
+/// The cargo profile of [`Target::Host`] builds.
+pub const HOST_PROFILE: &str = "local-lambda";
+
 /// A crate under `functions/` that builds a Lambda `bootstrap`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionCrate {
@@ -125,7 +128,7 @@ pub enum Target {
     /// Lambda `provided.al2023` x86_64: `cargo zigbuild --release --target` [`LAMBDA_TRIPLE`],
     /// checked against glibc 2.34.
     Lambda,
-    /// A plain host `cargo build --release`: enough for the local emulator, which stores the
+    /// A plain host `cargo build --profile local-lambda`: enough for the local emulator, which stores the
     /// code but never runs it.
     Host,
 }
@@ -339,10 +342,12 @@ fn compile(
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     match opts.target {
-        Target::Lambda => cmd.args(["zigbuild", "--target", LAMBDA_TRIPLE]),
-        Target::Host => cmd.arg("build"),
+        Target::Lambda => cmd.args(["zigbuild", "--target", LAMBDA_TRIPLE, "--release"]),
+        // The emulator stores host builds and local runs execute them: a lighter profile
+        // (see the workspace Cargo.toml) compiles in a fraction of the release time.
+        Target::Host => cmd.args(["build", "--profile", HOST_PROFILE]),
     };
-    cmd.args(["--release", "-p", &function.name, "--bin", ENTRY_NAME])
+    cmd.args(["-p", &function.name, "--bin", ENTRY_NAME])
         // Machine-readable artifact paths on stdout; cargo's progress and rendered
         // diagnostics still go to our stderr.
         .arg("--message-format=json-render-diagnostics")
