@@ -5,7 +5,6 @@
 //! minimal stand-ins (a function with a `live` alias) through the SDK, which is all API
 //! Gateway and Lambda permissions need on the control plane.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -25,6 +24,7 @@ const ACCOUNT: &str = "123456789012";
 struct Harness {
     emu: TestEmulator,
     aws: Clients,
+    zips: tempfile::TempDir,
 }
 
 struct Run {
@@ -50,15 +50,24 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A zip holding an empty `bootstrap`: moto stores code, it never runs it here.
-fn stub_zip() -> Vec<u8> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    let mut z = zip::ZipWriter::new(&mut buf);
-    z.start_file("bootstrap", zip::write::SimpleFileOptions::default())
-        .unwrap();
-    z.write_all(b"#!/bin/sh\n").unwrap();
-    z.finish().unwrap();
-    buf.into_inner()
+/// The stack's five functions; the API fronts three of them, all are deployed.
+const ALL_FUNCTIONS: [&str; 5] = [
+    "insert-invoice",
+    "list-invoices",
+    "generate-pdf",
+    "download-pdf",
+    "insert-mock-data",
+];
+
+/// Writes `<dir>/<function>.zip` for every function, with a stand-in `bootstrap`: moto stores
+/// code and never runs it here, and tests/lambda.rs covers the code paths of real builds.
+fn write_zips(dir: &std::path::Path) {
+    for f in ALL_FUNCTIONS {
+        let bin = format!("#!/bin/sh\n# {f}\n");
+        let zip =
+            xtask::build::zip_bootstrap(std::path::Path::new("bootstrap"), bin.as_bytes()).unwrap();
+        std::fs::write(dir.join(format!("{f}.zip")), zip).unwrap();
+    }
 }
 
 impl Harness {
@@ -72,60 +81,9 @@ impl Harness {
             CallLog::new(false),
         )
         .await;
-        let h = Harness { emu, aws };
-        h.stub_functions().await;
-        h
-    }
-
-    /// The three functions behind the API, each with a published version and a `live` alias.
-    async fn stub_functions(&self) {
-        let role = self
-            .aws
-            .iam
-            .create_role()
-            .role_name("stub-function-role")
-            .assume_role_policy_document(
-                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
-            )
-            .send()
-            .await
-            .unwrap();
-        let role_arn = role.role().unwrap().arn().to_string();
-        let zip = stub_zip();
-        for f in FUNCTIONS {
-            self.aws
-                .lambda
-                .create_function()
-                .function_name(f)
-                .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
-                .handler("bootstrap")
-                .role(&role_arn)
-                .code(
-                    aws_sdk_lambda::types::FunctionCode::builder()
-                        .zip_file(aws_sdk_lambda::primitives::Blob::new(zip.clone()))
-                        .build(),
-                )
-                .send()
-                .await
-                .unwrap();
-            let v = self
-                .aws
-                .lambda
-                .publish_version()
-                .function_name(f)
-                .send()
-                .await
-                .unwrap();
-            self.aws
-                .lambda
-                .create_alias()
-                .function_name(f)
-                .name("live")
-                .function_version(v.version().unwrap())
-                .send()
-                .await
-                .unwrap();
-        }
+        let zips = tempfile::tempdir().unwrap();
+        write_zips(zips.path());
+        Harness { emu, aws, zips }
     }
 
     fn xtask(&self, args: &[&str]) -> Run {
@@ -146,7 +104,8 @@ impl Harness {
     }
 
     fn apply(&self, extra: &[&str]) -> Value {
-        let mut args = vec!["apply", "--yes"];
+        let dir = self.zips.path().display().to_string();
+        let mut args = vec!["apply", "--yes", "--artifacts-dir", &dir];
         args.extend_from_slice(extra);
         let run = self.xtask(&args);
         assert_eq!(run.code, 0, "apply failed:\n{}", run.stderr);
@@ -154,7 +113,8 @@ impl Harness {
     }
 
     fn plan(&self, extra: &[&str]) -> (i32, Value) {
-        let mut args = vec!["plan", "--detailed-exitcode"];
+        let dir = self.zips.path().display().to_string();
+        let mut args = vec!["plan", "--detailed-exitcode", "--artifacts-dir", &dir];
         args.extend_from_slice(extra);
         let run = self.xtask(&args);
         assert!(
