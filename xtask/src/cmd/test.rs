@@ -2,7 +2,10 @@
 //!
 //! It makes sure a Python with moto is available (installing it into the project venv when
 //! `python3` lacks it), puts that interpreter first on `PATH` so every test's private emulator
-//! finds it, then runs `cargo test` on the whole workspace.
+//! finds it, then runs `cargo test` twice: the deployer crates, then the function crates.
+//! Two runs, not one `--workspace` run, because cargo unifies dependency features over the
+//! packages of one build: a workspace-wide test build would compile every AWS SDK crate a
+//! third time, with a feature set neither `cargo xtask` nor the functions use.
 
 use std::process::Command;
 
@@ -30,20 +33,26 @@ pub async fn run(args: &Args) -> Result<u8> {
         dirs.extend(std::env::split_paths(&path));
         path = std::env::join_paths(dirs).context("building PATH")?;
     }
-    eprintln!(
-        "running the workspace tests (emulator: {})",
-        python.display()
-    );
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .args(["test", "--workspace", "--locked"])
-        .args(&args.cargo_args)
-        .env("PATH", path)
-        .status()
-        .context("running cargo test")?;
-    Ok(if status.success() {
-        exit::OK
-    } else {
-        exit::ERROR
-    })
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let runs: [(&str, &[&str]); 2] = [
+        ("deployer", &["-p", "xtask", "-p", "stacks"]),
+        (
+            "functions",
+            &["--workspace", "--exclude", "xtask", "--exclude", "stacks"],
+        ),
+    ];
+    let mut ok = true;
+    for (what, selection) in runs {
+        eprintln!("running the {what} tests (emulator: {})", python.display());
+        let status = Command::new(&cargo)
+            .current_dir(&root)
+            .args(["test", "--locked"])
+            .args(selection)
+            .args(&args.cargo_args)
+            .env("PATH", &path)
+            .status()
+            .context("running cargo test")?;
+        ok &= status.success();
+    }
+    Ok(if ok { exit::OK } else { exit::ERROR })
 }
