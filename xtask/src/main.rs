@@ -35,6 +35,8 @@ enum Command {
     Destroy(cmd::destroy::Args),
     /// Build and package the Lambda functions.
     Build(cmd::build::Args),
+    /// Build one function for this machine and invoke it locally against the emulator.
+    Invoke(cmd::invoke::Args),
     /// Run every test of the workspace, installing the emulator first if needed.
     Test(cmd::test::Args),
     /// Manage the local emulator (moto server).
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
             Command::Build(a) => cmd::build::run(g, a).await,
             Command::Emulator(c) => cmd::emulator::run(g, c).await,
             Command::Test(a) => cmd::test::run(a).await,
+            Command::Invoke(a) => cmd::invoke::run(g, a).await,
         }
     });
     match result {
