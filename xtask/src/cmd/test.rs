@@ -30,7 +30,10 @@ pub async fn run(args: &Args) -> Result<u8> {
         dirs.extend(std::env::split_paths(&path));
         path = std::env::join_paths(dirs).context("building PATH")?;
     }
-    eprintln!("running the workspace tests (emulator: {})", python.display());
+    eprintln!(
+        "running the workspace tests (emulator: {})",
+        python.display()
+    );
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)
         .args(["test", "--workspace", "--locked"])
@@ -38,5 +41,9 @@ pub async fn run(args: &Args) -> Result<u8> {
         .env("PATH", path)
         .status()
         .context("running cargo test")?;
-    Ok(if status.success() { exit::OK } else { exit::ERROR })
+    Ok(if status.success() {
+        exit::OK
+    } else {
+        exit::ERROR
+    })
 }

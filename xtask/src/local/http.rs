@@ -10,7 +10,9 @@
 
 use std::future::Future;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 use tokio::net::TcpStream;
 
 /// A request head larger than this is refused: runtime requests carry a handful of headers.
@@ -93,7 +95,8 @@ where
                 } else {
                     400
                 };
-                let body = serde_json::json!({"errorType": "BadRequest", "errorMessage": e.to_string()});
+                let body =
+                    serde_json::json!({"errorType": "BadRequest", "errorMessage": e.to_string()});
                 let _ = write_response(&mut wr, &Response::json(status, &body), true).await;
                 return;
             }
@@ -128,7 +131,9 @@ pub async fn read_request<R: AsyncBufRead + Unpin>(
     let (Some(method), Some(path), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(HttpError::Malformed(format!("request line {request_line:?}")));
+        return Err(HttpError::Malformed(format!(
+            "request line {request_line:?}"
+        )));
     };
     if !version.starts_with("HTTP/1.") {
         return Err(HttpError::Malformed(format!("version {version:?}")));
@@ -137,7 +142,9 @@ pub async fn read_request<R: AsyncBufRead + Unpin>(
     loop {
         line.clear();
         if read_line(rd, &mut line, &mut head_len).await? == 0 {
-            return Err(HttpError::Malformed("connection closed inside the head".into()));
+            return Err(HttpError::Malformed(
+                "connection closed inside the head".into(),
+            ));
         }
         let trimmed = line.trim_end_matches(['\r', '\n']);
         if trimmed.is_empty() {
@@ -207,7 +214,9 @@ async fn read_chunked<R: AsyncBufRead + Unpin>(rd: &mut R) -> Result<Vec<u8>, Ht
         line.clear();
         let mut size_len = 0;
         if read_line(rd, &mut line, &mut size_len).await? == 0 {
-            return Err(HttpError::Malformed("connection closed inside a chunk".into()));
+            return Err(HttpError::Malformed(
+                "connection closed inside a chunk".into(),
+            ));
         }
         let size = line.trim_end_matches(['\r', '\n']);
         let size = size.split(';').next().unwrap_or_default().trim();
@@ -319,7 +328,10 @@ mod tests {
             parse(b"SSH-2.0-OpenSSH\r\n\r\n").await,
             Err(HttpError::Malformed(_))
         ));
-        let huge = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
+        let huge = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
         assert!(matches!(
             parse(huge.as_bytes()).await,
             Err(HttpError::TooLarge)

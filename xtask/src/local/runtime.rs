@@ -409,7 +409,12 @@ impl LocalLambda {
     pub async fn shutdown(&self) {
         for f in self.inner.functions.values() {
             f.slots.close();
-            let idle: Vec<_> = f.idle.lock().expect("idle list poisoned").drain(..).collect();
+            let idle: Vec<_> = f
+                .idle
+                .lock()
+                .expect("idle list poisoned")
+                .drain(..)
+                .collect();
             for instance in idle {
                 instance.kill_and_wait().await;
             }
@@ -475,7 +480,11 @@ enum Reply {
 }
 
 impl Inner {
-    async fn run(self: Arc<Self>, f: Arc<Function>, payload: Vec<u8>) -> Result<Invoked, LocalError> {
+    async fn run(
+        self: Arc<Self>,
+        f: Arc<Function>,
+        payload: Vec<u8>,
+    ) -> Result<Invoked, LocalError> {
         let permit = f
             .slots
             .clone()
@@ -552,7 +561,15 @@ impl Inner {
         };
         let duration = dispatched.unwrap_or(started).elapsed();
         let max_rss_kb = peak_rss_kb(instance.pid);
-        let init = cold.then(|| instance.chan.first_next.get().map(|at| *at - instance.spawned)).flatten();
+        let init = cold
+            .then(|| {
+                instance
+                    .chan
+                    .first_next
+                    .get()
+                    .map(|at| *at - instance.spawned)
+            })
+            .flatten();
 
         let (outcome, reusable) = match outcome {
             Ok(Reply::Response(body)) => (InvokeOutcome::Ok(response_value(&body)), true),
@@ -576,7 +593,9 @@ impl Inner {
                 },
                 false,
             ),
-            Err(Some((after, during_init))) => (InvokeOutcome::Timeout { after, during_init }, false),
+            Err(Some((after, during_init))) => {
+                (InvokeOutcome::Timeout { after, during_init }, false)
+            }
             Err(None) => {
                 instance.kill_and_wait().await;
                 instance.drain_logs().await;
@@ -668,9 +687,15 @@ impl Inner {
         // Reserved variables last: as on Lambda, the function's configuration cannot override them.
         cmd.env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
             .env("AWS_LAMBDA_FUNCTION_NAME", &spec.name)
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string())
+            .env(
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                spec.memory_mb.to_string(),
+            )
             .env("AWS_LAMBDA_FUNCTION_VERSION", &spec.version)
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", spec.name))
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{}", spec.name),
+            )
             .env("AWS_LAMBDA_LOG_STREAM_NAME", log_stream_name(&spec.version))
             .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
             .env("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023")
@@ -769,12 +794,22 @@ impl Instance {
     /// Waits (bounded) until the output pipes are read to the end, so a crash report holds the
     /// last lines the process wrote.
     async fn drain_logs(&self) {
-        let readers: Vec<_> = self.readers.lock().expect("readers poisoned").drain(..).collect();
+        let readers: Vec<_> = self
+            .readers
+            .lock()
+            .expect("readers poisoned")
+            .drain(..)
+            .collect();
         let _ = tokio::time::timeout(LOG_DRAIN, futures::future::join_all(readers)).await;
     }
 
     fn log_tail(&self) -> Vec<String> {
-        self.logs.lock().expect("logs poisoned").iter().cloned().collect()
+        self.logs
+            .lock()
+            .expect("logs poisoned")
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
@@ -911,7 +946,10 @@ impl Channel {
                 ("Content-Type".into(), "application/json".into()),
                 ("Lambda-Runtime-Aws-Request-Id".into(), dispatch.request_id),
                 ("Lambda-Runtime-Deadline-Ms".into(), deadline_ms.to_string()),
-                ("Lambda-Runtime-Invoked-Function-Arn".into(), self.arn.clone()),
+                (
+                    "Lambda-Runtime-Invoked-Function-Arn".into(),
+                    self.arn.clone(),
+                ),
                 ("Lambda-Runtime-Trace-Id".into(), trace_id()),
             ],
             body: dispatch.payload,
@@ -964,7 +1002,10 @@ fn error_body(req: &Request) -> (String, String) {
             .map(str::to_owned)
     };
     let error_type = field("errorType")
-        .or_else(|| req.header("lambda-runtime-function-error-type").map(str::to_owned))
+        .or_else(|| {
+            req.header("lambda-runtime-function-error-type")
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| "Unhandled".into());
     let message =
         field("errorMessage").unwrap_or_else(|| String::from_utf8_lossy(&req.body).into_owned());
