@@ -502,3 +502,79 @@ async fn create_invoices_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
         .await
         .expect("create the invoices table");
 }
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Figures for the report, not a pass/fail test: `cargo test -p xtask --test local_runtime
+/// measure -- --ignored --nocapture`. Cold start = spawn to the first `/invocation/next` and to
+/// the first response; warm = one `invoke()` round trip on a warm process. insert-invoice is
+/// invoked with a malformed body (answered 400 by validation, no DynamoDB call), so the figure
+/// is the data plane plus aws-lambda-rust-runtime, not moto's latency.
+#[tokio::test]
+#[ignore = "measurement; run with --ignored --nocapture"]
+async fn measure_cold_and_warm_invocations() {
+    let emu = xtask::emulator::TestEmulator::start().await;
+    let bootstrap = tokio::task::spawn_blocking(|| build_function("insert-invoice"))
+        .await
+        .unwrap();
+    let event =
+        json!({"httpMethod": "POST", "path": "/insert-invoice", "body": "not json", "headers": {}});
+    let mk = |name: &str, code: PathBuf| {
+        let mut s = FunctionSpec::new(name, Code::Binary(code));
+        s.env.insert("INVOICES_TABLE".into(), "t".into());
+        s
+    };
+    for (name, code, event) in [
+        ("insert-invoice", bootstrap.clone(), event.clone()),
+        (
+            "fixture",
+            fixture().to_path_buf(),
+            json!({"action": "echo"}),
+        ),
+    ] {
+        let mut inits = Vec::new();
+        let mut firsts = Vec::new();
+        for _ in 0..10 {
+            let mut config = LocalConfig::new(vec![mk(name, code.clone())]);
+            config.emulator = Some(EmulatorAccess::moto(emu.endpoint()));
+            config.logs = FunctionLogs::Discard;
+            let lambda = LocalLambda::start(config).await.unwrap();
+            let t = Instant::now();
+            let invoked = lambda.invoke(name, event.clone()).await.unwrap();
+            firsts.push(t.elapsed());
+            ok(&invoked.outcome);
+            inits.push(invoked.init.unwrap());
+            lambda.shutdown().await;
+        }
+        let mut config = LocalConfig::new(vec![mk(name, code.clone())]);
+        config.emulator = Some(EmulatorAccess::moto(emu.endpoint()));
+        config.logs = FunctionLogs::Discard;
+        let lambda = LocalLambda::start(config).await.unwrap();
+        let mut warm = Vec::new();
+        let mut rss = 0;
+        for i in 0..501 {
+            let t = Instant::now();
+            let invoked = lambda.invoke(name, event.clone()).await.unwrap();
+            if i > 0 {
+                warm.push(t.elapsed());
+            }
+            rss = invoked.max_rss_kb.unwrap_or(0);
+        }
+        inits.sort();
+        firsts.sort();
+        warm.sort();
+        eprintln!(
+            "{name}: cold init p50 {:?} (min {:?}, max {:?}); cold first response p50 {:?}; warm invoke p50 {:?} p99 {:?} (n={}); peak RSS {} kB",
+            percentile(&inits, 0.5),
+            inits[0],
+            inits[inits.len() - 1],
+            percentile(&firsts, 0.5),
+            percentile(&warm, 0.5),
+            percentile(&warm, 0.99),
+            warm.len(),
+            rss
+        );
+    }
+}

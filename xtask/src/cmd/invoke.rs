@@ -24,6 +24,9 @@ pub struct Args {
     /// The event as a JSON file, or `-` for stdin; default `{}`.
     #[arg(long, value_name = "FILE|-")]
     pub event: Option<PathBuf>,
+    /// Run this `bootstrap` binary or deployment zip instead of building the function.
+    #[arg(long, value_name = "PATH")]
+    pub code: Option<PathBuf>,
 }
 
 pub async fn run(g: &Global, args: &Args) -> Result<u8> {
@@ -46,20 +49,22 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         );
     }
 
-    let mut opts = BuildOptions::new(project_root(), Target::Host);
-    opts.only = Some(vec![args.function.clone()]);
-    let artifacts = tokio::task::spawn_blocking(move || build::build(&opts)).await??;
-    let artifact = artifacts
-        .into_iter()
-        .next()
-        .context("the build produced no artifact")?;
-
-    let spec = local::function_spec(
-        &config,
-        &g.env,
-        &args.function,
-        Code::Zip(artifact.zip_path),
-    );
+    let code = match &args.code {
+        Some(path) if path.extension().is_some_and(|e| e == "zip") => Code::Zip(path.clone()),
+        Some(path) => Code::Binary(path.clone()),
+        None => {
+            let mut opts = BuildOptions::new(project_root(), Target::Host);
+            opts.only = Some(vec![args.function.clone()]);
+            let artifacts = tokio::task::spawn_blocking(move || build::build(&opts)).await??;
+            let artifact = artifacts
+                .into_iter()
+                .next()
+                .context("the build produced no artifact")?;
+            // The zip, not the binary: what runs locally is what would be deployed.
+            Code::Zip(artifact.zip_path)
+        }
+    };
+    let spec = local::function_spec(&config, &g.env, &args.function, code);
     let mut lcfg = LocalConfig::new(vec![spec]);
     lcfg.region = if config.region.is_empty() {
         "us-east-1".into()
