@@ -35,6 +35,8 @@ pub struct Config {
     pub invoices_table: InvoicesTableConfig,
     pub processed_table: ProcessedTableConfig,
     pub deploy: DeployConfig,
+    pub functions: FunctionsConfig,
+    pub stream_trigger: StreamTriggerConfig,
 }
 
 impl Default for Config {
@@ -50,6 +52,8 @@ impl Default for Config {
             invoices_table: InvoicesTableConfig::default(),
             processed_table: ProcessedTableConfig::default(),
             deploy: DeployConfig::default(),
+            functions: FunctionsConfig::default(),
+            stream_trigger: StreamTriggerConfig::default(),
         }
     }
 }
@@ -268,6 +272,110 @@ impl Default for DeployConfig {
         DeployConfig {
             concurrency: 8,
             wait_timeout_secs: 600,
+        }
+    }
+}
+
+/// The Lambda functions: defaults for all of them, with optional per-function overrides.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FunctionsConfig {
+    /// Deploy the functions (and their roles, log groups, artifacts and trigger). Off lists
+    /// them as absent, so switching it off deletes them.
+    pub enabled: bool,
+    pub memory_mb: u32,
+    pub timeout_secs: u32,
+    pub architecture: Architecture,
+    /// Retention of `/aws/lambda/<name>`; one of the values CloudWatch Logs accepts.
+    pub log_retention_days: u32,
+    /// `LOG_LEVEL` of every function: error, warn, info, debug or trace.
+    pub log_level: String,
+    /// Published versions kept per function (the alias target is always kept).
+    pub keep_versions: u32,
+    /// Per-function settings, keyed by function name (`generate-pdf`).
+    pub overrides: BTreeMap<String, FunctionOverride>,
+}
+
+impl Default for FunctionsConfig {
+    fn default() -> Self {
+        FunctionsConfig {
+            enabled: true,
+            memory_mb: 256,
+            timeout_secs: 10,
+            architecture: Architecture::X86_64,
+            log_retention_days: 14,
+            log_level: "info".into(),
+            keep_versions: 3,
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+/// What one function may set differently from `[functions]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FunctionOverride {
+    pub memory_mb: Option<u32>,
+    pub timeout_secs: Option<u32>,
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Architecture {
+    #[serde(rename = "x86_64")]
+    X86_64,
+    #[serde(rename = "arm64")]
+    Arm64,
+}
+
+impl Architecture {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::X86_64 => "x86_64",
+            Architecture::Arm64 => "arm64",
+        }
+    }
+}
+
+/// The event source mapping from the invoices table's stream to generate-pdf.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamTriggerConfig {
+    pub starting_position: StartingPosition,
+    pub batch_size: u32,
+    pub batching_window_secs: u32,
+    /// Split a failing batch in two and retry each half, to isolate a poison record.
+    pub bisect_on_error: bool,
+    pub max_retries: u32,
+    /// generate-pdf reports failed records individually (`ReportBatchItemFailures`).
+    pub report_batch_item_failures: bool,
+}
+
+impl Default for StreamTriggerConfig {
+    fn default() -> Self {
+        StreamTriggerConfig {
+            starting_position: StartingPosition::Latest,
+            batch_size: 10,
+            batching_window_secs: 0,
+            bisect_on_error: true,
+            max_retries: 3,
+            report_batch_item_failures: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StartingPosition {
+    Latest,
+    TrimHorizon,
+}
+
+impl StartingPosition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartingPosition::Latest => "LATEST",
+            StartingPosition::TrimHorizon => "TRIM_HORIZON",
         }
     }
 }

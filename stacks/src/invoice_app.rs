@@ -1,5 +1,9 @@
 //! The invoice app's resources, derived from one environment's config.
 
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
 use crate::config::{AutoscalingConfig, BillingMode, Config, ScalingConfig};
 use crate::model::*;
 use crate::names::Names;
@@ -11,9 +15,166 @@ pub const PDF_BUCKET: &str = "s3_bucket.pdfs";
 pub const INVOICES_TABLE: &str = "dynamodb_table.invoices";
 pub const PROCESSED_TABLE: &str = "dynamodb_table.processed";
 
-/// Builds the desired state. `bucket_suffix` is the configured suffix or, by default, the
-/// account id, which keeps bucket names globally unique without a random component.
-pub fn invoice_app(config: &Config, env: &str, account_id: &str) -> Stack {
+/// The Lambda functions of the app: each is a crate under `functions/` of the same name.
+pub const FUNCTIONS: [&str; 5] = [
+    "insert-invoice",
+    "list-invoices",
+    "generate-pdf",
+    "download-pdf",
+    "insert-mock-data",
+];
+/// The function the invoices table's stream triggers.
+pub const STREAM_FUNCTION: &str = "generate-pdf";
+/// The alias every function's callers use; not `latest`, which reads too much like `$LATEST`.
+pub const ALIAS: &str = "live";
+pub const RUNTIME: &str = "provided.al2023";
+pub const HANDLER: &str = "bootstrap";
+pub const INLINE_POLICY_NAME: &str = "least-privilege";
+/// Logs go through the AWS managed basic execution policy.
+pub const BASIC_EXECUTION_POLICY: &str = "service-role/AWSLambdaBasicExecutionRole";
+
+/// Where the stack is deployed: what ARNs are made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub env: &'a str,
+    pub account_id: &'a str,
+    pub region: &'a str,
+}
+
+/// Resource ids of a function's resources.
+pub fn function_id(function: &str) -> String {
+    format!("lambda_function.{}", function.replace('-', "_"))
+}
+pub fn role_id(function: &str) -> String {
+    format!("iam_role.{}", function.replace('-', "_"))
+}
+pub fn log_group_id(function: &str) -> String {
+    format!("log_group.{}", function.replace('-', "_"))
+}
+pub fn artifact_id(function: &str) -> String {
+    format!("s3_object.{}_code", function.replace('-', "_"))
+}
+pub const STREAM_MAPPING: &str = "event_source_mapping.generate_pdf_invoices_stream";
+
+/// The content-addressed key of a function's zip in the artifacts bucket.
+pub fn artifact_key(function: &str, sha256_hex: &str) -> String {
+    format!("functions/{function}/{sha256_hex}.zip")
+}
+
+/// The ARNs the functions' policies name, all derivable before anything exists.
+#[derive(Debug, Clone)]
+pub struct Arns {
+    pub invoices_table: String,
+    pub invoices_gsi: String,
+    /// The stream's own ARN carries a creation timestamp nobody can predict; every stream
+    /// the table ever has lives under this prefix.
+    pub invoices_streams: String,
+    pub processed_table: String,
+    pub pdf_objects: String,
+}
+
+impl Arns {
+    pub fn new(names: &Names, region: &str, account_id: &str) -> Arns {
+        let p = crate::names::partition(region);
+        let table = |n: String| format!("arn:{p}:dynamodb:{region}:{account_id}:table/{n}");
+        let invoices_table = table(names.invoices_table());
+        Arns {
+            invoices_gsi: format!("{invoices_table}/index/{INVOICES_GSI}"),
+            invoices_streams: format!("{invoices_table}/stream/*"),
+            invoices_table,
+            processed_table: table(names.processed_table()),
+            pdf_objects: format!("arn:{p}:s3:::{}/*", names.pdf_bucket()),
+        }
+    }
+}
+
+/// The least-privilege inline policy of one function: `(actions, resources)` per statement,
+/// exactly what its handler calls, on exactly the ARNs it touches. `None` for an unknown name.
+pub fn function_permissions(
+    function: &str,
+    a: &Arns,
+) -> Option<Vec<(Vec<&'static str>, Vec<String>)>> {
+    Some(match function {
+        // GetItem: a retried request with the same InvoiceID is answered from the stored item.
+        "insert-invoice" => vec![(
+            vec!["dynamodb:GetItem", "dynamodb:PutItem"],
+            vec![a.invoices_table.clone()],
+        )],
+        "list-invoices" => vec![(vec!["dynamodb:Query"], vec![a.invoices_gsi.clone()])],
+        // The four stream actions are what the event source mapping's poller uses, under the
+        // function's role.
+        "generate-pdf" => vec![
+            (
+                vec![
+                    "dynamodb:DescribeStream",
+                    "dynamodb:GetRecords",
+                    "dynamodb:GetShardIterator",
+                    "dynamodb:ListStreams",
+                ],
+                vec![a.invoices_streams.clone()],
+            ),
+            (vec!["s3:PutObject"], vec![a.pdf_objects.clone()]),
+            (vec!["dynamodb:PutItem"], vec![a.processed_table.clone()]),
+        ],
+        // The handler looks the invoice up too, to tell "no such invoice" (404) from "PDF not
+        // ready yet" (409): GetItem on both tables. GetObject is what the presigned URL uses.
+        "download-pdf" => vec![
+            (
+                vec!["dynamodb:GetItem"],
+                vec![a.processed_table.clone(), a.invoices_table.clone()],
+            ),
+            (vec!["s3:GetObject"], vec![a.pdf_objects.clone()]),
+        ],
+        "insert-mock-data" => vec![(
+            vec!["dynamodb:BatchWriteItem", "dynamodb:GetItem"],
+            vec![a.invoices_table.clone()],
+        )],
+        _ => return None,
+    })
+}
+
+/// [`function_permissions`] as an IAM policy document.
+pub fn function_policy(function: &str, arns: &Arns) -> Option<Value> {
+    let statements: Vec<Value> = function_permissions(function, arns)?
+        .into_iter()
+        .map(|(actions, resources)| {
+            json!({"Effect": "Allow", "Action": actions, "Resource": resources})
+        })
+        .collect();
+    Some(json!({"Version": "2012-10-17", "Statement": statements}))
+}
+
+/// The environment variables a function's handler reads.
+pub fn function_environment(
+    function: &str,
+    names: &Names,
+    log_level: &str,
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::from([("LOG_LEVEL".to_string(), log_level.to_string())]);
+    let (invoices, processed, pdfs) = match function {
+        "insert-invoice" | "list-invoices" | "insert-mock-data" => (true, false, false),
+        "generate-pdf" => (false, true, true),
+        "download-pdf" => (true, true, true),
+        _ => (false, false, false),
+    };
+    if invoices {
+        env.insert("INVOICES_TABLE".into(), names.invoices_table());
+    }
+    if processed {
+        env.insert("PROCESSED_TABLE".into(), names.processed_table());
+    }
+    if pdfs {
+        env.insert("PDF_BUCKET".into(), names.pdf_bucket());
+    }
+    env
+}
+
+/// Builds the desired state. Bucket names end with the configured suffix or, by default, the
+/// account id, which keeps them globally unique without a random component. `code` maps a
+/// function name to its built zip; a function without one gets an empty code reference, which
+/// is fine for plans that delete it and refused by the deployer for anything else.
+pub fn invoice_app(config: &Config, target: &Target<'_>, code: &BTreeMap<String, Code>) -> Stack {
+    let (env, account_id) = (target.env, target.account_id);
     let suffix = if config.buckets.name_suffix.is_empty() {
         account_id
     } else {
@@ -139,6 +300,8 @@ pub fn invoice_app(config: &Config, env: &str, account_id: &str) -> Stack {
         processed_scaling,
     );
 
+    functions(&mut resources, config, target, &names, &tags, code);
+
     Stack {
         app: config.app.clone(),
         env: env.into(),
@@ -234,5 +397,234 @@ fn scaling(
                 scale_out_cooldown_secs: sc.scale_out_cooldown_secs,
             }),
         });
+    }
+}
+
+/// Role, log group, artifact and function per function, and the stream trigger.
+fn functions(
+    out: &mut Vec<Resource>,
+    config: &Config,
+    target: &Target<'_>,
+    names: &Names,
+    tags: &BTreeMap<String, String>,
+    code: &BTreeMap<String, Code>,
+) {
+    let f = &config.functions;
+    let ensure = if f.enabled {
+        Ensure::Present
+    } else {
+        Ensure::Absent
+    };
+    let partition = crate::names::partition(target.region);
+    let arns = Arns::new(names, target.region, target.account_id);
+    let artifacts_bucket = names.artifacts_bucket();
+    for function in FUNCTIONS {
+        let o = f.overrides.get(function).cloned().unwrap_or_default();
+        let log_level = o.log_level.unwrap_or_else(|| f.log_level.clone());
+        let role = names.function_role(function);
+        let c = code.get(function).cloned().unwrap_or(Code {
+            zip_path: Default::default(),
+            sha256_hex: String::new(),
+            sha256_b64: String::new(),
+        });
+        let key = artifact_key(function, &c.sha256_hex);
+        out.push(Resource {
+            id: role_id(function),
+            depends_on: vec![],
+            ensure,
+            spec: Spec::Role(RoleSpec {
+                name: role.clone(),
+                service: "lambda.amazonaws.com".into(),
+                managed_policy_arns: vec![format!(
+                    "arn:{partition}:iam::aws:policy/{BASIC_EXECUTION_POLICY}"
+                )],
+                inline_policy_name: INLINE_POLICY_NAME.into(),
+                inline_policy: function_policy(function, &arns).expect("a known function"),
+                tags: tags.clone(),
+            }),
+        });
+        out.push(Resource {
+            id: log_group_id(function),
+            depends_on: vec![],
+            ensure,
+            spec: Spec::LogGroup(LogGroupSpec {
+                name: names.function_log_group(function),
+                retention_days: f.log_retention_days,
+                tags: tags.clone(),
+            }),
+        });
+        out.push(Resource {
+            id: artifact_id(function),
+            depends_on: vec![ARTIFACTS_BUCKET.into()],
+            ensure,
+            spec: Spec::Object(ObjectSpec {
+                bucket: artifacts_bucket.clone(),
+                key: key.clone(),
+                source: c.zip_path.clone(),
+                sha256_b64: c.sha256_b64.clone(),
+            }),
+        });
+        out.push(Resource {
+            id: function_id(function),
+            // The log group first, so Lambda never creates it itself without retention.
+            depends_on: vec![
+                role_id(function),
+                log_group_id(function),
+                artifact_id(function),
+            ],
+            ensure,
+            spec: Spec::Function(FunctionSpec {
+                name: names.function(function),
+                role_arn: format!("arn:{partition}:iam::{}:role/{role}", target.account_id),
+                runtime: RUNTIME.into(),
+                handler: HANDLER.into(),
+                architecture: f.architecture.as_str().into(),
+                memory_mb: o.memory_mb.unwrap_or(f.memory_mb),
+                timeout_secs: o.timeout_secs.unwrap_or(f.timeout_secs),
+                environment: function_environment(function, names, &log_level),
+                code_bucket: artifacts_bucket.clone(),
+                code_key: key,
+                code_sha256_hex: c.sha256_hex,
+                code_sha256_b64: c.sha256_b64,
+                alias: ALIAS.into(),
+                keep_versions: f.keep_versions,
+                tags: tags.clone(),
+            }),
+        });
+    }
+    let s = &config.stream_trigger;
+    let function = names.function(STREAM_FUNCTION);
+    out.push(Resource {
+        id: STREAM_MAPPING.into(),
+        depends_on: vec![INVOICES_TABLE.into(), function_id(STREAM_FUNCTION)],
+        ensure,
+        spec: Spec::EventSourceMapping(EventSourceMappingSpec {
+            name: format!("{} -> {function}:{ALIAS}", names.invoices_table()),
+            table_name: names.invoices_table(),
+            function_name: function,
+            alias: ALIAS.into(),
+            starting_position: s.starting_position.as_str().into(),
+            batch_size: s.batch_size,
+            batching_window_secs: s.batching_window_secs,
+            bisect_on_error: s.bisect_on_error,
+            max_retries: s.max_retries,
+            report_batch_item_failures: s.report_batch_item_failures,
+        }),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arns() -> Arns {
+        let c = Config::default();
+        Arns::new(
+            &Names::new(&c, "dev", "123456789012"),
+            "eu-west-1",
+            "123456789012",
+        )
+    }
+
+    /// `(action, resource)` pairs of a policy document, for exact comparison.
+    fn grants(policy: &Value) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for s in policy["Statement"].as_array().unwrap() {
+            assert_eq!(s["Effect"], "Allow");
+            for a in s["Action"].as_array().unwrap() {
+                for r in s["Resource"].as_array().unwrap() {
+                    out.push((a.as_str().unwrap().into(), r.as_str().unwrap().into()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut v: Vec<_> = list
+            .iter()
+            .map(|(a, r)| (a.to_string(), r.to_string()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    const INVOICES: &str = "arn:aws:dynamodb:eu-west-1:123456789012:table/invoices-table-dev";
+    const PROCESSED: &str =
+        "arn:aws:dynamodb:eu-west-1:123456789012:table/processed-invoices-table-dev";
+    const PDFS: &str = "arn:aws:s3:::invoice-app-pdfs-dev-123456789012/*";
+
+    #[test]
+    fn each_function_gets_exactly_its_actions_on_exact_arns() {
+        let a = arns();
+        let p = |f| grants(&function_policy(f, &a).unwrap());
+        assert_eq!(
+            p("insert-invoice"),
+            pairs(&[
+                ("dynamodb:GetItem", INVOICES),
+                ("dynamodb:PutItem", INVOICES)
+            ])
+        );
+        let gsi = format!("{INVOICES}/index/CustomerID-Index");
+        assert_eq!(p("list-invoices"), pairs(&[("dynamodb:Query", &gsi)]));
+        let streams = format!("{INVOICES}/stream/*");
+        assert_eq!(
+            p("generate-pdf"),
+            pairs(&[
+                ("dynamodb:DescribeStream", &streams),
+                ("dynamodb:GetRecords", &streams),
+                ("dynamodb:GetShardIterator", &streams),
+                ("dynamodb:ListStreams", &streams),
+                ("s3:PutObject", PDFS),
+                ("dynamodb:PutItem", PROCESSED),
+            ])
+        );
+        assert_eq!(
+            p("download-pdf"),
+            pairs(&[
+                ("dynamodb:GetItem", PROCESSED),
+                ("dynamodb:GetItem", INVOICES),
+                ("s3:GetObject", PDFS),
+            ])
+        );
+        assert_eq!(
+            p("insert-mock-data"),
+            pairs(&[
+                ("dynamodb:BatchWriteItem", INVOICES),
+                ("dynamodb:GetItem", INVOICES)
+            ])
+        );
+        assert!(function_policy("unknown", &a).is_none());
+    }
+
+    #[test]
+    fn no_policy_has_a_wildcard_action_or_a_bare_wildcard_resource() {
+        let a = arns();
+        for f in FUNCTIONS {
+            for (action, resource) in grants(&function_policy(f, &a).unwrap()) {
+                assert!(!action.contains('*'), "{f}: {action}");
+                assert!(resource.starts_with("arn:aws:"), "{f}: {resource}");
+                assert_ne!(resource, "*");
+                // Only the object and stream suffixes may end in a wildcard.
+                if resource.ends_with('*') {
+                    assert!(
+                        resource.ends_with("/stream/*") || resource.ends_with("-123456789012/*"),
+                        "{f}: {resource}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn arns_follow_the_region_partition() {
+        let c = Config::default();
+        let a = Arns::new(&Names::new(&c, "dev", "x"), "cn-north-1", "123456789012");
+        assert!(
+            a.invoices_table
+                .starts_with("arn:aws-cn:dynamodb:cn-north-1:")
+        );
+        assert!(a.pdf_objects.starts_with("arn:aws-cn:s3:::"));
     }
 }

@@ -11,5 +11,5 @@ pub mod names;
 pub mod validate;
 
 pub use config::{Config, ConfigError, Override};
-pub use invoice_app::invoice_app;
+pub use invoice_app::{Target, invoice_app};
 pub use model::*;

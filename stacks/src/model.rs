@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use serde_json::Value;
+
 use crate::config::{Encryption, StreamViewType};
 
 /// A stable logical id such as `dynamodb_table.invoices`: how plans and dependencies name a
@@ -38,6 +40,11 @@ pub enum Spec {
     Table(TableSpec),
     ScalableTarget(ScalableTargetSpec),
     ScalingPolicy(ScalingPolicySpec),
+    Role(RoleSpec),
+    LogGroup(LogGroupSpec),
+    Object(ObjectSpec),
+    Function(FunctionSpec),
+    EventSourceMapping(EventSourceMappingSpec),
 }
 
 impl Spec {
@@ -48,6 +55,11 @@ impl Spec {
             Spec::Table(t) => &t.name,
             Spec::ScalableTarget(s) => &s.resource_id,
             Spec::ScalingPolicy(p) => &p.name,
+            Spec::Role(r) => &r.name,
+            Spec::LogGroup(l) => &l.name,
+            Spec::Object(o) => &o.key,
+            Spec::Function(f) => &f.name,
+            Spec::EventSourceMapping(m) => &m.name,
         }
     }
 }
@@ -199,4 +211,98 @@ pub struct ScalingPolicySpec {
     pub target_value: f64,
     pub scale_in_cooldown_secs: u32,
     pub scale_out_cooldown_secs: u32,
+}
+
+/// An IAM role assumed by one AWS service, with managed and one inline policy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoleSpec {
+    pub name: String,
+    /// The service principal of the trust policy, e.g. `lambda.amazonaws.com`.
+    pub service: String,
+    pub managed_policy_arns: Vec<String>,
+    pub inline_policy_name: String,
+    /// The inline policy document; compared with the live one as JSON sets.
+    pub inline_policy: Value,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl RoleSpec {
+    /// The trust policy that lets `service` assume the role.
+    pub fn trust_policy(&self) -> Value {
+        serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Service": self.service},
+                "Action": "sts:AssumeRole"
+            }]
+        })
+    }
+}
+
+/// A CloudWatch Logs log group with a retention.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogGroupSpec {
+    pub name: String,
+    pub retention_days: u32,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A local file stored in S3 under a content-addressed key: uploaded only when absent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObjectSpec {
+    pub bucket: String,
+    pub key: String,
+    /// Where the bytes come from on this machine.
+    pub source: std::path::PathBuf,
+    /// SHA-256 of the content, base64 (what S3's `ChecksumSHA256` carries).
+    pub sha256_b64: String,
+}
+
+/// A deployed function's code: the zip built locally, by its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Code {
+    pub zip_path: std::path::PathBuf,
+    pub sha256_hex: String,
+    /// Base64 of the same digest: Lambda's `CodeSha256`.
+    pub sha256_b64: String,
+}
+
+/// A Lambda function, its published versions and its alias.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub role_arn: String,
+    pub runtime: String,
+    pub handler: String,
+    pub architecture: String,
+    pub memory_mb: u32,
+    pub timeout_secs: u32,
+    pub environment: BTreeMap<String, String>,
+    pub code_bucket: String,
+    pub code_key: String,
+    pub code_sha256_hex: String,
+    pub code_sha256_b64: String,
+    /// The alias that always points at the newest published version.
+    pub alias: String,
+    /// Published versions kept; older ones are deleted, never the alias target.
+    pub keep_versions: u32,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A stream trigger from a DynamoDB table's current stream to a function alias.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventSourceMappingSpec {
+    /// Display name: `<table> -> <function>:<alias>`.
+    pub name: String,
+    /// The stream ARN is not known before the table exists: the provider reads it.
+    pub table_name: String,
+    pub function_name: String,
+    pub alias: String,
+    pub starting_position: String,
+    pub batch_size: u32,
+    pub batching_window_secs: u32,
+    pub bisect_on_error: bool,
+    pub max_retries: u32,
+    pub report_batch_item_failures: bool,
 }

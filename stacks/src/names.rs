@@ -59,6 +59,21 @@ impl Names {
         format!("{}processed-invoices-table-{}", self.prefix, self.env)
     }
 
+    /// A Lambda function's name: `insert-invoice-dev`.
+    pub fn function(&self, function: &str) -> String {
+        format!("{}{function}-{}", self.prefix, self.env)
+    }
+
+    /// The execution role of a function.
+    pub fn function_role(&self, function: &str) -> String {
+        format!("{}{}-{function}-{}", self.prefix, self.app, self.env)
+    }
+
+    /// The log group Lambda writes a function's logs to.
+    pub fn function_log_group(&self, function: &str) -> String {
+        format!("/aws/lambda/{}", self.function(function))
+    }
+
     /// The SSM parameter that serialises apply and destroy of this environment.
     pub fn lock_parameter(&self) -> String {
         format!("/{}{}/{}/xtask-lock", self.prefix, self.app, self.env)
@@ -71,6 +86,17 @@ impl Names {
             (TAG_ENV.to_string(), self.env.clone()),
             (TAG_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
         ])
+    }
+}
+
+/// The ARN partition of a region.
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
     }
 }
 

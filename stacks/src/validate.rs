@@ -1,7 +1,7 @@
 //! Checks of values that parse but that AWS would reject or that make no sense, so they fail
 //! here, with the key that holds them, instead of half-way through an apply.
 
-use crate::config::{AutoscalingConfig, BillingMode, Config, StreamViewType};
+use crate::config::{Architecture, AutoscalingConfig, BillingMode, Config, StreamViewType};
 use crate::names;
 
 /// The per-table capacity quota of a default AWS account; larger values need a quota raise.
@@ -101,6 +101,7 @@ pub fn validate(c: &Config) -> Vec<(String, String)> {
             "generate-pdf reads new images from the stream: use NEW_IMAGE or NEW_AND_OLD_IMAGES",
         );
     }
+    check_functions(&mut p, c);
     if !(1..=64).contains(&c.deploy.concurrency) {
         p.push("deploy.concurrency", "must be between 1 and 64");
     }
@@ -138,6 +139,104 @@ pub fn validate_names(c: &Config, env: &str) -> Vec<(String, String)> {
         }
     }
     p.0
+}
+
+/// The retention values CloudWatch Logs accepts (PutRetentionPolicy).
+pub const LOG_RETENTION_DAYS: [u32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+fn check_function_values(
+    p: &mut Problems,
+    key: &str,
+    memory: Option<u32>,
+    timeout: Option<u32>,
+    level: Option<&str>,
+) {
+    if let Some(m) = memory
+        && !(128..=10_240).contains(&m)
+    {
+        p.push(
+            format!("{key}.memory_mb"),
+            format!("{m} is out of range; Lambda allows 128 to 10240 MB"),
+        );
+    }
+    if let Some(t) = timeout
+        && !(1..=900).contains(&t)
+    {
+        p.push(
+            format!("{key}.timeout_secs"),
+            format!("{t} is out of range; Lambda allows 1 to 900 seconds"),
+        );
+    }
+    if let Some(l) = level
+        && !LOG_LEVELS.contains(&l)
+    {
+        p.push(
+            format!("{key}.log_level"),
+            format!("`{l}` is not one of {}", LOG_LEVELS.join(", ")),
+        );
+    }
+}
+
+fn check_functions(p: &mut Problems, c: &Config) {
+    let f = &c.functions;
+    check_function_values(
+        p,
+        "functions",
+        Some(f.memory_mb),
+        Some(f.timeout_secs),
+        Some(&f.log_level),
+    );
+    if f.architecture != Architecture::X86_64 {
+        p.push(
+            "functions.architecture",
+            "the build produces x86_64 binaries only; use \"x86_64\"",
+        );
+    }
+    if !LOG_RETENTION_DAYS.contains(&f.log_retention_days) {
+        p.push(
+            "functions.log_retention_days",
+            format!(
+                "{} is not a retention CloudWatch Logs accepts; use one of {:?}",
+                f.log_retention_days, LOG_RETENTION_DAYS
+            ),
+        );
+    }
+    if !(1..=100).contains(&f.keep_versions) {
+        p.push("functions.keep_versions", "must be between 1 and 100");
+    }
+    for (name, o) in &f.overrides {
+        let key = format!("functions.overrides.{name}");
+        if !crate::invoice_app::FUNCTIONS.contains(&name.as_str()) {
+            p.push(
+                &key,
+                format!(
+                    "unknown function `{name}`; functions: {}",
+                    crate::invoice_app::FUNCTIONS.join(", ")
+                ),
+            );
+        }
+        check_function_values(p, &key, o.memory_mb, o.timeout_secs, o.log_level.as_deref());
+    }
+    let s = &c.stream_trigger;
+    if !(1..=10_000).contains(&s.batch_size) {
+        p.push(
+            "stream_trigger.batch_size",
+            format!(
+                "{} is out of range; DynamoDB streams allow 1 to 10000",
+                s.batch_size
+            ),
+        );
+    }
+    if s.batching_window_secs > 300 {
+        p.push("stream_trigger.batching_window_secs", "at most 300 seconds");
+    }
+    if s.max_retries > 10_000 {
+        p.push("stream_trigger.max_retries", "at most 10000");
+    }
 }
 
 #[derive(Default)]

@@ -608,3 +608,70 @@ fn empty_file_loads_with_the_defaults() {
     assert_eq!(c.buckets.noncurrent_version_expiry_days, 30);
     assert!(c.emulator.is_none());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Functions and the stream trigger.
+
+#[test]
+fn function_settings_have_defaults() {
+    let c = stacks::config::parse(Path::new("x.toml"), "", "dev", &[]).unwrap();
+    let f = &c.functions;
+    assert!(f.enabled);
+    assert_eq!((f.memory_mb, f.timeout_secs, f.keep_versions), (256, 10, 3));
+    assert_eq!(f.architecture.as_str(), "x86_64");
+    assert_eq!((f.log_retention_days, f.log_level.as_str()), (14, "info"));
+    let s = &c.stream_trigger;
+    assert_eq!(s.starting_position.as_str(), "LATEST");
+    assert_eq!(
+        (s.batch_size, s.batching_window_secs, s.max_retries),
+        (10, 0, 3)
+    );
+    assert!(s.bisect_on_error && s.report_batch_item_failures);
+}
+
+#[test]
+fn bad_function_settings_are_located_by_key() {
+    let err = load_err("bad-functions.toml");
+    assert_eq!(err.problems().len(), 5, "{err}");
+    let name = "bad-functions.toml";
+    assert_at(&err, name, "functions.memory_mb", 2, 13, &["128 to 10240"]);
+    assert_at(
+        &err,
+        name,
+        "functions.log_retention_days",
+        3,
+        22,
+        &["retention"],
+    );
+    assert_at(
+        &err,
+        name,
+        "functions.overrides.generate-pdf.timeout_secs",
+        6,
+        16,
+        &["1 to 900"],
+    );
+    assert_at(
+        &err,
+        name,
+        "functions.overrides.no-such-function",
+        8,
+        1,
+        &["unknown function", "generate-pdf"],
+    );
+    assert_at(
+        &err,
+        name,
+        "stream_trigger.batch_size",
+        12,
+        14,
+        &["1 to 10000"],
+    );
+}
+
+#[test]
+fn function_memory_can_be_set_per_flag() {
+    let o = Override::from_flag("functions.overrides.insert-invoice.memory_mb=512").unwrap();
+    let c = stacks::config::parse(Path::new("x.toml"), "", "dev", &[o]).unwrap();
+    assert_eq!(c.functions.overrides["insert-invoice"].memory_mb, Some(512));
+}

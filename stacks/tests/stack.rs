@@ -10,8 +10,16 @@ use stacks::{Billing, Capacity, Ensure, Resource, Spec, Stack, invoice_app};
 
 const ACCOUNT: &str = "123456789012";
 
+fn target(env: &str) -> stacks::Target<'_> {
+    stacks::Target {
+        env,
+        account_id: ACCOUNT,
+        region: "eu-west-1",
+    }
+}
+
 fn build(c: &Config) -> Stack {
-    invoice_app(c, "dev", ACCOUNT)
+    invoice_app(c, &target("dev"), &Default::default())
 }
 
 fn count(stack: &Stack, pred: impl Fn(&Resource) -> bool) -> usize {
@@ -86,7 +94,7 @@ fn default_config_builds_two_buckets_two_tables_and_invoices_autoscaling() {
     ] {
         assert_eq!(s.get(id).unwrap().ensure, Ensure::Present, "{id}");
     }
-    assert_eq!(s.resources.len(), 4 + 12);
+    assert_eq!(s.resources.len(), 4 + 12 + 21);
 }
 
 #[test]
@@ -258,7 +266,14 @@ fn taggable(r: &Resource) -> Option<&std::collections::BTreeMap<String, String>>
     match &r.spec {
         Spec::Bucket(b) => Some(&b.tags),
         Spec::Table(t) => Some(&t.tags),
-        Spec::ScalableTarget(_) | Spec::ScalingPolicy(_) => None,
+        Spec::Role(r) => Some(&r.tags),
+        Spec::LogGroup(l) => Some(&l.tags),
+        Spec::Function(f) => Some(&f.tags),
+        // Artifacts belong to their bucket, the trigger to its function.
+        Spec::ScalableTarget(_)
+        | Spec::ScalingPolicy(_)
+        | Spec::Object(_)
+        | Spec::EventSourceMapping(_) => None,
     }
 }
 
@@ -277,7 +292,7 @@ fn every_taggable_resource_carries_the_ownership_tags() {
             }
         }
     }
-    assert_eq!(tagged, 4);
+    assert_eq!(tagged, 4 + 3 * 5);
 }
 
 #[test]
@@ -315,7 +330,7 @@ fn pay_per_request_lists_scaling_as_absent() {
         }
     }
     assert_eq!(count(&s, |r| is_target(r) || is_policy(r)), 12);
-    assert_eq!(count(&s, |r| r.ensure == Ensure::Present), 4);
+    assert_eq!(count(&s, |r| r.ensure == Ensure::Present), 4 + 21);
 }
 
 #[test]
@@ -405,7 +420,13 @@ fn dependencies_point_at_existing_resources_policy_target_table() {
                         table.name
                     );
                 }
-                Spec::Bucket(_) | Spec::Table(_) => assert!(r.depends_on.is_empty()),
+                Spec::Bucket(_) | Spec::Table(_) | Spec::Role(_) | Spec::LogGroup(_) => {
+                    assert!(r.depends_on.is_empty())
+                }
+                // Checked in detail by the function tests below.
+                Spec::Object(_) | Spec::Function(_) | Spec::EventSourceMapping(_) => {
+                    assert!(!r.depends_on.is_empty())
+                }
             }
         }
         // Every resource appears after what it depends on.
@@ -424,7 +445,7 @@ fn repo_configs_build_valid_stacks() {
     for env in ["local", "dev", "prod"] {
         let path = root.join("config").join(format!("{env}.toml"));
         let c = stacks::config::load(&path, env, &[]).unwrap();
-        let s = invoice_app(&c, env, ACCOUNT);
+        let s = invoice_app(&c, &target(env), &Default::default());
         for r in &s.resources {
             if let Spec::Bucket(b) = &r.spec {
                 stacks::names::check_bucket_name(&b.name)
@@ -436,4 +457,122 @@ fn repo_configs_build_valid_stacks() {
             format!("invoices-table-{env}")
         );
     }
+}
+
+fn function_spec<'a>(stack: &'a Stack, function: &str) -> &'a stacks::FunctionSpec {
+    match &stack
+        .get(&stacks::invoice_app::function_id(function))
+        .unwrap()
+        .spec
+    {
+        Spec::Function(f) => f,
+        other => panic!("not a function: {other:?}"),
+    }
+}
+
+#[test]
+fn functions_get_names_runtime_env_code_and_their_dependencies() {
+    let mut code = std::collections::BTreeMap::new();
+    code.insert(
+        "insert-invoice".to_string(),
+        stacks::Code {
+            zip_path: "/tmp/insert-invoice.zip".into(),
+            sha256_hex: "ab".repeat(32),
+            sha256_b64: "q6s=".into(),
+        },
+    );
+    let mut c = Config {
+        name_prefix: "pr7-".into(),
+        ..Config::default()
+    };
+    c.functions.overrides.insert(
+        "generate-pdf".into(),
+        stacks::config::FunctionOverride {
+            memory_mb: Some(512),
+            ..Default::default()
+        },
+    );
+    let s = invoice_app(&c, &target("dev"), &code);
+    let f = function_spec(&s, "insert-invoice");
+    assert_eq!(f.name, "pr7-insert-invoice-dev");
+    assert_eq!(f.runtime, "provided.al2023");
+    assert_eq!(f.handler, "bootstrap");
+    assert_eq!((f.memory_mb, f.timeout_secs), (256, 10));
+    assert_eq!(f.alias, "live");
+    assert_eq!(f.keep_versions, 3);
+    assert_eq!(
+        f.role_arn,
+        "arn:aws:iam::123456789012:role/pr7-invoice-app-insert-invoice-dev"
+    );
+    assert_eq!(
+        f.code_key,
+        format!("functions/insert-invoice/{}.zip", "ab".repeat(32))
+    );
+    assert_eq!(f.code_bucket, "pr7-invoice-app-artifacts-dev-123456789012");
+    assert_eq!(
+        f.environment.keys().collect::<Vec<_>>(),
+        ["INVOICES_TABLE", "LOG_LEVEL"]
+    );
+    assert_eq!(f.environment["INVOICES_TABLE"], "pr7-invoices-table-dev");
+    let g = function_spec(&s, "generate-pdf");
+    assert_eq!(g.memory_mb, 512, "per-function override");
+    assert_eq!(
+        g.environment.keys().collect::<Vec<_>>(),
+        ["LOG_LEVEL", "PDF_BUCKET", "PROCESSED_TABLE"]
+    );
+    let r = s.get("lambda_function.insert_invoice").unwrap();
+    assert_eq!(
+        r.depends_on,
+        [
+            "iam_role.insert_invoice",
+            "log_group.insert_invoice",
+            "s3_object.insert_invoice_code"
+        ]
+    );
+    let Spec::LogGroup(l) = &s.get("log_group.insert_invoice").unwrap().spec else {
+        panic!()
+    };
+    assert_eq!(l.name, "/aws/lambda/pr7-insert-invoice-dev");
+    assert_eq!(l.retention_days, 14);
+    let m = s
+        .get(stacks::invoice_app::STREAM_MAPPING)
+        .expect("stream mapping");
+    assert_eq!(
+        m.depends_on,
+        [INVOICES_TABLE, "lambda_function.generate_pdf"]
+    );
+    let Spec::EventSourceMapping(m) = &m.spec else {
+        panic!()
+    };
+    assert_eq!(m.function_name, "pr7-generate-pdf-dev");
+    assert_eq!(m.table_name, "pr7-invoices-table-dev");
+    assert_eq!(
+        (
+            m.batch_size,
+            m.max_retries,
+            m.bisect_on_error,
+            m.report_batch_item_failures
+        ),
+        (10, 3, true, true)
+    );
+}
+
+#[test]
+fn disabled_functions_are_listed_as_absent() {
+    let mut c = Config::default();
+    c.functions.enabled = false;
+    let s = build(&c);
+    let lambda_kinds = |r: &&Resource| {
+        matches!(
+            r.spec,
+            Spec::Role(_)
+                | Spec::LogGroup(_)
+                | Spec::Object(_)
+                | Spec::Function(_)
+                | Spec::EventSourceMapping(_)
+        )
+    };
+    let all: Vec<&Resource> = s.resources.iter().filter(lambda_kinds).collect();
+    assert_eq!(all.len(), 21);
+    assert!(all.iter().all(|r| r.ensure == Ensure::Absent));
 }

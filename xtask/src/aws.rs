@@ -181,6 +181,9 @@ pub struct Clients {
     pub autoscaling: aws_sdk_applicationautoscaling::Client,
     pub sts: aws_sdk_sts::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub lambda: aws_sdk_lambda::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
     pub log: Arc<CallLog>,
     pub emulator: bool,
 }
@@ -228,6 +231,15 @@ impl Clients {
             .interceptor(counter.clone())
             .build();
         let ssm = aws_sdk_ssm::config::Builder::from(&sdk)
+            .interceptor(counter.clone())
+            .build();
+        let iam = aws_sdk_iam::config::Builder::from(&sdk)
+            .interceptor(counter.clone())
+            .build();
+        let lambda = aws_sdk_lambda::config::Builder::from(&sdk)
+            .interceptor(counter.clone())
+            .build();
+        let logs = aws_sdk_cloudwatchlogs::config::Builder::from(&sdk)
             .interceptor(counter)
             .build();
         Clients {
@@ -236,6 +248,9 @@ impl Clients {
             autoscaling: aws_sdk_applicationautoscaling::Client::from_conf(autoscaling),
             sts: aws_sdk_sts::Client::from_conf(sts),
             ssm: aws_sdk_ssm::Client::from_conf(ssm),
+            iam: aws_sdk_iam::Client::from_conf(iam),
+            lambda: aws_sdk_lambda::Client::from_conf(lambda),
+            logs: aws_sdk_cloudwatchlogs::Client::from_conf(logs),
             sdk,
             log,
             emulator,

@@ -4,6 +4,7 @@
 //! plan, apply, waits) lives in [`engine`] and knows no resource kind by name; each AWS resource
 //! kind is one module under [`providers`].
 
+pub mod artifacts;
 pub mod aws;
 pub mod build;
 pub mod cmd;

@@ -21,3 +21,66 @@ def _get_bucket_versioning(self):
 
 
 _s3.S3Response.get_bucket_versioning = _get_bucket_versioning
+
+
+
+import importlib.abc
+
+
+class _PatchAfterImport(importlib.abc.MetaPathFinder):
+    """Runs `patch(module)` right after `name` is first imported. Importing moto's Lambda
+    models eagerly would load a dozen other services' backends at start, and every
+    `/moto-api/reset` would then reset them all: slow enough to time out under load."""
+
+    def __init__(self, name, patch):
+        self.name, self.patch = name, patch
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            self.patch(module)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+def _keep_alias_target(requested, esm):
+    # AWS stores an event source mapping created on an alias ARN with that alias ARN and invokes
+    # whatever version the alias points at later; moto 5.2 stores the version the alias pointed
+    # at when the mapping was created, so the mapping would look retargeted on every read.
+    parts = (requested or "").split(":")
+    if len(parts) == 8 and not parts[7].isdigit() and parts[7] != "$LATEST":
+        esm.function_arn = requested
+    return esm
+
+
+def _patch_lambda(models):
+    create = models.LambdaBackend.create_event_source_mapping
+    update = models.LambdaBackend.update_event_source_mapping
+
+    def create_event_source_mapping(self, spec):
+        return _keep_alias_target(spec.get("FunctionName"), create(self, spec))
+
+    def update_event_source_mapping(self, uuid, spec):
+        esm = update(self, uuid, spec)
+        if esm is not None and "FunctionName" in spec:
+            _keep_alias_target(spec["FunctionName"], esm)
+        return esm
+
+    models.LambdaBackend.create_event_source_mapping = create_event_source_mapping
+    models.LambdaBackend.update_event_source_mapping = update_event_source_mapping
+
+
+sys.meta_path.insert(0, _PatchAfterImport("moto.awslambda.models", _patch_lambda))

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use stacks::{Config, Override, Stack};
 
+use crate::artifacts::CodeSource;
 use crate::aws::{CallLog, Clients, Target};
 use crate::emulator::{self, EmulatorConfig, Started};
 use crate::engine::{Ctx, Options};
@@ -81,8 +82,11 @@ pub struct Session {
 }
 
 impl Session {
-    pub async fn open(g: &Global, options: Options) -> Result<Session> {
+    /// Loads the config, builds (or finds) the code `code` asks for, connects and builds the
+    /// stack. The build comes before any AWS call: a compile error should not cost a lock.
+    pub async fn open(g: &Global, options: Options, code: &CodeSource) -> Result<Session> {
         let (config, _path) = load_config(g)?;
+        let code = crate::artifacts::prepare(&config, code).await?;
         let log = CallLog::new(g.verbose);
         let target = match emulator_config(&config) {
             Some(ec) => {
@@ -129,7 +133,15 @@ impl Session {
                 config.allowed_account_ids.join(", ")
             );
         }
-        let stack = stacks::invoice_app(&config, &g.env, &account_id);
+        let stack = stacks::invoice_app(
+            &config,
+            &stacks::Target {
+                env: &g.env,
+                account_id: &account_id,
+                region: &region,
+            },
+            &code,
+        );
         let ctx = Ctx {
             aws,
             account_id,

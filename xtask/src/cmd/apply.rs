@@ -10,6 +10,7 @@ use anyhow::{Result, bail};
 use stacks::Stack;
 
 use super::{exit, nodes};
+use crate::artifacts::{CodeArgs, CodeSource};
 use crate::engine::apply::{Status, apply, check_runnable};
 use crate::engine::plan::Plan;
 use crate::engine::{Options, plan, render};
@@ -28,6 +29,8 @@ pub struct Args {
     /// Take the environment lock even if another run holds it (only when that run is dead).
     #[arg(long)]
     pub break_lock: bool,
+    #[command(flatten)]
+    pub code: CodeArgs,
 }
 
 pub async fn run(g: &Global, args: &Args) -> Result<u8> {
@@ -35,7 +38,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         allow_data_loss: args.allow_data_loss,
         override_deletion_protection: false,
     };
-    let session = Session::open(g, options).await?;
+    let session = Session::open(g, options, &CodeSource::Deploy(args.code.clone())).await?;
     let stack = session.stack.clone();
     reconcile(g, &session, &stack, "apply", args.yes, args.break_lock).await
 }

@@ -6,6 +6,7 @@
 use anyhow::Result;
 
 use super::apply::reconcile;
+use crate::artifacts::CodeSource;
 use crate::engine::Options;
 use crate::session::{Global, Session};
 
@@ -27,7 +28,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         allow_data_loss: true,
         override_deletion_protection: args.override_deletion_protection,
     };
-    let session = Session::open(g, options).await?;
+    let session = Session::open(g, options, &CodeSource::None).await?;
     let stack = session.stack.clone().into_absent();
     reconcile(g, &session, &stack, "destroy", args.yes, args.break_lock).await
 }

@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use super::{exit, nodes};
+use crate::artifacts::{CodeArgs, CodeSource};
 use crate::engine::{Options, plan, render};
 use crate::session::{Global, Session};
 
@@ -14,10 +15,17 @@ pub struct Args {
     /// Plan the deletion of everything this environment owns (what destroy would do).
     #[arg(long)]
     pub destroy: bool,
+    #[command(flatten)]
+    pub code: CodeArgs,
 }
 
 pub async fn run(g: &Global, args: &Args) -> Result<u8> {
-    let session = Session::open(g, Options::default()).await?;
+    let code = if args.destroy {
+        CodeSource::None
+    } else {
+        CodeSource::Deploy(args.code.clone())
+    };
+    let session = Session::open(g, Options::default(), &code).await?;
     let stack = if args.destroy {
         session.stack.clone().into_absent()
     } else {

@@ -61,12 +61,16 @@ pub fn plan_text(plan: &Plan, command: &str) -> String {
     }
     let s = plan.summary();
     if !plan.has_changes() && s.conflict == 0 {
-        let _ = writeln!(
-            out,
-            "No changes: {} resource{} up to date.",
-            s.no_op,
-            plural(s.no_op)
-        );
+        if s.no_op == 0 {
+            let _ = writeln!(out, "No changes: nothing exists and nothing is wanted.");
+        } else {
+            let _ = writeln!(
+                out,
+                "No changes: {} resource{} up to date.",
+                s.no_op,
+                plural(s.no_op)
+            );
+        }
     } else {
         let _ = writeln!(out);
         let _ = writeln!(out, "{}", summary_line(&s));

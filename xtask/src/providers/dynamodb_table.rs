@@ -178,6 +178,35 @@ fn billing_name(pay_per_request: bool) -> &'static str {
     }
 }
 
+/// `InvoiceID (S)`: how plans show a key attribute.
+fn key_str(k: &KeyAttr) -> String {
+    format!("{} ({})", k.name, k.attr_type.as_str())
+}
+
+fn opt_key_str(k: Option<&KeyAttr>) -> Option<String> {
+    k.map(key_str)
+}
+
+/// One line describing an index, for plans.
+fn gsi_str(g: &GsiSpec) -> String {
+    let mut out = format!("hash {}", key_str(&g.hash_key));
+    if let Some(r) = &g.range_key {
+        out.push_str(&format!(", range {}", key_str(r)));
+    }
+    out.push_str(if g.projection_all {
+        ", projection ALL"
+    } else {
+        ", projection KEYS_ONLY"
+    });
+    if let Some(c) = g.capacity {
+        out.push_str(&format!(", capacity {}/{}", c.read, c.write));
+        if let (Some((rl, rh)), Some((wl, wh))) = (c.read_range, c.write_range) {
+            out.push_str(&format!(" (autoscaled read {rl}..{rh}, write {wl}..{wh})"));
+        }
+    }
+    out
+}
+
 fn gsi_field(name: &str, what: &str) -> String {
     format!("gsi.{name}.{what}")
 }
@@ -227,9 +256,9 @@ impl Provider for DynamoDbTable {
     fn describe(spec: &TableSpec) -> Diff {
         let mut d = Diff::default();
         let none = Value::Null;
-        d.push("hash_key", &none, &spec.hash_key, false);
+        d.push("hash_key", &none, &key_str(&spec.hash_key), false);
         if let Some(r) = &spec.range_key {
-            d.push("range_key", &none, r, false);
+            d.push("range_key", &none, &key_str(r), false);
         }
         match spec.billing {
             Billing::PayPerRequest => d.push("billing_mode", &none, &"PAY_PER_REQUEST", false),
@@ -240,7 +269,7 @@ impl Provider for DynamoDbTable {
             }
         }
         for g in &spec.gsis {
-            d.push(&format!("gsi.{}", g.name), &none, g, false);
+            d.push(&format!("gsi.{}", g.name), &none, &gsi_str(g), false);
         }
         d.push("stream", &none, &spec.stream.map(|s| s.as_str()), false);
         d.push("sse_kms", &none, &spec.sse_kms, false);
@@ -262,8 +291,16 @@ impl Provider for DynamoDbTable {
 
     fn diff(spec: &TableSpec, o: &ObservedTable) -> Diff {
         let mut d = Diff::default();
-        d.replace_field("hash_key", Some(&spec.hash_key), o.hash_key.as_ref());
-        d.replace_field("range_key", spec.range_key.as_ref(), o.range_key.as_ref());
+        d.replace_field(
+            "hash_key",
+            opt_key_str(Some(&spec.hash_key)),
+            opt_key_str(o.hash_key.as_ref()),
+        );
+        d.replace_field(
+            "range_key",
+            opt_key_str(spec.range_key.as_ref()),
+            opt_key_str(o.range_key.as_ref()),
+        );
         let want_ppr = spec.billing == Billing::PayPerRequest;
         d.field(
             "billing_mode",
@@ -280,19 +317,19 @@ impl Provider for DynamoDbTable {
         }
         for g in &spec.gsis {
             match o.gsis.iter().find(|x| x.name == g.name) {
-                None => d.push(&format!("gsi.{}", g.name), &Value::Null, g, false),
+                None => d.push(&format!("gsi.{}", g.name), &Value::Null, &gsi_str(g), false),
                 Some(live) => {
                     let keys_differ = Some(&g.hash_key) != live.hash_key.as_ref()
                         || g.range_key != live.range_key
                         || g.projection_all != live.projection_all;
                     if keys_differ {
                         // An index's keys cannot change in place: it is dropped and rebuilt.
-                        d.push(
-                            &gsi_field(&g.name, "keys"),
-                            &(live.hash_key.clone(), live.range_key.clone()),
-                            &(Some(g.hash_key.clone()), g.range_key.clone()),
-                            false,
+                        let live_keys = format!(
+                            "hash {}, range {}",
+                            opt_key_str(live.hash_key.as_ref()).unwrap_or_default(),
+                            opt_key_str(live.range_key.as_ref()).unwrap_or_else(|| "none".into())
                         );
+                        d.push(&gsi_field(&g.name, "keys"), &live_keys, &gsi_str(g), false);
                     }
                     if let (Some(c), false) = (g.capacity, want_ppr) {
                         let r = wanted(c.read, c.read_range, live.read);

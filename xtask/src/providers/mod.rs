@@ -2,7 +2,12 @@
 //! spec variants to their providers.
 
 pub mod dynamodb_table;
+pub mod event_source_mapping;
+pub mod iam_role;
+pub mod lambda_function;
+pub mod log_group;
 pub mod s3_bucket;
+pub mod s3_object;
 pub mod scalable_target;
 pub mod scaling_policy;
 
@@ -33,6 +38,19 @@ pub fn bind(resource: &Resource) -> Arc<dyn Node> {
             resource,
             s.clone(),
         )),
+        Spec::Role(s) => Arc::new(Bound::new(iam_role::IamRole, resource, s.clone())),
+        Spec::LogGroup(s) => Arc::new(Bound::new(log_group::LogGroup, resource, s.clone())),
+        Spec::Object(s) => Arc::new(Bound::new(s3_object::S3Object, resource, s.clone())),
+        Spec::Function(s) => Arc::new(Bound::new(
+            lambda_function::LambdaFunction,
+            resource,
+            s.clone(),
+        )),
+        Spec::EventSourceMapping(s) => Arc::new(Bound::new(
+            event_source_mapping::EventSourceMapping,
+            resource,
+            s.clone(),
+        )),
     }
 }
 
@@ -45,13 +63,5 @@ pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&s
     }
 }
 
-/// The ARN partition of a region.
-pub fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
-}
+/// The ARN partition of a region (one definition, shared with the stack's ARNs).
+pub use stacks::names::partition;

@@ -255,15 +255,19 @@ impl Provider for S3Bucket {
 
     async fn create(&self, ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
         let s3 = &ctx.aws.s3;
-        let mut req = s3.create_bucket().bucket(&spec.name);
+        // Tags in the create call itself, so no crash can leave a bucket of ours without the
+        // tags that prove it is ours; PutBucketTagging below repeats them for endpoints that
+        // ignore creation tags.
+        let mut config = CreateBucketConfiguration::builder().set_tags(Some(tag_set(spec)?));
         // us-east-1 is the one region that rejects an explicit location constraint.
         if ctx.region != "us-east-1" && !ctx.region.is_empty() {
-            req = req.create_bucket_configuration(
-                CreateBucketConfiguration::builder()
-                    .location_constraint(BucketLocationConstraint::from(ctx.region.as_str()))
-                    .build(),
-            );
+            config =
+                config.location_constraint(BucketLocationConstraint::from(ctx.region.as_str()));
         }
+        let req = s3
+            .create_bucket()
+            .bucket(&spec.name)
+            .create_bucket_configuration(config.build());
         match req.send().await {
             Ok(_) => {}
             // A previous run created it and stopped before finishing: carry on from here.
@@ -279,7 +283,6 @@ impl Provider for S3Bucket {
             }
             Err(e) => return Err(e).context("CreateBucket"),
         }
-        // Tags first: they are what proves, on the next run, that this bucket is ours.
         put_tags(ctx, spec).await?;
         put_versioning(ctx, spec).await?;
         put_encryption(ctx, spec).await?;
@@ -346,12 +349,16 @@ impl Provider for S3Bucket {
     }
 }
 
-async fn put_tags(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
-    let tags = spec
+fn tag_set(spec: &BucketSpec) -> Result<Vec<Tag>> {
+    Ok(spec
         .tags
         .iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+async fn put_tags(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
+    let tags = tag_set(spec)?;
     ctx.aws
         .s3
         .put_bucket_tagging()

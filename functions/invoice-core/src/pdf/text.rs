@@ -56,33 +56,31 @@ impl Measurer {
 
     /// Splits `text` into lines no wider than `max_width`, breaking at whitespace and, for a
     /// word longer than a whole line, inside the word.
-    pub(super) fn wrap(
-        &self,
-        text: &str,
-        weight: Weight,
-        size: f32,
-        max_width: f32,
-    ) -> Vec<String> {
+    pub(super) fn wrap(&self, text: &str, weight: Weight, size: f32, max_width: f32) -> Vec<String> {
+        // Words are shaped once each and lines measured as sums: shaping every growing
+        // candidate line made long tables quadratic. Kerning across a space is negligible.
+        let space = self.width(" ", weight, size);
         let mut lines = Vec::new();
         let mut current = String::new();
+        let mut current_width = 0.0;
         for word in text.split_whitespace() {
-            let candidate = if current.is_empty() {
-                word.to_owned()
-            } else {
-                format!("{current} {word}")
-            };
-            if self.width(&candidate, weight, size) <= max_width {
-                current = candidate;
+            let word_width = self.width(word, weight, size);
+            if !current.is_empty() && current_width + space + word_width <= max_width {
+                current.push(' ');
+                current.push_str(word);
+                current_width += space + word_width;
                 continue;
             }
             if !current.is_empty() {
                 lines.push(std::mem::take(&mut current));
             }
-            if self.width(word, weight, size) <= max_width {
+            if word_width <= max_width {
                 current = word.to_owned();
+                current_width = word_width;
             } else {
                 let mut pieces = self.break_word(word, weight, size, max_width);
                 current = pieces.pop().unwrap_or_default();
+                current_width = self.width(&current, weight, size);
                 lines.extend(pieces);
             }
         }

@@ -1,0 +1,936 @@
+//! Lambda functions with their published versions and the `live` alias.
+//!
+//! One resource covers the function, its versions and its alias because they change together:
+//! new code or configuration is useless until a version is published and the alias moved.
+//!
+//! - Code is updated only when the artifact's SHA-256 differs from `CodeSha256`, the
+//!   configuration only when one of its fields differs.
+//! - Lambda applies every update asynchronously (`State` Pending, `LastUpdateStatus`
+//!   InProgress) and rejects a second update meanwhile with ResourceConflictException: every
+//!   write waits for the function to settle first ([`readiness`]) and retries that conflict.
+//! - A role that was just created is not assumable by Lambda for a few seconds on AWS; the
+//!   InvalidParameterValueException that CreateFunction then returns is retried with bounded
+//!   backoff ([`create_retry_reason`]).
+//! - A version is published only when the newest published version does not already hold the
+//!   desired code and configuration; old versions beyond `keep_versions` are deleted, never the
+//!   alias target.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use async_trait::async_trait;
+use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::operation::create_function::CreateFunctionError;
+use aws_sdk_lambda::operation::get_alias::GetAliasError;
+use aws_sdk_lambda::operation::get_function::GetFunctionError;
+use aws_sdk_lambda::operation::publish_version::PublishVersionError;
+use aws_sdk_lambda::operation::update_alias::UpdateAliasError;
+use aws_sdk_lambda::operation::update_function_code::UpdateFunctionCodeError;
+use aws_sdk_lambda::operation::update_function_configuration::UpdateFunctionConfigurationError;
+use aws_sdk_lambda::types::{
+    Architecture, Environment, FunctionCode, FunctionConfiguration, LastUpdateStatus, Runtime,
+    State,
+};
+use base64::Engine as _;
+use serde::Serialize;
+use serde_json::{Value, json};
+use stacks::FunctionSpec;
+
+use crate::engine::retry::{Backoff, retry, wait_until};
+use crate::engine::{Change, Ctx, Diff, Provider};
+
+pub struct LambdaFunction;
+
+/// The configuration fields this stack manages, as compared between spec, `$LATEST` and each
+/// published version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FunctionConfig {
+    pub runtime: String,
+    pub handler: String,
+    pub architecture: String,
+    pub memory_mb: u32,
+    pub timeout_secs: u32,
+    pub environment: BTreeMap<String, String>,
+    pub role: String,
+}
+
+/// A published version: its number, code and configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Version {
+    pub number: u64,
+    pub code_sha256_b64: String,
+    pub config: FunctionConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedFunction {
+    pub arn: String,
+    pub code_sha256_b64: String,
+    pub config: FunctionConfig,
+    pub tags: BTreeMap<String, String>,
+    /// Numbered versions, oldest first.
+    pub versions: Vec<Version>,
+    /// The version the alias points at, `None` without alias.
+    pub alias_target: Option<String>,
+}
+
+impl ObservedFunction {
+    /// The newest version that already holds what the spec wants, if the newest one does.
+    fn current_version(&self, spec: &FunctionSpec) -> Option<u64> {
+        self.versions
+            .last()
+            .filter(|v| v.code_sha256_b64 == spec.code_sha256_b64 && v.config == desired(spec))
+            .map(|v| v.number)
+    }
+}
+
+/// The configuration the spec asks for.
+pub fn desired(spec: &FunctionSpec) -> FunctionConfig {
+    FunctionConfig {
+        runtime: spec.runtime.clone(),
+        handler: spec.handler.clone(),
+        architecture: spec.architecture.clone(),
+        memory_mb: spec.memory_mb,
+        timeout_secs: spec.timeout_secs,
+        environment: spec.environment.clone(),
+        role: spec.role_arn.clone(),
+    }
+}
+
+fn live_config(c: &FunctionConfiguration) -> FunctionConfig {
+    FunctionConfig {
+        runtime: c
+            .runtime()
+            .map(|r| r.as_str().to_string())
+            .unwrap_or_default(),
+        handler: c.handler().unwrap_or_default().to_string(),
+        // AWS always lists it; x86_64 is what Lambda uses when none was given.
+        architecture: c
+            .architectures()
+            .first()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_else(|| "x86_64".into()),
+        memory_mb: c.memory_size().unwrap_or_default() as u32,
+        timeout_secs: c.timeout().unwrap_or_default() as u32,
+        environment: c
+            .environment()
+            .and_then(|e| e.variables())
+            .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        role: c.role().unwrap_or_default().to_string(),
+    }
+}
+
+/// `CodeSha256` (base64) as lowercase hex, the form artifact keys and plans use.
+pub fn b64_to_hex(b64: &str) -> String {
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map(hex::encode)
+        .unwrap_or_else(|_| b64.to_string())
+}
+
+/// Where a function is in Lambda's asynchronous update cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Active and the last update succeeded: the next write may go.
+    Ready,
+    /// Pending creation or an update in progress: wait.
+    Busy,
+    /// Creation or the last update failed: waiting will not help.
+    Failed(String),
+}
+
+/// Classifies `State` and `LastUpdateStatus` (a missing status counts as settled, as for a
+/// function that was never updated).
+pub fn readiness(
+    state: Option<&State>,
+    last_update: Option<&LastUpdateStatus>,
+    reason: Option<&str>,
+) -> Readiness {
+    let why = || reason.unwrap_or("no reason given").to_string();
+    match (state, last_update) {
+        (Some(State::Failed), _) => Readiness::Failed(format!("State=Failed: {}", why())),
+        (_, Some(LastUpdateStatus::Failed)) => {
+            Readiness::Failed(format!("LastUpdateStatus=Failed: {}", why()))
+        }
+        (Some(State::Pending), _) | (_, Some(LastUpdateStatus::InProgress)) => Readiness::Busy,
+        (Some(State::Active) | None, Some(LastUpdateStatus::Successful) | None) => Readiness::Ready,
+        // Inactive functions wake up on the next update or invocation; anything unknown is
+        // treated as settling.
+        _ => Readiness::Busy,
+    }
+}
+
+/// Why an error of CreateFunction is worth retrying. InvalidParameterValueException is what
+/// Lambda answers while a new role is not yet assumable (IAM propagation): recognised by the
+/// typed variant and its error code, never by message text, and bounded by the caller.
+pub fn create_retry_reason(e: &CreateFunctionError) -> Option<&'static str> {
+    match e {
+        CreateFunctionError::InvalidParameterValueException(_)
+            if e.code() == Some("InvalidParameterValueException") =>
+        {
+            Some("the execution role may not be assumable by Lambda yet (IAM propagation)")
+        }
+        _ => None,
+    }
+}
+
+/// Why an error of UpdateFunctionCode is worth retrying.
+pub fn update_code_retry_reason(e: &UpdateFunctionCodeError) -> Option<&'static str> {
+    matches!(e, UpdateFunctionCodeError::ResourceConflictException(_))
+        .then_some("another update of the function is in progress")
+}
+
+/// Why an error of UpdateFunctionConfiguration is worth retrying: a concurrent update, or a
+/// role change to a role not yet assumable (as for CreateFunction).
+pub fn update_config_retry_reason(e: &UpdateFunctionConfigurationError) -> Option<&'static str> {
+    match e {
+        UpdateFunctionConfigurationError::ResourceConflictException(_) => {
+            Some("another update of the function is in progress")
+        }
+        UpdateFunctionConfigurationError::InvalidParameterValueException(_)
+            if e.code() == Some("InvalidParameterValueException") =>
+        {
+            Some("the execution role may not be assumable by Lambda yet (IAM propagation)")
+        }
+        _ => None,
+    }
+}
+
+/// Why an error of PublishVersion is worth retrying.
+pub fn publish_retry_reason(e: &PublishVersionError) -> Option<&'static str> {
+    matches!(e, PublishVersionError::ResourceConflictException(_))
+        .then_some("another update of the function is in progress")
+}
+
+fn service<E, R>(e: &SdkError<E, R>) -> Option<&E> {
+    match e {
+        SdkError::ServiceError(s) => Some(s.err()),
+        _ => None,
+    }
+}
+
+/// Versions to delete so that at most `keep` remain: the oldest first, never `protect`.
+pub fn versions_to_purge(versions: &[u64], keep: usize, protect: Option<u64>) -> Vec<u64> {
+    let mut sorted = versions.to_vec();
+    sorted.sort_unstable();
+    let excess = sorted.len().saturating_sub(keep);
+    sorted
+        .into_iter()
+        .filter(|v| Some(*v) != protect)
+        .take(excess)
+        .collect()
+}
+
+/// How long to retry the IAM propagation error: AWS needs seconds, rarely a minute.
+const ROLE_PROPAGATION: Duration = Duration::from_secs(90);
+
+fn role_backoff(ctx: &Ctx) -> Backoff {
+    Backoff {
+        first: Duration::from_secs(1),
+        max: Duration::from_secs(10),
+        deadline: ctx.wait_timeout.min(ROLE_PROPAGATION),
+    }
+}
+
+fn conflict_backoff(ctx: &Ctx) -> Backoff {
+    Backoff {
+        first: Duration::from_millis(500),
+        max: Duration::from_secs(5),
+        deadline: ctx.wait_timeout,
+    }
+}
+
+/// Waits until the function (or one of its versions) can take the next write.
+async fn wait_ready(ctx: &Ctx, name: &str) -> Result<()> {
+    wait_until(
+        &format!("function {name} to be Active with LastUpdateStatus=Successful"),
+        Backoff::wait(ctx.wait_timeout),
+        || async {
+            let c = ctx
+                .aws
+                .lambda
+                .get_function_configuration()
+                .function_name(name)
+                .send()
+                .await
+                .context("GetFunctionConfiguration")?;
+            match readiness(
+                c.state(),
+                c.last_update_status(),
+                c.last_update_status_reason().or(c.state_reason()),
+            ) {
+                Readiness::Ready => Ok(Some(())),
+                Readiness::Busy => Ok(None),
+                Readiness::Failed(why) => anyhow::bail!("function {name}: {why}"),
+            }
+        },
+    )
+    .await
+}
+
+const CONFIG_FIELDS: [&str; 7] = [
+    "runtime",
+    "handler",
+    "architecture",
+    "memory_mb",
+    "timeout_secs",
+    "environment",
+    "role",
+];
+
+#[async_trait]
+impl Provider for LambdaFunction {
+    type Spec = FunctionSpec;
+    type Observed = ObservedFunction;
+    const KIND: &'static str = "lambda_function";
+
+    async fn read(&self, ctx: &Ctx, spec: &FunctionSpec) -> Result<Option<ObservedFunction>> {
+        let lambda = &ctx.aws.lambda;
+        let f = match lambda.get_function().function_name(&spec.name).send().await {
+            Ok(f) => f,
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), GetFunctionError::ResourceNotFoundException(_)) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e).context("GetFunction"),
+        };
+        let c = f
+            .configuration()
+            .context("GetFunction returned no configuration")?;
+        let (versions, alias) = tokio::join!(
+            list_versions(ctx, &spec.name),
+            lambda
+                .get_alias()
+                .function_name(&spec.name)
+                .name(&spec.alias)
+                .send()
+        );
+        let alias_target = match alias {
+            Ok(a) => a.function_version().map(str::to_string),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), GetAliasError::ResourceNotFoundException(_)) =>
+            {
+                None
+            }
+            Err(e) => return Err(e).context("GetAlias"),
+        };
+        Ok(Some(ObservedFunction {
+            arn: c.function_arn().unwrap_or_default().to_string(),
+            code_sha256_b64: c.code_sha256().unwrap_or_default().to_string(),
+            config: live_config(c),
+            tags: f.tags().cloned().unwrap_or_default().into_iter().collect(),
+            versions: versions?,
+            alias_target,
+        }))
+    }
+
+    fn tags(observed: &ObservedFunction) -> Option<&BTreeMap<String, String>> {
+        Some(&observed.tags)
+    }
+
+    fn describe(spec: &FunctionSpec) -> Diff {
+        let mut d = Diff::default();
+        d.push("code", &Value::Null, &spec.code_sha256_hex, false);
+        let c = serde_json::to_value(desired(spec)).unwrap_or_default();
+        for field in CONFIG_FIELDS {
+            d.push(field, &Value::Null, &c[field], false);
+        }
+        d.push(
+            "alias",
+            &Value::Null,
+            &json!(format!("{} -> 1", spec.alias)),
+            false,
+        );
+        d.push("tags", &Value::Null, &spec.tags, false);
+        d
+    }
+
+    fn diff(spec: &FunctionSpec, o: &ObservedFunction) -> Diff {
+        let mut d = Diff::default();
+        if spec.code_sha256_b64 != o.code_sha256_b64 {
+            d.push(
+                "code",
+                &b64_to_hex(&o.code_sha256_b64),
+                &spec.code_sha256_hex,
+                false,
+            );
+        }
+        let want = serde_json::to_value(desired(spec)).unwrap_or_default();
+        let have = serde_json::to_value(&o.config).unwrap_or_default();
+        for field in CONFIG_FIELDS {
+            if want[field] != have[field] {
+                d.push(field, &have[field], &want[field], false);
+            }
+        }
+        d.field("tags", &spec.tags, &o.tags);
+        let newest = o.versions.last().map(|v| v.number);
+        let current = o.current_version(spec);
+        let publishes = current.is_none();
+        if publishes {
+            d.push("version", &newest, &"(new version)", false);
+        }
+        let alias_wanted = current.map(|v| v.to_string());
+        if publishes || o.alias_target != alias_wanted {
+            d.push(
+                "alias",
+                &o.alias_target,
+                &alias_wanted.unwrap_or_else(|| "(new version)".into()),
+                false,
+            );
+        }
+        // Purge what would exceed `keep_versions` once any new version exists.
+        let mut numbers: Vec<u64> = o.versions.iter().map(|v| v.number).collect();
+        if publishes {
+            numbers.push(u64::MAX);
+        }
+        let protect = o.alias_target.as_deref().and_then(|v| v.parse().ok());
+        let purge = versions_to_purge(&numbers, spec.keep_versions as usize, protect);
+        // Without a publish the alias stays put; with one it moves, so its old target may go.
+        let purge: Vec<u64> = purge.into_iter().filter(|v| *v != u64::MAX).collect();
+        if !purge.is_empty() {
+            d.push("purge_versions", &purge, &Value::Null, false);
+        }
+        d
+    }
+
+    async fn create(&self, ctx: &Ctx, spec: &FunctionSpec) -> Result<()> {
+        if spec.code_sha256_b64.is_empty() {
+            anyhow::bail!("no built artifact for function {}", spec.name);
+        }
+        let lambda = &ctx.aws.lambda;
+        let c = desired(spec);
+        let created = retry(
+            &format!("CreateFunction {}", spec.name),
+            role_backoff(ctx),
+            || {
+                lambda
+                    .create_function()
+                    .function_name(&spec.name)
+                    .role(&c.role)
+                    .runtime(Runtime::from(c.runtime.as_str()))
+                    .handler(&c.handler)
+                    .architectures(Architecture::from(c.architecture.as_str()))
+                    .memory_size(c.memory_mb as i32)
+                    .timeout(c.timeout_secs as i32)
+                    .environment(
+                        Environment::builder()
+                            .set_variables(Some(c.environment.clone().into_iter().collect()))
+                            .build(),
+                    )
+                    .code(
+                        FunctionCode::builder()
+                            .s3_bucket(&spec.code_bucket)
+                            .s3_key(&spec.code_key)
+                            .build(),
+                    )
+                    .set_tags(Some(spec.tags.clone().into_iter().collect()))
+                    // Version 1 comes with the function: one call fewer.
+                    .publish(true)
+                    .send()
+            },
+            |e| service(e).and_then(create_retry_reason),
+        )
+        .await;
+        let version = match created {
+            Ok(out) => out.version().unwrap_or("1").to_string(),
+            // An earlier run created it and stopped: converge like an update from what is there.
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), CreateFunctionError::ResourceConflictException(_)) =>
+            {
+                let o = self
+                    .read(ctx, spec)
+                    .await?
+                    .context("CreateFunction reported a conflict but GetFunction finds nothing")?;
+                let changes = Self::diff(spec, &o).0;
+                return self.update(ctx, spec, &o, &changes).await;
+            }
+            Err(e) => return Err(e).context("CreateFunction"),
+        };
+        wait_ready(ctx, &spec.name).await?;
+        point_alias(ctx, spec, None, &version).await
+    }
+
+    async fn update(
+        &self,
+        ctx: &Ctx,
+        spec: &FunctionSpec,
+        o: &ObservedFunction,
+        changes: &[Change],
+    ) -> Result<()> {
+        let lambda = &ctx.aws.lambda;
+        let has = |f: &str| changes.iter().any(|c| c.field == f);
+        if has("code") {
+            if spec.code_sha256_b64.is_empty() {
+                anyhow::bail!("no built artifact for function {}", spec.name);
+            }
+            wait_ready(ctx, &spec.name).await?;
+            retry(
+                &format!("UpdateFunctionCode {}", spec.name),
+                conflict_backoff(ctx),
+                || {
+                    lambda
+                        .update_function_code()
+                        .function_name(&spec.name)
+                        .s3_bucket(&spec.code_bucket)
+                        .s3_key(&spec.code_key)
+                        .architectures(Architecture::from(spec.architecture.as_str()))
+                        .send()
+                },
+                |e| service(e).and_then(update_code_retry_reason),
+            )
+            .await
+            .context("UpdateFunctionCode")?;
+        }
+        if CONFIG_FIELDS.iter().any(|f| *f != "architecture" && has(f)) {
+            let c = desired(spec);
+            wait_ready(ctx, &spec.name).await?;
+            retry(
+                &format!("UpdateFunctionConfiguration {}", spec.name),
+                conflict_backoff(ctx),
+                || {
+                    lambda
+                        .update_function_configuration()
+                        .function_name(&spec.name)
+                        .role(&c.role)
+                        .runtime(Runtime::from(c.runtime.as_str()))
+                        .handler(&c.handler)
+                        .memory_size(c.memory_mb as i32)
+                        .timeout(c.timeout_secs as i32)
+                        .environment(
+                            Environment::builder()
+                                .set_variables(Some(c.environment.clone().into_iter().collect()))
+                                .build(),
+                        )
+                        .send()
+                },
+                |e| service(e).and_then(update_config_retry_reason),
+            )
+            .await
+            .context("UpdateFunctionConfiguration")?;
+        }
+        if has("tags") {
+            update_tags(ctx, spec, o).await?;
+        }
+        let mut alias_target = o.alias_target.clone();
+        if has("version") {
+            wait_ready(ctx, &spec.name).await?;
+            let published = retry(
+                &format!("PublishVersion {}", spec.name),
+                conflict_backoff(ctx),
+                || {
+                    lambda
+                        .publish_version()
+                        .function_name(&spec.name)
+                        // Refuses to publish if someone changed the code since our update.
+                        .code_sha256(&spec.code_sha256_b64)
+                        .send()
+                },
+                |e| service(e).and_then(publish_retry_reason),
+            )
+            .await
+            .context("PublishVersion")?;
+            let version = published
+                .version()
+                .context("PublishVersion returned no version")?
+                .to_string();
+            point_alias(ctx, spec, o.alias_target.as_deref(), &version).await?;
+            alias_target = Some(version);
+        } else if has("alias")
+            && let Some(v) = o.current_version(spec)
+        {
+            point_alias(ctx, spec, o.alias_target.as_deref(), &v.to_string()).await?;
+            alias_target = Some(v.to_string());
+        }
+        if has("purge_versions") || has("version") {
+            purge(ctx, spec, alias_target.as_deref()).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, ctx: &Ctx, spec: &FunctionSpec, o: &ObservedFunction) -> Result<()> {
+        let lambda = &ctx.aws.lambda;
+        if o.alias_target.is_some() {
+            match lambda
+                .delete_alias()
+                .function_name(&spec.name)
+                .name(&spec.alias)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.code() == Some("ResourceNotFoundException") => {}
+                Err(e) => return Err(e).context("DeleteAlias"),
+            }
+        }
+        // Without a qualifier DeleteFunction removes the function and every version.
+        match lambda
+            .delete_function()
+            .function_name(&spec.name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) => Err(e).context("DeleteFunction"),
+        }
+    }
+}
+
+/// Every numbered version, oldest first (`$LATEST` is not a version).
+async fn list_versions(ctx: &Ctx, name: &str) -> Result<Vec<Version>> {
+    let mut out = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = ctx
+            .aws
+            .lambda
+            .list_versions_by_function()
+            .function_name(name)
+            .set_marker(marker)
+            .send()
+            .await
+            .context("ListVersionsByFunction")?;
+        for v in page.versions() {
+            if let Some(number) = v.version().and_then(|n| n.parse::<u64>().ok()) {
+                out.push(Version {
+                    number,
+                    code_sha256_b64: v.code_sha256().unwrap_or_default().to_string(),
+                    config: live_config(v),
+                });
+            }
+        }
+        match page.next_marker() {
+            Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+            _ => break,
+        }
+    }
+    out.sort_by_key(|v| v.number);
+    Ok(out)
+}
+
+/// Creates the alias or moves it to `version`.
+async fn point_alias(
+    ctx: &Ctx,
+    spec: &FunctionSpec,
+    current: Option<&str>,
+    version: &str,
+) -> Result<()> {
+    let lambda = &ctx.aws.lambda;
+    if current.is_some() {
+        match lambda
+            .update_alias()
+            .function_name(&spec.name)
+            .name(&spec.alias)
+            .function_version(version)
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(()),
+            // Deleted since it was read: create it below.
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateAliasError::ResourceNotFoundException(_)) => {}
+            Err(e) => return Err(e).context("UpdateAlias"),
+        }
+    }
+    lambda
+        .create_alias()
+        .function_name(&spec.name)
+        .name(&spec.alias)
+        .function_version(version)
+        .send()
+        .await
+        .context("CreateAlias")?;
+    Ok(())
+}
+
+/// Deletes versions beyond `keep_versions`, oldest first, never the alias target.
+async fn purge(ctx: &Ctx, spec: &FunctionSpec, alias_target: Option<&str>) -> Result<()> {
+    let numbers: Vec<u64> = list_versions(ctx, &spec.name)
+        .await?
+        .iter()
+        .map(|v| v.number)
+        .collect();
+    let protect = alias_target.and_then(|v| v.parse().ok());
+    for v in versions_to_purge(&numbers, spec.keep_versions as usize, protect) {
+        match ctx
+            .aws
+            .lambda
+            .delete_function()
+            .function_name(&spec.name)
+            .qualifier(v.to_string())
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("ResourceNotFoundException") => {}
+            Err(e) => return Err(e).with_context(|| format!("DeleteFunction version {v}")),
+        }
+    }
+    Ok(())
+}
+
+async fn update_tags(ctx: &Ctx, spec: &FunctionSpec, o: &ObservedFunction) -> Result<()> {
+    let lambda = &ctx.aws.lambda;
+    let stale: Vec<String> = o
+        .tags
+        .keys()
+        .filter(|k| !spec.tags.contains_key(*k))
+        .cloned()
+        .collect();
+    if !stale.is_empty() {
+        lambda
+            .untag_resource()
+            .resource(&o.arn)
+            .set_tag_keys(Some(stale))
+            .send()
+            .await
+            .context("UntagResource")?;
+    }
+    lambda
+        .tag_resource()
+        .resource(&o.arn)
+        .set_tags(Some(spec.tags.clone().into_iter().collect()))
+        .send()
+        .await
+        .context("TagResource")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_lambda::error::ErrorMetadata;
+    use aws_sdk_lambda::types::error::{InvalidParameterValueException, ResourceConflictException};
+    use std::cell::{Cell, RefCell};
+
+    fn spec() -> FunctionSpec {
+        FunctionSpec {
+            name: "f-dev".into(),
+            role_arn: "arn:aws:iam::1:role/r".into(),
+            runtime: "provided.al2023".into(),
+            handler: "bootstrap".into(),
+            architecture: "x86_64".into(),
+            memory_mb: 256,
+            timeout_secs: 10,
+            environment: BTreeMap::from([("LOG_LEVEL".into(), "info".into())]),
+            code_bucket: "b".into(),
+            code_key: "functions/f/ab.zip".into(),
+            code_sha256_hex: "69b7".into(),
+            code_sha256_b64: "abc=".into(),
+            alias: "live".into(),
+            keep_versions: 3,
+            tags: BTreeMap::new(),
+        }
+    }
+
+    fn observed(s: &FunctionSpec, versions: u64) -> ObservedFunction {
+        ObservedFunction {
+            arn: "arn".into(),
+            code_sha256_b64: s.code_sha256_b64.clone(),
+            config: desired(s),
+            tags: s.tags.clone(),
+            versions: (1..=versions)
+                .map(|n| Version {
+                    number: n,
+                    code_sha256_b64: s.code_sha256_b64.clone(),
+                    config: desired(s),
+                })
+                .collect(),
+            alias_target: Some(versions.to_string()),
+        }
+    }
+
+    fn fields(d: &Diff) -> Vec<&str> {
+        d.0.iter().map(|c| c.field.as_str()).collect()
+    }
+
+    #[test]
+    fn settled_function_has_no_diff() {
+        let s = spec();
+        assert!(LambdaFunction::diff(&s, &observed(&s, 3)).0.is_empty());
+    }
+
+    #[test]
+    fn new_code_updates_code_publishes_and_moves_the_alias() {
+        let s = spec();
+        let mut o = observed(&s, 2);
+        o.code_sha256_b64 = "AAEC".into();
+        for v in &mut o.versions {
+            v.code_sha256_b64 = "AAEC".into();
+        }
+        let d = LambdaFunction::diff(&s, &o);
+        assert_eq!(fields(&d), ["code", "version", "alias"]);
+        assert_eq!(d.0[0].old, json!("000102"), "shown as hex");
+        assert_eq!(d.0[0].new, json!("69b7"));
+    }
+
+    #[test]
+    fn memory_change_is_a_config_update_and_a_publish_only() {
+        let mut s = spec();
+        let o = observed(&s, 1);
+        s.memory_mb = 512;
+        assert_eq!(
+            fields(&LambdaFunction::diff(&s, &o)),
+            ["memory_mb", "version", "alias"]
+        );
+    }
+
+    #[test]
+    fn an_unpublished_update_from_an_interrupted_run_is_published() {
+        let mut s = spec();
+        let mut o = observed(&s, 1);
+        s.memory_mb = 512;
+        o.config.memory_mb = 512; // $LATEST updated, no version published yet
+        assert_eq!(fields(&LambdaFunction::diff(&s, &o)), ["version", "alias"]);
+    }
+
+    #[test]
+    fn purge_keeps_n_and_never_the_alias_target() {
+        assert_eq!(versions_to_purge(&[1, 2, 3, 4, 5], 3, Some(5)), [1, 2]);
+        assert_eq!(versions_to_purge(&[1, 2, 3], 3, None), Vec::<u64>::new());
+        // The alias still points at an old version: it survives, the next oldest go.
+        assert_eq!(versions_to_purge(&[1, 2, 3, 4, 5], 3, Some(1)), [2, 3]);
+        let s = spec();
+        let o = observed(&s, 5);
+        assert_eq!(fields(&LambdaFunction::diff(&s, &o)), ["purge_versions"]);
+    }
+
+    #[test]
+    fn readiness_follows_state_and_last_update_status() {
+        use LastUpdateStatus as L;
+        assert_eq!(
+            readiness(Some(&State::Active), Some(&L::Successful), None),
+            Readiness::Ready
+        );
+        assert_eq!(
+            readiness(Some(&State::Active), None, None),
+            Readiness::Ready
+        );
+        assert_eq!(
+            readiness(Some(&State::Pending), None, None),
+            Readiness::Busy
+        );
+        assert_eq!(
+            readiness(Some(&State::Active), Some(&L::InProgress), None),
+            Readiness::Busy
+        );
+        assert!(matches!(
+            readiness(Some(&State::Active), Some(&L::Failed), Some("bad zip")),
+            Readiness::Failed(m) if m.contains("bad zip")
+        ));
+    }
+
+    /// Pending -> InProgress -> Successful, as AWS reports a new function: the wait returns
+    /// only once it is settled.
+    #[tokio::test(start_paused = true)]
+    async fn waits_through_pending_and_in_progress() {
+        use LastUpdateStatus as L;
+        let script = RefCell::new(vec![
+            (State::Active, L::Successful),
+            (State::Active, L::InProgress),
+            (State::Pending, L::InProgress),
+        ]);
+        let polls = Cell::new(0);
+        wait_until("f ready", Backoff::wait(Duration::from_secs(60)), || {
+            polls.set(polls.get() + 1);
+            let (s, l) = script.borrow_mut().pop().expect("no more responses");
+            async move {
+                Ok(match readiness(Some(&s), Some(&l), None) {
+                    Readiness::Ready => Some(()),
+                    _ => None,
+                })
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(polls.get(), 3);
+    }
+
+    fn conflict() -> UpdateFunctionCodeError {
+        UpdateFunctionCodeError::ResourceConflictException(
+            ResourceConflictException::builder()
+                .message("The operation cannot be performed at this time.")
+                .meta(
+                    ErrorMetadata::builder()
+                        .code("ResourceConflictException")
+                        .build(),
+                )
+                .build(),
+        )
+    }
+
+    fn invalid_parameter() -> CreateFunctionError {
+        CreateFunctionError::InvalidParameterValueException(
+            InvalidParameterValueException::builder()
+                .message("The role defined for the function cannot be assumed by Lambda.")
+                .meta(
+                    ErrorMetadata::builder()
+                        .code("InvalidParameterValueException")
+                        .build(),
+                )
+                .build(),
+        )
+    }
+
+    #[test]
+    fn retryable_errors_are_recognised_by_type_and_code() {
+        assert!(update_code_retry_reason(&conflict()).is_some());
+        assert!(create_retry_reason(&invalid_parameter()).is_some());
+        // Another error is final.
+        let other = CreateFunctionError::unhandled("boom");
+        assert!(create_retry_reason(&other).is_none());
+    }
+
+    /// Two conflicts, then success: the update goes through after backing off.
+    #[tokio::test(start_paused = true)]
+    async fn conflicts_are_retried_until_the_update_goes_through() {
+        let calls = Cell::new(0);
+        let out: Result<u32, UpdateFunctionCodeError> = retry(
+            "UpdateFunctionCode",
+            Backoff {
+                first: Duration::from_millis(500),
+                max: Duration::from_secs(5),
+                deadline: Duration::from_secs(60),
+            },
+            || {
+                calls.set(calls.get() + 1);
+                let n = calls.get();
+                async move { if n < 3 { Err(conflict()) } else { Ok(n) } }
+            },
+            update_code_retry_reason,
+        )
+        .await;
+        assert_eq!(out.unwrap(), 3);
+    }
+
+    /// The role never becomes assumable: creation gives up at the bounded deadline with the
+    /// original error, instead of retrying forever.
+    #[tokio::test(start_paused = true)]
+    async fn role_propagation_retry_is_bounded() {
+        let start = tokio::time::Instant::now();
+        let calls = Cell::new(0);
+        let out: Result<(), CreateFunctionError> = retry(
+            "CreateFunction",
+            Backoff {
+                first: Duration::from_secs(1),
+                max: Duration::from_secs(10),
+                deadline: ROLE_PROPAGATION,
+            },
+            || {
+                calls.set(calls.get() + 1);
+                async { Err(invalid_parameter()) }
+            },
+            create_retry_reason,
+        )
+        .await;
+        assert!(matches!(
+            out,
+            Err(CreateFunctionError::InvalidParameterValueException(_))
+        ));
+        assert!(start.elapsed() <= ROLE_PROPAGATION);
+        assert!(calls.get() >= 5, "several attempts: {}", calls.get());
+    }
+}

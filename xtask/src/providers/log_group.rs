@@ -1,0 +1,214 @@
+//! CloudWatch Logs log groups: created with tags and a retention policy.
+//!
+//! Generic on purpose: Lambda functions use it for `/aws/lambda/<name>` (created before the
+//! function, so Lambda never creates it itself without retention), and API Gateway access logs
+//! can use it the same way.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+use async_trait::async_trait;
+use aws_sdk_cloudwatchlogs::error::SdkError;
+use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupError;
+use aws_sdk_cloudwatchlogs::operation::delete_log_group::DeleteLogGroupError;
+use serde_json::Value;
+use stacks::LogGroupSpec;
+
+use crate::engine::{Change, Ctx, Diff, Provider};
+
+pub struct LogGroup;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedLogGroup {
+    pub arn: String,
+    pub retention_days: Option<u32>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[async_trait]
+impl Provider for LogGroup {
+    type Spec = LogGroupSpec;
+    type Observed = ObservedLogGroup;
+    const KIND: &'static str = "log_group";
+
+    async fn read(&self, ctx: &Ctx, spec: &LogGroupSpec) -> Result<Option<ObservedLogGroup>> {
+        let logs = &ctx.aws.logs;
+        // A prefix search: keep only the exact name (`/aws/lambda/a` also matches `/aws/lambda/ab`).
+        let page = logs
+            .describe_log_groups()
+            .log_group_name_prefix(&spec.name)
+            .send()
+            .await
+            .context("DescribeLogGroups")?;
+        let Some(group) = page
+            .log_groups()
+            .iter()
+            .find(|g| g.log_group_name() == Some(spec.name.as_str()))
+        else {
+            return Ok(None);
+        };
+        // The ARN without the trailing `:*` that DescribeLogGroups appends.
+        let arn = group
+            .arn()
+            .unwrap_or_default()
+            .trim_end_matches(":*")
+            .to_string();
+        let tags = logs
+            .list_tags_for_resource()
+            .resource_arn(&arn)
+            .send()
+            .await
+            .context("ListTagsForResource")?
+            .tags()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        Ok(Some(ObservedLogGroup {
+            arn,
+            retention_days: group.retention_in_days().map(|d| d as u32),
+            tags,
+        }))
+    }
+
+    fn tags(observed: &ObservedLogGroup) -> Option<&BTreeMap<String, String>> {
+        Some(&observed.tags)
+    }
+
+    fn describe(spec: &LogGroupSpec) -> Diff {
+        let mut d = Diff::default();
+        d.push("retention_days", &Value::Null, &spec.retention_days, false);
+        d.push("tags", &Value::Null, &spec.tags, false);
+        d
+    }
+
+    fn diff(spec: &LogGroupSpec, o: &ObservedLogGroup) -> Diff {
+        let mut d = Diff::default();
+        d.field(
+            "retention_days",
+            Some(spec.retention_days),
+            o.retention_days,
+        );
+        d.field("tags", &spec.tags, &o.tags);
+        d
+    }
+
+    async fn create(&self, ctx: &Ctx, spec: &LogGroupSpec) -> Result<()> {
+        let created = ctx
+            .aws
+            .logs
+            .create_log_group()
+            .log_group_name(&spec.name)
+            .set_tags(Some(spec.tags.clone().into_iter().collect()))
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            // An earlier run stopped after creating it: carry on.
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    CreateLogGroupError::ResourceAlreadyExistsException(_)
+                ) => {}
+            Err(e) => return Err(e).context("CreateLogGroup"),
+        }
+        put_retention(ctx, spec).await
+    }
+
+    async fn update(
+        &self,
+        ctx: &Ctx,
+        spec: &LogGroupSpec,
+        o: &ObservedLogGroup,
+        changes: &[Change],
+    ) -> Result<()> {
+        for c in changes {
+            match c.field.as_str() {
+                "retention_days" => put_retention(ctx, spec).await?,
+                "tags" => put_tags(ctx, spec, o).await?,
+                other => anyhow::bail!("log_group cannot update field {other}"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, ctx: &Ctx, spec: &LogGroupSpec, _o: &ObservedLogGroup) -> Result<()> {
+        match ctx
+            .aws
+            .logs
+            .delete_log_group()
+            .log_group_name(&spec.name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), DeleteLogGroupError::ResourceNotFoundException(_)) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e).context("DeleteLogGroup"),
+        }
+    }
+}
+
+async fn put_retention(ctx: &Ctx, spec: &LogGroupSpec) -> Result<()> {
+    ctx.aws
+        .logs
+        .put_retention_policy()
+        .log_group_name(&spec.name)
+        .retention_in_days(spec.retention_days as i32)
+        .send()
+        .await
+        .context("PutRetentionPolicy")?;
+    Ok(())
+}
+
+async fn put_tags(ctx: &Ctx, spec: &LogGroupSpec, o: &ObservedLogGroup) -> Result<()> {
+    let logs = &ctx.aws.logs;
+    let stale: Vec<String> = o
+        .tags
+        .keys()
+        .filter(|k| !spec.tags.contains_key(*k))
+        .cloned()
+        .collect();
+    if !stale.is_empty() {
+        logs.untag_resource()
+            .resource_arn(&o.arn)
+            .set_tag_keys(Some(stale))
+            .send()
+            .await
+            .context("UntagResource")?;
+    }
+    logs.tag_resource()
+        .resource_arn(&o.arn)
+        .set_tags(Some(spec.tags.clone().into_iter().collect()))
+        .send()
+        .await
+        .context("TagResource")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_and_tags_are_diffed() {
+        let spec = LogGroupSpec {
+            name: "/aws/lambda/f".into(),
+            retention_days: 14,
+            tags: BTreeMap::from([("app".into(), "x".into())]),
+        };
+        let mut o = ObservedLogGroup {
+            arn: "arn".into(),
+            retention_days: Some(14),
+            tags: spec.tags.clone(),
+        };
+        assert!(LogGroup::diff(&spec, &o).0.is_empty());
+        o.retention_days = None;
+        let d = LogGroup::diff(&spec, &o);
+        assert_eq!(d.0.len(), 1);
+        assert_eq!(d.0[0].field, "retention_days");
+    }
+}

@@ -1,0 +1,125 @@
+//! Content-addressed S3 objects (function zips in the artifacts bucket).
+//!
+//! The key contains the content's SHA-256, so an object that exists is by construction the
+//! right one: read is one HeadObject, and there is never an update, only an upload when the
+//! key is absent. S3 verifies the upload against the `ChecksumSHA256` we send, so a corrupted
+//! transfer fails instead of being stored.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+use async_trait::async_trait;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::head_object::HeadObjectError;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ChecksumAlgorithm;
+use serde_json::Value;
+use stacks::ObjectSpec;
+
+use super::error_code;
+use crate::engine::{Change, Ctx, Diff, Provider};
+
+pub struct S3Object;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedObject {
+    pub size: i64,
+}
+
+#[async_trait]
+impl Provider for S3Object {
+    type Spec = ObjectSpec;
+    type Observed = ObservedObject;
+    const KIND: &'static str = "s3_object";
+
+    async fn read(&self, ctx: &Ctx, spec: &ObjectSpec) -> Result<Option<ObservedObject>> {
+        match ctx
+            .aws
+            .s3
+            .head_object()
+            .bucket(&spec.bucket)
+            .key(&spec.key)
+            .send()
+            .await
+        {
+            Ok(o) => Ok(Some(ObservedObject {
+                size: o.content_length().unwrap_or_default(),
+            })),
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), HeadObjectError::NotFound(_)) => {
+                Ok(None)
+            }
+            // The bucket itself is not there yet (first apply) or any more (after destroy).
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(None),
+            Err(e) => Err(e).context("HeadObject"),
+        }
+    }
+
+    /// Objects belong to their bucket, which carries the ownership tags.
+    fn tags(_observed: &ObservedObject) -> Option<&BTreeMap<String, String>> {
+        None
+    }
+
+    fn describe(spec: &ObjectSpec) -> Diff {
+        let mut d = Diff::default();
+        d.push(
+            "upload",
+            &Value::Null,
+            &spec.source.display().to_string(),
+            false,
+        );
+        d
+    }
+
+    /// The key is the content's hash: an existing object never differs.
+    fn diff(_spec: &ObjectSpec, _o: &ObservedObject) -> Diff {
+        Diff::default()
+    }
+
+    async fn create(&self, ctx: &Ctx, spec: &ObjectSpec) -> Result<()> {
+        if spec.sha256_b64.is_empty() {
+            anyhow::bail!("no built artifact for {}", spec.key);
+        }
+        let body = ByteStream::from_path(&spec.source)
+            .await
+            .with_context(|| format!("reading {}", spec.source.display()))?;
+        ctx.aws
+            .s3
+            .put_object()
+            .bucket(&spec.bucket)
+            .key(&spec.key)
+            .body(body)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(&spec.sha256_b64)
+            .content_type("application/zip")
+            .send()
+            .await
+            .with_context(|| format!("PutObject {} (ChecksumSHA256 verified by S3)", spec.key))?;
+        Ok(())
+    }
+
+    async fn update(
+        &self,
+        _ctx: &Ctx,
+        _spec: &ObjectSpec,
+        _o: &ObservedObject,
+        _changes: &[Change],
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    async fn delete(&self, ctx: &Ctx, spec: &ObjectSpec, _o: &ObservedObject) -> Result<()> {
+        match ctx
+            .aws
+            .s3
+            .delete_object()
+            .bucket(&spec.bucket)
+            .key(&spec.key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if error_code(&e) == Some("NoSuchBucket") => Ok(()),
+            Err(e) => Err(e).context("DeleteObject"),
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! End-to-end tests of the functions' deployment: roles, log groups, artifacts, functions with
+//! versions and alias, and the stream trigger. The real `xtask` binary against a private moto
+//! server per test.
+//!
+//! The code deployed is small zips made here with the build's own reproducible zipper
+//! (`--artifacts-dir`), so the tests exercise the deployer without compiling the functions:
+//! changing "one function's source" is writing a different `bootstrap` for it. Building is
+//! covered by tests/build.rs.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use xtask::aws::{CallLog, Clients, Target};
+use xtask::emulator::TestEmulator;
+
+const ENV: &str = "test";
+const FUNCTIONS: [&str; 5] = [
+    "insert-invoice",
+    "list-invoices",
+    "generate-pdf",
+    "download-pdf",
+    "insert-mock-data",
+];
+const ARTIFACTS: &str = "invoice-app-artifacts-test-test";
+const ACCOUNT: &str = "123456789012";
+const INVOICES_ARN: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/invoices-table-test";
+const PROCESSED_ARN: &str =
+    "arn:aws:dynamodb:us-east-1:123456789012:table/processed-invoices-table-test";
+const PDF_OBJECTS: &str = "arn:aws:s3:::invoice-app-pdfs-test-test/*";
+
+struct Harness {
+    emu: TestEmulator,
+    aws: Clients,
+    zips: tempfile::TempDir,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Writes `<dir>/<function>.zip` holding a fake `bootstrap` with `content`.
+fn write_zip(dir: &Path, function: &str, content: &str) -> String {
+    let bin = format!("#!/bin/sh\n# {function}: {content}\n");
+    let zip = xtask::build::zip_bootstrap(Path::new("bootstrap"), bin.as_bytes()).unwrap();
+    std::fs::write(dir.join(format!("{function}.zip")), &zip).unwrap();
+    xtask::build::sha256_hex_and_b64(&zip).0
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let emu = TestEmulator::start().await;
+        let aws = Clients::new(
+            &Target::Emulator {
+                endpoint: emu.endpoint(),
+                region: "us-east-1".into(),
+            },
+            CallLog::new(false),
+        )
+        .await;
+        let zips = tempfile::tempdir().unwrap();
+        for f in FUNCTIONS {
+            write_zip(zips.path(), f, "v1");
+        }
+        Harness { emu, aws, zips }
+    }
+
+    fn xtask(&self, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["--env", ENV, "--json", "--config"])
+            .arg(fixture("lambda.toml"))
+            .args(args)
+            .env("XTASK__EMULATOR__PORT", self.emu.port().to_string())
+            .env_remove("XTASK_ENV")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running xtask");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn code_args(&self) -> Vec<String> {
+        vec![
+            "--artifacts-dir".into(),
+            self.zips.path().display().to_string(),
+        ]
+    }
+
+    fn apply(&self, extra: &[&str]) -> Value {
+        let mut args: Vec<String> = vec!["apply".into(), "--yes".into()];
+        args.extend(self.code_args());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = self.xtask(&args);
+        assert_eq!(run.code, 0, "apply failed:\n{}", run.stderr);
+        let doc = run.json();
+        assert!(
+            doc["outcomes"]
+                .as_array()
+                .is_none_or(|o| o.iter().all(|o| o["status"] == "done")),
+            "{doc}"
+        );
+        doc
+    }
+
+    fn plan(&self, extra: &[&str]) -> (i32, Value) {
+        let mut args: Vec<String> = vec!["plan".into(), "--detailed-exitcode".into()];
+        args.extend(self.code_args());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = self.xtask(&args);
+        assert!(
+            run.code == 0 || run.code == 2,
+            "plan failed ({}):\n{}",
+            run.code,
+            run.stderr
+        );
+        (run.code, run.json())
+    }
+
+    async fn alias_target(&self, function: &str) -> String {
+        self.aws
+            .lambda
+            .get_alias()
+            .function_name(format!("{function}-{ENV}"))
+            .name("live")
+            .send()
+            .await
+            .unwrap()
+            .function_version()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn versions(&self, function: &str) -> Vec<String> {
+        let out = self
+            .aws
+            .lambda
+            .list_versions_by_function()
+            .function_name(format!("{function}-{ENV}"))
+            .send()
+            .await
+            .unwrap();
+        out.versions()
+            .iter()
+            .filter_map(|v| v.version())
+            .filter(|v| *v != "$LATEST")
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `(action, resource)` pairs the role's inline policy grants.
+    async fn grants(&self, function: &str) -> BTreeSet<(String, String)> {
+        let doc = self
+            .aws
+            .iam
+            .get_role_policy()
+            .role_name(format!("invoice-app-{function}-{ENV}"))
+            .policy_name("least-privilege")
+            .send()
+            .await
+            .unwrap();
+        let policy = xtask::providers::iam_role::parse_policy(doc.policy_document()).unwrap();
+        let list = |v: &Value| -> Vec<String> {
+            match v {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(a) => a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+                other => panic!("unexpected {other}"),
+            }
+        };
+        let mut out = BTreeSet::new();
+        for s in policy["Statement"].as_array().unwrap() {
+            assert_eq!(s["Effect"], "Allow");
+            for a in list(&s["Action"]) {
+                for r in list(&s["Resource"]) {
+                    out.insert((a.clone(), r));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn set(pairs: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    pairs
+        .iter()
+        .map(|(a, r)| (a.to_string(), r.to_string()))
+        .collect()
+}
+
+/// `(id, action)` of every resource that changes.
+fn actions(doc: &Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = doc["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter(|r| r["action"] != "no-op")
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn changed_fields(doc: &Value, id: &str) -> Vec<String> {
+    doc["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .map(|r| {
+            r["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["field"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn pair(id: &str, action: &str) -> (String, String) {
+    (id.to_string(), action.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn functions_deploy_update_exactly_what_changed_purge_versions_and_destroy_cleanly() {
+    let h = Harness::new().await;
+
+    // From empty: storage (12) plus 4 resources per function and the trigger.
+    let doc = h.apply(&[]);
+    assert_eq!(doc["summary"]["create"], 12 + 4 * 5 + 1, "{doc}");
+
+    for f in FUNCTIONS {
+        let name = format!("{f}-{ENV}");
+        let got = h
+            .aws
+            .lambda
+            .get_function()
+            .function_name(&name)
+            .send()
+            .await
+            .unwrap();
+        let c = got.configuration().unwrap();
+        assert_eq!(c.runtime().unwrap().as_str(), "provided.al2023", "{f}");
+        assert_eq!(c.handler(), Some("bootstrap"));
+        assert_eq!(c.memory_size(), Some(256));
+        assert_eq!(c.timeout(), Some(10));
+        assert_eq!(
+            c.role(),
+            Some(format!("arn:aws:iam::{ACCOUNT}:role/invoice-app-{f}-{ENV}").as_str())
+        );
+        let env = c.environment().unwrap().variables().unwrap();
+        assert_eq!(env["LOG_LEVEL"], "info");
+        assert_eq!(h.alias_target(f).await, "1", "{f}");
+        let groups = h
+            .aws
+            .logs
+            .describe_log_groups()
+            .log_group_name_prefix(format!("/aws/lambda/{name}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(groups.log_groups().len(), 1, "{f}");
+        assert_eq!(groups.log_groups()[0].retention_in_days(), Some(7));
+        let attached = h
+            .aws
+            .iam
+            .list_attached_role_policies()
+            .role_name(format!("invoice-app-{f}-{ENV}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            attached.attached_policies()[0].policy_arn(),
+            Some("arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole")
+        );
+    }
+    let env = |f: &str| {
+        let h = &h;
+        let f = f.to_string();
+        async move {
+            let c = h
+                .aws
+                .lambda
+                .get_function_configuration()
+                .function_name(format!("{f}-{ENV}"))
+                .send()
+                .await
+                .unwrap();
+            let mut keys: Vec<String> = c
+                .environment()
+                .unwrap()
+                .variables()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            keys.sort();
+            keys
+        }
+    };
+    assert_eq!(env("insert-invoice").await, ["INVOICES_TABLE", "LOG_LEVEL"]);
+    assert_eq!(
+        env("generate-pdf").await,
+        ["LOG_LEVEL", "PDF_BUCKET", "PROCESSED_TABLE"]
+    );
+
+    // Least privilege, exactly.
+    assert_eq!(
+        h.grants("insert-invoice").await,
+        set(&[
+            ("dynamodb:GetItem", INVOICES_ARN),
+            ("dynamodb:PutItem", INVOICES_ARN)
+        ])
+    );
+    let gsi = format!("{INVOICES_ARN}/index/CustomerID-Index");
+    assert_eq!(
+        h.grants("list-invoices").await,
+        set(&[("dynamodb:Query", &gsi)])
+    );
+    let streams = format!("{INVOICES_ARN}/stream/*");
+    assert_eq!(
+        h.grants("generate-pdf").await,
+        set(&[
+            ("dynamodb:DescribeStream", &streams),
+            ("dynamodb:GetRecords", &streams),
+            ("dynamodb:GetShardIterator", &streams),
+            ("dynamodb:ListStreams", &streams),
+            ("s3:PutObject", PDF_OBJECTS),
+            ("dynamodb:PutItem", PROCESSED_ARN),
+        ])
+    );
+    assert_eq!(
+        h.grants("download-pdf").await,
+        set(&[
+            ("dynamodb:GetItem", PROCESSED_ARN),
+            ("dynamodb:GetItem", INVOICES_ARN),
+            ("s3:GetObject", PDF_OBJECTS),
+        ])
+    );
+    assert_eq!(
+        h.grants("insert-mock-data").await,
+        set(&[
+            ("dynamodb:BatchWriteItem", INVOICES_ARN),
+            ("dynamodb:GetItem", INVOICES_ARN)
+        ])
+    );
+
+    // The trigger: on the table's current stream, to generate-pdf's alias.
+    let stream = h
+        .aws
+        .dynamodb
+        .describe_table()
+        .table_name("invoices-table-test")
+        .send()
+        .await
+        .unwrap()
+        .table()
+        .unwrap()
+        .latest_stream_arn()
+        .unwrap()
+        .to_string();
+    let mappings = h
+        .aws
+        .lambda
+        .list_event_source_mappings()
+        .event_source_arn(&stream)
+        .send()
+        .await
+        .unwrap();
+    let m = &mappings.event_source_mappings()[0];
+    assert_eq!(mappings.event_source_mappings().len(), 1);
+    assert!(
+        m.function_arn()
+            .unwrap()
+            .ends_with(":function:generate-pdf-test:live"),
+        "{:?}",
+        m.function_arn()
+    );
+    assert_eq!(m.batch_size(), Some(10));
+    assert_eq!(m.maximum_retry_attempts(), Some(3));
+    assert_eq!(m.bisect_batch_on_function_error(), Some(true));
+    assert_eq!(m.starting_position().unwrap().as_str(), "LATEST");
+    assert_eq!(
+        m.function_response_types()[0].as_str(),
+        "ReportBatchItemFailures"
+    );
+
+    // Same code again: nothing to do, not a single write.
+    let (code, plan) = h.plan(&[]);
+    assert_eq!(code, 0, "{plan}");
+    assert_eq!(plan["api_calls"]["writes"], 0);
+    let doc = h.apply(&[]);
+    assert_eq!(doc["api_calls"]["writes"], 0, "{doc}");
+
+    // One function's code changes: only its artifact is uploaded and only it is updated,
+    // published and its alias moved.
+    let sha = write_zip(h.zips.path(), "list-invoices", "v2");
+    let (code, plan) = h.plan(&[]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        actions(&plan),
+        [
+            pair("lambda_function.list_invoices", "update"),
+            pair("s3_object.list_invoices_code", "create"),
+        ]
+    );
+    assert_eq!(
+        changed_fields(&plan, "lambda_function.list_invoices"),
+        ["code", "version", "alias"]
+    );
+    let code_change = &plan["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "lambda_function.list_invoices")
+        .unwrap()["changes"][0];
+    assert_eq!(
+        code_change["new"],
+        sha.as_str(),
+        "plan shows the hex SHA-256"
+    );
+    h.apply(&[]);
+    assert_eq!(h.alias_target("list-invoices").await, "2");
+    assert_eq!(h.alias_target("insert-invoice").await, "1");
+    let key = format!("functions/list-invoices/{sha}.zip");
+    h.aws
+        .s3
+        .head_object()
+        .bucket(ARTIFACTS)
+        .key(&key)
+        .send()
+        .await
+        .unwrap();
+
+    // Memory in config: a configuration update and a publish, no code.
+    let memory = ["--set", "functions.overrides.list-invoices.memory_mb=512"];
+    let (_, plan) = h.plan(&memory);
+    assert_eq!(
+        actions(&plan),
+        [pair("lambda_function.list_invoices", "update")]
+    );
+    assert_eq!(
+        changed_fields(&plan, "lambda_function.list_invoices"),
+        // keep_versions = 2: the third version makes the first one go.
+        ["memory_mb", "version", "alias", "purge_versions"]
+    );
+    h.apply(&memory);
+    assert_eq!(h.alias_target("list-invoices").await, "3");
+    // keep_versions = 2: version 1 went when version 3 was published.
+    assert_eq!(h.versions("list-invoices").await, ["2", "3"]);
+    let doc = h.apply(&memory);
+    assert_eq!(doc["api_calls"]["writes"], 0, "{doc}");
+
+    // Destroy: nothing of the functions is left.
+    let run = h.xtask(&["destroy", "--yes"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for f in FUNCTIONS {
+        let gone = h
+            .aws
+            .lambda
+            .get_function()
+            .function_name(format!("{f}-{ENV}"))
+            .send()
+            .await;
+        assert!(gone.is_err(), "{f} still exists");
+        let versions = h
+            .aws
+            .lambda
+            .list_versions_by_function()
+            .function_name(format!("{f}-{ENV}"))
+            .send()
+            .await;
+        assert!(
+            versions.is_err() || versions.unwrap().versions().len() <= 1,
+            "{f} has versions left"
+        );
+        let role = h
+            .aws
+            .iam
+            .get_role()
+            .role_name(format!("invoice-app-{f}-{ENV}"))
+            .send()
+            .await;
+        assert!(role.is_err(), "role of {f} still exists");
+    }
+    let groups = h
+        .aws
+        .logs
+        .describe_log_groups()
+        .log_group_name_prefix("/aws/lambda/")
+        .send()
+        .await
+        .unwrap();
+    assert!(groups.log_groups().is_empty(), "{groups:?}");
+    let mappings = h
+        .aws
+        .lambda
+        .list_event_source_mappings()
+        .send()
+        .await
+        .unwrap();
+    assert!(mappings.event_source_mappings().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_widened_role_policy_is_drift_and_is_restored() {
+    let h = Harness::new().await;
+    h.apply(&[]);
+    let role = format!("invoice-app-list-invoices-{ENV}");
+    // Someone grants more by hand, in a different but equivalent-looking shape.
+    h.aws
+        .iam
+        .put_role_policy()
+        .role_name(&role)
+        .policy_name("least-privilege")
+        .policy_document(
+            r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":["dynamodb:Query","dynamodb:Scan"],"Resource":"*"}}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    let (code, plan) = h.plan(&[]);
+    assert_eq!(code, 2);
+    assert_eq!(actions(&plan), [pair("iam_role.list_invoices", "update")]);
+    assert_eq!(
+        changed_fields(&plan, "iam_role.list_invoices"),
+        ["inline_policies"]
+    );
+    h.apply(&[]);
+    let gsi = format!("{INVOICES_ARN}/index/CustomerID-Index");
+    assert_eq!(
+        h.grants("list-invoices").await,
+        set(&[("dynamodb:Query", &gsi)])
+    );
+    let (code, _) = h.plan(&[]);
+    assert_eq!(code, 0);
+}
