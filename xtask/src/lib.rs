@@ -10,6 +10,7 @@ pub mod build;
 pub mod cmd;
 pub mod emulator;
 pub mod engine;
+pub mod local;
 pub mod lock;
 pub mod providers;
 pub mod session;

@@ -37,6 +37,8 @@ enum Command {
     Build(cmd::build::Args),
     /// Print the invoke URL, endpoints, API key id, table, bucket and alias names (reads only).
     Outputs(cmd::outputs::Args),
+    /// Build one function for this machine and invoke it locally against the emulator.
+    Invoke(cmd::invoke::Args),
     /// Run every test of the workspace, installing the emulator first if needed.
     Test(cmd::test::Args),
     /// Manage the local emulator (moto server).
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
             Command::Outputs(a) => cmd::outputs::run(g, a).await,
             Command::Emulator(c) => cmd::emulator::run(g, c).await,
             Command::Test(a) => cmd::test::run(a).await,
+            Command::Invoke(a) => cmd::invoke::run(g, a).await,
         }
     });
     match result {

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod build;
 pub mod destroy;
 pub mod emulator;
+pub mod invoke;
 pub mod outputs;
 pub mod plan;
 pub mod test;
