@@ -37,8 +37,11 @@ enum Command {
     Build(cmd::build::Args),
     /// Print the invoke URL, endpoints, API key id, table, bucket and alias names (reads only).
     Outputs(cmd::outputs::Args),
-    /// Build one function for this machine and invoke it locally against the emulator.
+    /// Invoke one deployed function locally (the version behind its alias) against the emulator.
     Invoke(cmd::invoke::Args),
+    /// Run the whole app locally: emulator, build, apply, then serve the API, the functions and
+    /// the stream trigger until Ctrl-C.
+    Up(cmd::up::Args),
     /// Run every test of the workspace, installing the emulator first if needed.
     Test(cmd::test::Args),
     /// Manage the local emulator (moto server).
@@ -50,6 +53,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = if cli.global.verbose {
         "xtask=info"
+    } else if matches!(cli.command, Command::Up(_)) {
+        // The local data plane reports what it serves (stream batches, reloads).
+        "xtask=warn,xtask::local=info"
     } else {
         "xtask=warn"
     };
@@ -79,6 +85,7 @@ fn main() -> ExitCode {
             Command::Emulator(c) => cmd::emulator::run(g, c).await,
             Command::Test(a) => cmd::test::run(a).await,
             Command::Invoke(a) => cmd::invoke::run(g, a).await,
+            Command::Up(a) => cmd::up::run(g, a).await,
         }
     });
     match result {

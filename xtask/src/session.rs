@@ -31,6 +31,10 @@ pub struct Global {
     /// Log every AWS API call (service, operation, duration, retries) to stderr.
     #[arg(long, short, global = true)]
     pub verbose: bool,
+    /// Plan text goes to stderr even without `--json`: set by commands that keep stdout for
+    /// their own output (`up`).
+    #[arg(skip)]
+    pub text_to_stderr: bool,
 }
 
 /// The repository root: xtask lives in `<root>/xtask`.

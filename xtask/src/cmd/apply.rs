@@ -84,13 +84,13 @@ pub async fn reconcile(
     .await?;
     // Text goes to stderr under --json so stdout stays one JSON document.
     let text = render::plan_text(&first, title);
-    if g.json {
+    if g.json || g.text_to_stderr {
         eprint!("{text}");
     } else {
         print!("{text}");
     }
     if !first.has_changes() {
-        if g.json {
+        if g.json && !g.text_to_stderr {
             println!(
                 "{}",
                 render::json(&first, command, Some(&[]), ctx.aws.log.counts())
@@ -151,7 +151,7 @@ pub async fn reconcile(
     };
     let failed = outcomes.iter().filter(|o| o.status != Status::Done).count();
     let calls = ctx.aws.log.counts();
-    if g.json {
+    if g.json && !g.text_to_stderr {
         println!(
             "{}",
             render::json(&plan, command, Some(&outcomes), calls.clone())

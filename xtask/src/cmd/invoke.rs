@@ -1,6 +1,10 @@
-//! `cargo xtask invoke <function> [--event FILE|-]`: build one function for this machine and
-//! run it once through the local Lambda runtime, with the environment it has in the local
-//! environment (table and bucket names, emulator endpoint and credentials).
+//! `cargo xtask invoke <function> [--event FILE|-]`: invoke one deployed function locally.
+//!
+//! Runs the version behind the function's `live` alias in the local environment: its code
+//! (the artifact the version reports, fetched from the artifacts bucket), environment, memory
+//! and timeout, read back from the emulator, through the local Lambda runtime. `--code PATH`
+//! runs another `bootstrap` or zip with the deployed configuration (to try a build before
+//! applying it).
 //!
 //! Prints the response JSON on stdout; the function's logs and Lambda's `REPORT` line go to
 //! stderr. A function error, timeout or crash prints Lambda's error document and exits 1.
@@ -9,22 +13,23 @@ use std::io::Read as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
+use stacks::names::Names;
 
 use super::exit;
-use crate::build::{self, BuildOptions, Target};
-use crate::emulator::{self, Started};
+use crate::artifacts::CodeSource;
+use crate::engine::Options;
+use crate::local::deployed;
 use crate::local::runtime::{Code, EmulatorAccess, InvokeOutcome, LocalConfig, LocalLambda};
-use crate::local::{self, EMULATOR_ACCOUNT_ID};
-use crate::session::{Global, emulator_config, load_config, project_root};
+use crate::session::{Global, Session, emulator_config, load_config, project_root};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The function: a crate under functions/, e.g. insert-invoice.
+    /// The function: a crate under functions/ (insert-invoice) or its Lambda name.
     pub function: String,
     /// The event as a JSON file, or `-` for stdin; default `{}`.
     #[arg(long, value_name = "FILE|-")]
     pub event: Option<PathBuf>,
-    /// Run this `bootstrap` binary or deployment zip instead of building the function.
+    /// Run this `bootstrap` binary or deployment zip instead of the deployed code.
     #[arg(long, value_name = "PATH")]
     pub code: Option<PathBuf>,
 }
@@ -39,42 +44,54 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         );
     };
     let event = read_event(args.event.as_deref())?;
-    if let Started::Started { pid } = emulator::ensure_running(&emu)
-        .await
-        .context("starting the local emulator")?
-    {
-        eprintln!(
-            "started the local emulator (moto, pid {pid}) at {}",
-            emu.endpoint()
+    let session = Session::open(g, Options::default(), &CodeSource::None).await?;
+    let aws = &session.ctx.aws;
+    let suffix = if config.buckets.name_suffix.is_empty() {
+        session.ctx.account_id.clone()
+    } else {
+        config.buckets.name_suffix.clone()
+    };
+    let names = Names::new(&config, &g.env, &suffix);
+    let name = if stacks::invoice_app::FUNCTIONS.contains(&args.function.as_str()) {
+        names.function(&args.function)
+    } else {
+        args.function.clone()
+    };
+    let alias = stacks::invoice_app::ALIAS;
+    let Some(deployed) = deployed::read_function(aws, &name, alias).await? else {
+        bail!(
+            "function {name} (alias `{alias}`) is not deployed in env `{}`; run `cargo xtask up` \
+             or `cargo xtask apply` first",
+            g.env
         );
-    }
-
-    let code = match &args.code {
-        Some(path) if path.extension().is_some_and(|e| e == "zip") => Code::Zip(path.clone()),
-        Some(path) => Code::Binary(path.clone()),
+    };
+    let mut spec = match &args.code {
+        Some(path) => {
+            let mut s = deployed.spec(path.clone());
+            if path.extension().is_none_or(|e| e != "zip") {
+                s.code = Code::Binary(path.clone());
+            }
+            s
+        }
         None => {
-            let mut opts = BuildOptions::new(project_root(), Target::Host);
-            opts.only = Some(vec![args.function.clone()]);
-            let artifacts = tokio::task::spawn_blocking(move || build::build(&opts)).await??;
-            let artifact = artifacts
-                .into_iter()
-                .next()
-                .context("the build produced no artifact")?;
-            // The zip, not the binary: what runs locally is what would be deployed.
-            Code::Zip(artifact.zip_path)
+            let zip = deployed::fetch_code(
+                aws,
+                &names.artifacts_bucket(),
+                &deployed,
+                &project_root().join("target/xtask/local/code"),
+            )
+            .await?;
+            deployed.spec(zip)
         }
     };
-    let spec = local::function_spec(&config, &g.env, &args.function, code);
+    spec.name = name.clone();
+    eprintln!("invoking {name} version {} ({alias})", deployed.version);
     let mut lcfg = LocalConfig::new(vec![spec]);
-    lcfg.region = if config.region.is_empty() {
-        "us-east-1".into()
-    } else {
-        config.region.clone()
-    };
-    lcfg.account_id = EMULATOR_ACCOUNT_ID.into();
+    lcfg.region = session.ctx.region.clone();
+    lcfg.account_id = session.ctx.account_id.clone();
     lcfg.emulator = Some(EmulatorAccess::moto(emu.endpoint()));
     let lambda = LocalLambda::start(lcfg).await?;
-    let invoked = lambda.invoke(&args.function, event).await?;
+    let invoked = lambda.invoke(&name, event).await?;
     lambda.shutdown().await;
 
     let (payload, error) = invoked.outcome.invoke_payload(&invoked.request_id);

@@ -8,6 +8,7 @@ pub mod invoke;
 pub mod outputs;
 pub mod plan;
 pub mod test;
+pub mod up;
 
 use std::sync::Arc;
 

@@ -1051,7 +1051,7 @@ fn peak_rss_kb(pid: u32) -> Option<u64> {
 }
 
 /// A random UUID v4, the shape of Lambda request ids.
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     let a = fastrand::u64(..);
     let b = fastrand::u64(..);
     format!(
@@ -1095,7 +1095,7 @@ fn log_stream_name(version: &str) -> String {
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -1,0 +1,1167 @@
+//! The local API Gateway: serves a deployed REST API stage ([`DeployedApi`]) on
+//! `http://127.0.0.1:<port>/<stage>/...`, invoking functions through the local Lambda runtime.
+//!
+//! It does what API Gateway does for a REST API with Lambda proxy integrations, in its order:
+//! 1. route by the API's resources (literal segments before `{param}` before `{proxy+}`) and
+//!    methods (`ANY` last); no match is `MISSING_AUTHENTICATION_TOKEN` (API Gateway answers 403
+//!    "Missing Authentication Token" for unknown paths and methods alike);
+//! 2. `apiKeyRequired`: `x-api-key` must be an enabled key of a usage plan bound to the stage,
+//!    else `INVALID_API_KEY` (403);
+//! 3. the usage plan's throttle (token bucket: rate, burst) and quota (per UTC day, week or
+//!    month), then the stage's method throttle: `THROTTLED` / `QUOTA_EXCEEDED` (429);
+//! 4. required query parameters and headers, when the method's request validator validates
+//!    parameters: `BAD_REQUEST_PARAMETERS` (400);
+//! 5. the proxy event (payload v1: headers and multi-value headers, query parameters, path
+//!    parameters, request context with stage, request id, identity with source IP and API key);
+//! 6. the function's answer mapped back (status, headers, multi-value headers, base64 bodies
+//!    decoded when the client accepts a binary media type); a function error, crash or
+//!    malformed answer is 502, an integration slower than its timeout (29 s unless the
+//!    integration says otherwise) is 504 `INTEGRATION_TIMEOUT`.
+//!
+//! Errors the gateway raises itself are rendered through the API's gateway responses (status,
+//! headers, `application/json` template), falling back to `DEFAULT_4XX`/`DEFAULT_5XX` and then
+//! to API Gateway's own `{"message": ...}`. Every request gets an access log line in the
+//! stage's format, sent to [`AccessLog`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::deployed::{DeployedApi, Integration, Route};
+use super::http::{self, Request, Response};
+use super::runtime::{InvokeOutcome, LocalLambda, civil_from_days, request_id};
+
+/// API Gateway's payload limit for REST APIs.
+pub const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
+
+/// What the gateway serves: the API stage and the runtime running the functions it invokes.
+/// Swapped as a whole when a new deployment is picked up.
+pub struct Served {
+    pub api: DeployedApi,
+    pub lambda: LocalLambda,
+}
+
+/// One access log line, already formatted in the stage's format, plus a short summary for the
+/// terminal.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    pub line: String,
+    pub summary: String,
+}
+
+/// The gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    served: RwLock<Arc<Served>>,
+    limits: Mutex<Limits>,
+    access: Option<mpsc::UnboundedSender<AccessLog>>,
+    account_id: String,
+    host: String,
+}
+
+impl Gateway {
+    /// `host` is what clients address (`127.0.0.1:3000`), used for `Host`-less requests and
+    /// the request context's domain name. Access log lines go to `access` when given.
+    pub fn new(
+        served: Served,
+        account_id: impl Into<String>,
+        host: impl Into<String>,
+        access: Option<mpsc::UnboundedSender<AccessLog>>,
+    ) -> Gateway {
+        Gateway {
+            inner: Arc::new(Inner {
+                served: RwLock::new(Arc::new(served)),
+                limits: Mutex::new(Limits::default()),
+                access,
+                account_id: account_id.into(),
+                host: host.into(),
+            }),
+        }
+    }
+
+    /// The API and runtime served now.
+    pub fn served(&self) -> Arc<Served> {
+        self.inner
+            .served
+            .read()
+            .expect("gateway state lock")
+            .clone()
+    }
+
+    /// Serves `served` from now on and returns the previous one (the caller shuts its runtime
+    /// down once in-flight requests are done with it). Rate limit state is kept for the same
+    /// usage plans, as API Gateway keeps counting across deployments.
+    pub fn replace(&self, served: Served) -> Arc<Served> {
+        let mut guard = self.inner.served.write().expect("gateway state lock");
+        std::mem::replace(&mut *guard, Arc::new(served))
+    }
+
+    /// Accepts connections until `shutdown` turns true.
+    pub async fn serve(self, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let gw = self.clone();
+                    connections.spawn(http::serve_connection(stream, move |req| {
+                        let gw = gw.clone();
+                        async move { gw.handle(req, peer.ip()).await }
+                    }));
+                }
+                _ = shutdown.changed() => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        connections.shutdown().await;
+    }
+
+    /// Answers one request as API Gateway would.
+    pub async fn handle(&self, req: Request, peer: IpAddr) -> Response {
+        let started = Instant::now();
+        let served = self.served();
+        let mut ctx = Ctx {
+            request_id: request_id(),
+            started_epoch_ms: epoch_ms(),
+            source_ip: peer.to_string(),
+            method: req.method.clone(),
+            path: req.path.split('?').next().unwrap_or("/").to_string(),
+            resource_path: String::new(),
+            api_key_id: String::new(),
+            status: 0,
+            integration_status: String::new(),
+            integration_latency: String::new(),
+            error_message: String::new(),
+            response_length: 0,
+        };
+        let mut response = self.route_and_invoke(&served, &req, &mut ctx).await;
+        response
+            .headers
+            .push(("x-amzn-RequestId".into(), ctx.request_id.clone()));
+        ctx.status = response.status;
+        ctx.response_length = response.body.len();
+        if let Some(tx) = &self.inner.access {
+            let format = served
+                .api
+                .access_log
+                .as_ref()
+                .map(|(_, f)| f.as_str())
+                .unwrap_or(DEFAULT_LOG_FORMAT);
+            let line = render_access_log(format, &ctx, &served.api, started.elapsed());
+            let summary = format!(
+                "{} {} {} {} ms",
+                ctx.method,
+                ctx.path,
+                ctx.status,
+                started.elapsed().as_millis()
+            );
+            let _ = tx.send(AccessLog { line, summary });
+        }
+        response
+    }
+
+    async fn route_and_invoke(&self, served: &Served, req: &Request, ctx: &mut Ctx) -> Response {
+        let api = &served.api;
+        let (path, query) = match req.path.split_once('?') {
+            Some((p, q)) => (p, q),
+            None => (req.path.as_str(), ""),
+        };
+        let Some(rest) = strip_stage(path, &api.stage) else {
+            // Another stage or no stage: API Gateway has nothing there.
+            return gateway_error(
+                api,
+                ctx,
+                "MISSING_AUTHENTICATION_TOKEN",
+                403,
+                "Missing Authentication Token",
+                "",
+            );
+        };
+        let Some((route, path_params)) = find_route(&api.routes, rest, &req.method) else {
+            return gateway_error(
+                api,
+                ctx,
+                "MISSING_AUTHENTICATION_TOKEN",
+                403,
+                "Missing Authentication Token",
+                "",
+            );
+        };
+        ctx.resource_path = route.path.clone();
+
+        // API keys are checked whenever the client sends one, as API Gateway does, so usage
+        // plans count them; required or not decides whether a missing key is an error.
+        let key_value = req.header("x-api-key");
+        let key = key_value.and_then(|v| usable_key(api, v));
+        if let Some((key_id, _)) = &key {
+            ctx.api_key_id = key_id.clone();
+        }
+        if route.api_key_required && key.is_none() {
+            return gateway_error(api, ctx, "INVALID_API_KEY", 403, "Forbidden", "");
+        }
+
+        let now = Instant::now();
+        let day = epoch_ms() / 86_400_000;
+        {
+            let mut limits = self.inner.limits.lock().expect("limits lock");
+            if route.api_key_required
+                && let Some((key_id, plans)) = &key
+            {
+                for plan in plans {
+                    let plan = &api.usage_plans[*plan];
+                    if let Some((rate, burst)) = plan.throttle
+                        && !limits
+                            .buckets
+                            .entry(format!("plan:{}:{key_id}", plan.id))
+                            .or_insert_with(|| TokenBucket::new(rate, burst, now))
+                            .take(rate, burst, now)
+                    {
+                        drop(limits);
+                        return gateway_error(api, ctx, "THROTTLED", 429, "Too Many Requests", "");
+                    }
+                    if let Some((limit, period)) = &plan.quota {
+                        let window = quota_window(period, day);
+                        let used = limits
+                            .quota
+                            .entry(format!("{}:{key_id}", plan.id))
+                            .or_insert((window, 0));
+                        if used.0 != window {
+                            *used = (window, 0);
+                        }
+                        if used.1 >= *limit {
+                            drop(limits);
+                            return gateway_error(
+                                api,
+                                ctx,
+                                "QUOTA_EXCEEDED",
+                                429,
+                                "Limit Exceeded",
+                                "",
+                            );
+                        }
+                        used.1 += 1;
+                    }
+                }
+            }
+            if let Some((rate, burst)) = api.stage_throttle
+                && !limits
+                    .buckets
+                    .entry("stage".into())
+                    .or_insert_with(|| TokenBucket::new(rate, burst, now))
+                    .take(rate, burst, now)
+            {
+                drop(limits);
+                return gateway_error(api, ctx, "THROTTLED", 429, "Too Many Requests", "");
+            }
+        }
+
+        let query_pairs = parse_query(query);
+        if route.validate_params {
+            let mut missing: Vec<String> = route
+                .required_query
+                .iter()
+                .filter(|q| !query_pairs.iter().any(|(k, v)| k == *q && !v.is_empty()))
+                .cloned()
+                .collect();
+            missing.extend(
+                route
+                    .required_headers
+                    .iter()
+                    .filter(|h| req.header(h).is_none())
+                    .cloned(),
+            );
+            if !missing.is_empty() {
+                let msg = format!(
+                    "Missing required request parameters: [{}]",
+                    missing.join(", ")
+                );
+                return gateway_error(api, ctx, "BAD_REQUEST_PARAMETERS", 400, &msg, &msg);
+            }
+        }
+        if req.body.len() > MAX_REQUEST_BODY {
+            return gateway_error(api, ctx, "REQUEST_TOO_LARGE", 413, "Request Too Long", "");
+        }
+
+        match &route.integration {
+            Integration::Mock { status, headers } => Response {
+                status: *status,
+                headers: headers.clone(),
+                body: Vec::new(),
+            },
+            Integration::Unsupported(what) => {
+                let msg = format!("the local gateway cannot run a {what} integration");
+                gateway_error(api, ctx, "API_CONFIGURATION_ERROR", 500, &msg, "")
+            }
+            Integration::Lambda {
+                function, timeout, ..
+            } => {
+                let event = proxy_event(&EventInput {
+                    api,
+                    route,
+                    req,
+                    path_params: &path_params,
+                    query: &query_pairs,
+                    ctx,
+                    api_key: key_value.filter(|_| key.is_some()),
+                    account_id: &self.inner.account_id,
+                    host: &self.inner.host,
+                });
+                let started = Instant::now();
+                let invoked =
+                    tokio::time::timeout(*timeout, served.lambda.invoke(function, event)).await;
+                ctx.integration_latency = started.elapsed().as_millis().to_string();
+                let invoked = match invoked {
+                    Err(_) => {
+                        ctx.integration_status = String::new();
+                        return gateway_error(
+                            api,
+                            ctx,
+                            "INTEGRATION_TIMEOUT",
+                            504,
+                            "Endpoint request timed out",
+                            "",
+                        );
+                    }
+                    Ok(Err(e)) => {
+                        let msg = format!("Internal server error ({e})");
+                        ctx.error_message = msg;
+                        return gateway_error(
+                            api,
+                            ctx,
+                            "INTEGRATION_FAILURE",
+                            500,
+                            "Internal server error",
+                            "",
+                        );
+                    }
+                    Ok(Ok(i)) => i,
+                };
+                match &invoked.outcome {
+                    InvokeOutcome::Ok(v) => {
+                        ctx.integration_status = "200".into();
+                        match proxy_response(v, req.header("accept"), &api.binary_media_types) {
+                            Ok(r) => r,
+                            Err(why) => {
+                                tracing::warn!(
+                                    "{function}: malformed Lambda proxy response: {why}"
+                                );
+                                gateway_error(
+                                    api,
+                                    ctx,
+                                    "DEFAULT_5XX",
+                                    502,
+                                    "Internal server error",
+                                    "",
+                                )
+                            }
+                        }
+                    }
+                    other => {
+                        // Lambda answered 200 with X-Amz-Function-Error: API Gateway gives 502.
+                        ctx.integration_status = "200".into();
+                        let (payload, _) = other.invoke_payload(&invoked.request_id);
+                        tracing::warn!("{function}: invocation failed: {payload}");
+                        gateway_error(api, ctx, "DEFAULT_5XX", 502, "Internal server error", "")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The request's facts that access logs and gateway responses refer to (`$context.*`).
+struct Ctx {
+    request_id: String,
+    started_epoch_ms: u64,
+    source_ip: String,
+    method: String,
+    path: String,
+    resource_path: String,
+    api_key_id: String,
+    status: u16,
+    integration_status: String,
+    integration_latency: String,
+    error_message: String,
+    response_length: usize,
+}
+
+/// The usage plans' and stage's rate limit state.
+#[derive(Default)]
+struct Limits {
+    buckets: HashMap<String, TokenBucket>,
+    /// Per plan and key: (period window, requests counted in it).
+    quota: HashMap<String, (u64, u64)>,
+}
+
+/// API Gateway's throttling model: a bucket of `burst` tokens refilled at `rate` per second.
+#[derive(Debug, Clone)]
+struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(_rate: f64, burst: u32, now: Instant) -> TokenBucket {
+        TokenBucket {
+            tokens: f64::from(burst.max(1)),
+            last: now,
+        }
+    }
+
+    /// Takes a token if there is one. The limits are passed each time: a reloaded deployment
+    /// may have changed them.
+    fn take(&mut self, rate: f64, burst: u32, now: Instant) -> bool {
+        let capacity = f64::from(burst.max(1));
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(capacity);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The quota window a UTC day falls in: the day, the week (weeks start on Monday, as usage
+/// plan quotas with no offset do) or the month.
+fn quota_window(period: &str, day: u64) -> u64 {
+    match period {
+        // 1970-01-01 was a Thursday: shift so that windows turn over on Mondays.
+        "WEEK" => (day + 3) / 7,
+        "MONTH" => {
+            let (y, m, _) = civil_from_days(day as i64);
+            y as u64 * 12 + u64::from(m)
+        }
+        _ => day,
+    }
+}
+
+/// The key with this value if it is enabled and in a usage plan of the stage, with the
+/// indexes of those plans.
+fn usable_key(api: &DeployedApi, value: &str) -> Option<(String, Vec<usize>)> {
+    let key = api.keys.iter().find(|k| k.enabled && k.value == value)?;
+    let plans: Vec<usize> = api
+        .usage_plans
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.key_ids.contains(&key.id))
+        .map(|(i, _)| i)
+        .collect();
+    (!plans.is_empty()).then(|| (key.id.clone(), plans))
+}
+
+/// `/v1/list-invoices` -> `/list-invoices` for stage `v1`.
+fn strip_stage<'a>(path: &'a str, stage: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix('/')?.strip_prefix(stage)?;
+    if rest.is_empty() {
+        Some("/")
+    } else if rest.starts_with('/') {
+        Some(rest)
+    } else {
+        None
+    }
+}
+
+/// The route serving `method` on `path` (stage stripped) and its path parameters. Literal
+/// segments win over `{param}`, which wins over `{proxy+}`; an exact method over `ANY`.
+pub fn find_route<'a>(
+    routes: &'a [Route],
+    path: &str,
+    method: &str,
+) -> Option<(&'a Route, BTreeMap<String, String>)> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let mut best: Option<((u32, u32), &Route, BTreeMap<String, String>)> = None;
+    for route in routes {
+        let method_rank = if route.method.eq_ignore_ascii_case(method) {
+            1
+        } else if route.method == "ANY" {
+            0
+        } else {
+            continue;
+        };
+        let Some((specificity, params)) = match_template(&route.path, &segments) else {
+            continue;
+        };
+        let rank = (specificity, method_rank);
+        if best.as_ref().is_none_or(|(r, _, _)| rank > *r) {
+            best = Some((rank, route, params));
+        }
+    }
+    best.map(|(_, r, p)| (r, p))
+}
+
+/// Matches a resource path template against request segments; the score orders matches by
+/// how literal they are.
+fn match_template(template: &str, segments: &[&str]) -> Option<(u32, BTreeMap<String, String>)> {
+    let parts: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
+    let mut params = BTreeMap::new();
+    let mut score = 0u32;
+    for (i, part) in parts.iter().enumerate() {
+        if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix("+}")) {
+            // Greedy: the rest of the path, at least one segment, and only as the last part.
+            if i + 1 != parts.len() || segments.len() <= i {
+                return None;
+            }
+            let rest: Vec<String> = segments[i..].iter().map(|s| percent_decode(s)).collect();
+            params.insert(name.to_string(), rest.join("/"));
+            return Some((score, params));
+        }
+        let seg = segments.get(i)?;
+        if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            params.insert(name.to_string(), percent_decode(seg));
+            score += 1;
+        } else if *part == *seg {
+            score += 2;
+        } else {
+            return None;
+        }
+    }
+    (parts.len() == segments.len()).then_some((score * 2 + 1, params))
+}
+
+/// `%41` -> `A`; invalid escapes stay as they are. `+` is not a space in a path or, for API
+/// Gateway, in a query string.
+fn percent_decode(s: &str) -> String {
+    urlencoding::decode(s)
+        .map(|c| c.into_owned())
+        .unwrap_or_else(|_| s.to_string())
+}
+
+/// Query string pairs in order, decoded; `a` alone is `("a", "")`.
+fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k), percent_decode(v)),
+            None => (percent_decode(p), String::new()),
+        })
+        .collect()
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// `25/Nov/2026:19:52:06 +0000`, API Gateway's `requestTime`.
+fn request_time(epoch_ms: u64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = epoch_ms / 1000;
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let t = secs % 86_400;
+    format!(
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
+}
+
+struct EventInput<'a> {
+    api: &'a DeployedApi,
+    route: &'a Route,
+    req: &'a Request,
+    path_params: &'a BTreeMap<String, String>,
+    query: &'a [(String, String)],
+    ctx: &'a Ctx,
+    api_key: Option<&'a str>,
+    account_id: &'a str,
+    host: &'a str,
+}
+
+/// Whether a content type is one of the API's binary media types (`image/*`, `*/*` allowed).
+fn is_binary(content_type: Option<&str>, binary_media_types: &[String]) -> bool {
+    let Some(ct) = content_type else { return false };
+    let ct = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    binary_media_types.iter().any(|t| {
+        let t = t.to_ascii_lowercase();
+        t == ct
+            || t == "*/*"
+            || t.strip_suffix("/*")
+                .is_some_and(|major| ct.split('/').next() == Some(major))
+    })
+}
+
+/// The Lambda proxy event (payload format 1.0) API Gateway sends for this request.
+fn proxy_event(e: &EventInput<'_>) -> Value {
+    let mut headers = Map::new();
+    let mut multi_headers: Map<String, Value> = Map::new();
+    for (name, value) in &e.req.headers {
+        headers.insert(name.clone(), Value::String(value.clone()));
+        match multi_headers.get_mut(name) {
+            Some(Value::Array(values)) => values.push(Value::String(value.clone())),
+            _ => {
+                multi_headers.insert(name.clone(), json!([value]));
+            }
+        }
+    }
+    let mut query = Map::new();
+    let mut multi_query: Map<String, Value> = Map::new();
+    for (k, v) in e.query {
+        query.insert(k.clone(), Value::String(v.clone()));
+        match multi_query.get_mut(k) {
+            Some(Value::Array(values)) => values.push(Value::String(v.clone())),
+            _ => {
+                multi_query.insert(k.clone(), json!([v]));
+            }
+        }
+    }
+    let none_if_empty = |m: Map<String, Value>| {
+        if m.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(m)
+        }
+    };
+    let (body, base64) = if e.req.body.is_empty() {
+        (Value::Null, false)
+    } else if is_binary(e.req.header("content-type"), &e.api.binary_media_types) {
+        (
+            Value::String(base64::engine::general_purpose::STANDARD.encode(&e.req.body)),
+            true,
+        )
+    } else {
+        (
+            Value::String(String::from_utf8_lossy(&e.req.body).into_owned()),
+            false,
+        )
+    };
+    let path = strip_stage(&e.ctx.path, &e.api.stage).unwrap_or("/");
+    let host = e.req.header("host").unwrap_or(e.host);
+    json!({
+        "resource": e.route.path,
+        "path": path,
+        "httpMethod": e.req.method,
+        "headers": none_if_empty(headers),
+        "multiValueHeaders": none_if_empty(multi_headers),
+        "queryStringParameters": none_if_empty(query),
+        "multiValueQueryStringParameters": none_if_empty(multi_query),
+        "pathParameters": if e.path_params.is_empty() { Value::Null } else { json!(e.path_params) },
+        "stageVariables": Value::Null,
+        "requestContext": {
+            "accountId": e.account_id,
+            "apiId": e.api.id,
+            "resourceId": e.route.resource_id,
+            "resourcePath": e.route.path,
+            "httpMethod": e.req.method,
+            "extendedRequestId": e.ctx.request_id,
+            "requestId": e.ctx.request_id,
+            "requestTime": request_time(e.ctx.started_epoch_ms),
+            "requestTimeEpoch": e.ctx.started_epoch_ms,
+            "path": e.ctx.path,
+            "protocol": "HTTP/1.1",
+            "stage": e.api.stage,
+            "domainName": host,
+            "domainPrefix": host.split('.').next().unwrap_or(host),
+            "identity": {
+                "accessKey": null,
+                "accountId": null,
+                "apiKey": e.api_key,
+                "apiKeyId": if e.api_key.is_some() { Value::String(e.ctx.api_key_id.clone()) } else { Value::Null },
+                "caller": null,
+                "cognitoAuthenticationProvider": null,
+                "cognitoAuthenticationType": null,
+                "cognitoIdentityId": null,
+                "cognitoIdentityPoolId": null,
+                "principalOrgId": null,
+                "sourceIp": e.ctx.source_ip,
+                "user": null,
+                "userAgent": e.req.header("user-agent"),
+                "userArn": null,
+            },
+        },
+        "body": body,
+        "isBase64Encoded": base64,
+    })
+}
+
+/// Maps a Lambda proxy response to HTTP, or says why it is malformed (API Gateway then
+/// answers 502). A base64 body is decoded only when the client's `Accept` names a binary
+/// media type of the API, as API Gateway does; otherwise the client gets the base64 text.
+fn proxy_response(
+    v: &Value,
+    accept: Option<&str>,
+    binary_media_types: &[String],
+) -> Result<Response, String> {
+    let obj = v.as_object().ok_or("the response is not a JSON object")?;
+    for key in obj.keys() {
+        if !matches!(
+            key.as_str(),
+            "statusCode" | "headers" | "multiValueHeaders" | "body" | "isBase64Encoded"
+        ) {
+            return Err(format!("unexpected field `{key}`"));
+        }
+    }
+    let status = match obj.get("statusCode") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        None | Some(Value::Null) => Some(200),
+        _ => None,
+    }
+    .filter(|s| (100..=599).contains(s))
+    .ok_or("`statusCode` is not an HTTP status")? as u16;
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    if let Some(h) = obj.get("headers").filter(|h| !h.is_null()) {
+        for (k, v) in h.as_object().ok_or("`headers` is not an object")? {
+            headers.push((
+                k.clone(),
+                scalar(v).ok_or_else(|| format!("header `{k}` is not a string"))?,
+            ));
+        }
+    }
+    if let Some(h) = obj.get("multiValueHeaders").filter(|h| !h.is_null()) {
+        for (k, vs) in h
+            .as_object()
+            .ok_or("`multiValueHeaders` is not an object")?
+        {
+            // A name in both maps: the multi-value list wins, as in API Gateway.
+            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
+            for v in vs
+                .as_array()
+                .ok_or_else(|| format!("`multiValueHeaders.{k}` is not a list"))?
+            {
+                headers.push((
+                    k.clone(),
+                    scalar(v).ok_or_else(|| format!("header `{k}` is not a string"))?,
+                ));
+            }
+        }
+    }
+    let base64 = match obj.get("isBase64Encoded") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        _ => return Err("`isBase64Encoded` is not a boolean".into()),
+    };
+    let body = match obj.get("body") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => {
+            let accept_binary = accept.is_some_and(|a| {
+                a.split(',')
+                    .next()
+                    .is_some_and(|first| is_binary(Some(first), binary_media_types))
+            });
+            if base64 && accept_binary {
+                base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .map_err(|e| format!("`body` is not valid base64: {e}"))?
+            } else {
+                s.clone().into_bytes()
+            }
+        }
+        Some(_) => return Err("`body` is not a string".into()),
+    };
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+    {
+        headers.push(("Content-Type".into(), "application/json".into()));
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Fallback when a gateway response type is not configured (its family's default).
+fn family_default(status: u16) -> &'static str {
+    if status >= 500 {
+        "DEFAULT_5XX"
+    } else {
+        "DEFAULT_4XX"
+    }
+}
+
+/// An error the gateway raises itself, rendered through the API's gateway responses.
+fn gateway_error(
+    api: &DeployedApi,
+    ctx: &mut Ctx,
+    kind: &str,
+    status: u16,
+    message: &str,
+    validation: &str,
+) -> Response {
+    if ctx.error_message.is_empty() {
+        ctx.error_message = message.to_string();
+    }
+    let specific = api.gateway_responses.get(kind);
+    let family = api.gateway_responses.get(family_default(status));
+    let status = specific.and_then(|g| g.status).unwrap_or(status);
+    let chosen = specific.or(family);
+    let template = chosen.and_then(|g| g.template.clone());
+    let mut headers = chosen.map(|g| g.headers.clone()).unwrap_or_default();
+    let body = match template {
+        Some(t) => t
+            .replace(
+                "$context.error.messageString",
+                &Value::String(message.to_string()).to_string(),
+            )
+            .replace("$context.error.validationErrorString", validation)
+            .replace("$context.error.message", message)
+            .replace("$context.error.responseType", kind)
+            .replace("$context.requestId", &ctx.request_id),
+        None => json!({ "message": message }).to_string(),
+    };
+    headers.push(("Content-Type".into(), "application/json".into()));
+    headers.push(("x-amzn-ErrorType".into(), error_type(kind).into()));
+    Response {
+        status,
+        headers,
+        body: body.into_bytes(),
+    }
+}
+
+/// The `x-amzn-ErrorType` API Gateway sends with its own errors.
+fn error_type(kind: &str) -> &'static str {
+    match kind {
+        "MISSING_AUTHENTICATION_TOKEN" => "IncompleteSignatureException",
+        "INVALID_API_KEY" | "ACCESS_DENIED" => "ForbiddenException",
+        "THROTTLED" | "QUOTA_EXCEEDED" => "TooManyRequestsException",
+        "BAD_REQUEST_PARAMETERS" | "BAD_REQUEST_BODY" => "BadRequestException",
+        "REQUEST_TOO_LARGE" => "RequestTooLongException",
+        "INTEGRATION_TIMEOUT" => "InternalServerErrorException",
+        _ => "InternalServerErrorException",
+    }
+}
+
+/// Used when the stage has no access log settings: the common log format API Gateway
+/// suggests.
+const DEFAULT_LOG_FORMAT: &str = "$context.identity.sourceIp - - [$context.requestTime] \"$context.httpMethod $context.resourcePath $context.protocol\" $context.status $context.responseLength $context.requestId";
+
+/// Substitutes the `$context.*` variables of an access log format.
+fn render_access_log(format: &str, ctx: &Ctx, api: &DeployedApi, latency: Duration) -> String {
+    let vars: [(&str, String); 17] = [
+        ("$context.identity.sourceIp", ctx.source_ip.clone()),
+        ("$context.identity.apiKeyId", ctx.api_key_id.clone()),
+        (
+            "$context.integrationLatency",
+            ctx.integration_latency.clone(),
+        ),
+        ("$context.integrationStatus", ctx.integration_status.clone()),
+        (
+            "$context.requestTimeEpoch",
+            ctx.started_epoch_ms.to_string(),
+        ),
+        ("$context.requestTime", request_time(ctx.started_epoch_ms)),
+        ("$context.requestId", ctx.request_id.clone()),
+        ("$context.extendedRequestId", ctx.request_id.clone()),
+        ("$context.httpMethod", ctx.method.clone()),
+        ("$context.resourcePath", ctx.resource_path.clone()),
+        ("$context.responseLength", ctx.response_length.to_string()),
+        ("$context.responseLatency", latency.as_millis().to_string()),
+        ("$context.protocol", "HTTP/1.1".into()),
+        ("$context.status", ctx.status.to_string()),
+        ("$context.stage", api.stage.clone()),
+        ("$context.apiId", api.id.clone()),
+        ("$context.error.message", ctx.error_message.clone()),
+    ];
+    let mut out = format.to_string();
+    // Longest names first, so `$context.requestTimeEpoch` is not eaten by `$context.requestTime`
+    // (the array above lists the longer of each such pair first).
+    for (name, value) in &vars {
+        // Inside a JSON format a value must stay a valid JSON string body.
+        let escaped = Value::String(value.clone()).to_string();
+        out = out.replace(name, &escaped[1..escaped.len() - 1]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::deployed::{ApiKey, GatewayResponse, UsagePlan};
+
+    fn route(path: &str, method: &str) -> Route {
+        Route {
+            resource_id: format!("id{path}"),
+            path: path.into(),
+            method: method.into(),
+            api_key_required: true,
+            required_query: vec![],
+            required_headers: vec![],
+            validate_params: false,
+            integration: Integration::Mock {
+                status: 200,
+                headers: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn routes_prefer_literals_then_params_then_greedy_and_exact_methods() {
+        let routes = vec![
+            route("/{proxy+}", "ANY"),
+            route("/items/{id}", "GET"),
+            route("/items/special", "GET"),
+            route("/items/{id}", "ANY"),
+            route("/", "GET"),
+        ];
+        let (r, p) = find_route(&routes, "/items/special", "GET").unwrap();
+        assert_eq!(r.path, "/items/special");
+        assert!(p.is_empty());
+        let (r, p) = find_route(&routes, "/items/a%20b", "GET").unwrap();
+        assert_eq!((r.path.as_str(), r.method.as_str()), ("/items/{id}", "GET"));
+        assert_eq!(p["id"], "a b");
+        let (r, _) = find_route(&routes, "/items/x", "DELETE").unwrap();
+        assert_eq!((r.path.as_str(), r.method.as_str()), ("/items/{id}", "ANY"));
+        let (r, p) = find_route(&routes, "/a/b/c", "POST").unwrap();
+        assert_eq!(r.path, "/{proxy+}");
+        assert_eq!(p["proxy"], "a/b/c");
+        assert_eq!(find_route(&routes, "/", "GET").unwrap().0.path, "/");
+        let only = vec![route("/list-invoices", "GET")];
+        assert!(find_route(&only, "/list-invoices", "POST").is_none());
+        assert!(find_route(&only, "/list-invoices/x", "GET").is_none());
+        assert!(find_route(&only, "/", "GET").is_none());
+    }
+
+    #[test]
+    fn stage_prefix_is_required() {
+        assert_eq!(
+            strip_stage("/v1/list-invoices", "v1"),
+            Some("/list-invoices")
+        );
+        assert_eq!(strip_stage("/v1", "v1"), Some("/"));
+        assert_eq!(strip_stage("/v10/x", "v1"), None);
+        assert_eq!(strip_stage("/list-invoices", "v1"), None);
+    }
+
+    #[test]
+    fn token_bucket_allows_burst_then_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(2.0, 3, t0);
+        assert!((0..3).all(|_| b.take(2.0, 3, t0)));
+        assert!(!b.take(2.0, 3, t0));
+        assert!(b.take(2.0, 3, t0 + Duration::from_millis(500)));
+        assert!(!b.take(2.0, 3, t0 + Duration::from_millis(500)));
+        // Never more than the burst, however long the pause.
+        let later = t0 + Duration::from_secs(60);
+        assert!((0..3).all(|_| b.take(2.0, 3, later)));
+        assert!(!b.take(2.0, 3, later));
+    }
+
+    #[test]
+    fn quota_windows_turn_over_on_day_monday_and_month() {
+        // 2026-11-23 is a Monday: day 20_415.
+        assert_eq!(civil_from_days(20_415), (2026, 11, 23));
+        assert_ne!(quota_window("WEEK", 20_414), quota_window("WEEK", 20_415));
+        assert_eq!(quota_window("WEEK", 20_415), quota_window("WEEK", 20_421));
+        assert_ne!(quota_window("DAY", 20_415), quota_window("DAY", 20_416));
+        // 2026-11-30 and 2026-12-01.
+        assert_ne!(quota_window("MONTH", 20_422), quota_window("MONTH", 20_423));
+        assert_eq!(quota_window("MONTH", 20_415), quota_window("MONTH", 20_422));
+    }
+
+    #[test]
+    fn request_time_has_api_gateway_shape() {
+        // 2026-11-25T19:52:06Z
+        assert_eq!(
+            request_time(1_795_636_326_000),
+            "25/Nov/2026:19:52:06 +0000"
+        );
+    }
+
+    fn api() -> DeployedApi {
+        DeployedApi {
+            id: "abc123".into(),
+            name: "api".into(),
+            stage: "v1".into(),
+            deployment_id: "d1".into(),
+            routes: vec![],
+            gateway_responses: BTreeMap::from([
+                (
+                    "INVALID_API_KEY".into(),
+                    GatewayResponse {
+                        status: Some(403),
+                        headers: vec![("Access-Control-Allow-Origin".into(), "*".into())],
+                        template: Some(
+                            r#"{"error":{"code":"forbidden","message":$context.error.messageString}}"#
+                                .into(),
+                        ),
+                    },
+                ),
+                (
+                    "DEFAULT_5XX".into(),
+                    GatewayResponse {
+                        status: None,
+                        headers: vec![],
+                        template: Some(r#"{"error":{"code":"internal_error"}}"#.into()),
+                    },
+                ),
+            ]),
+            binary_media_types: vec!["application/pdf".into()],
+            access_log: None,
+            stage_throttle: None,
+            keys: vec![
+                ApiKey {
+                    id: "k1".into(),
+                    value: "secret".into(),
+                    enabled: true,
+                },
+                ApiKey {
+                    id: "k2".into(),
+                    value: "off".into(),
+                    enabled: false,
+                },
+                ApiKey {
+                    id: "k3".into(),
+                    value: "planless".into(),
+                    enabled: true,
+                },
+            ],
+            usage_plans: vec![UsagePlan {
+                id: "p1".into(),
+                throttle: Some((1.0, 1)),
+                quota: Some((5, "DAY".into())),
+                key_ids: vec!["k1".into(), "k2".into()],
+            }],
+        }
+    }
+
+    fn ctx() -> Ctx {
+        Ctx {
+            request_id: "rid".into(),
+            started_epoch_ms: 0,
+            source_ip: "127.0.0.1".into(),
+            method: "GET".into(),
+            path: "/v1/x".into(),
+            resource_path: "/x".into(),
+            api_key_id: String::new(),
+            status: 0,
+            integration_status: String::new(),
+            integration_latency: String::new(),
+            error_message: String::new(),
+            response_length: 0,
+        }
+    }
+
+    #[test]
+    fn only_enabled_keys_in_a_plan_of_the_stage_are_usable() {
+        let api = api();
+        assert_eq!(usable_key(&api, "secret"), Some(("k1".into(), vec![0])));
+        assert_eq!(usable_key(&api, "off"), None);
+        assert_eq!(usable_key(&api, "planless"), None);
+        assert_eq!(usable_key(&api, "nope"), None);
+    }
+
+    #[test]
+    fn gateway_errors_use_the_api_gateway_responses() {
+        let api = api();
+        let r = gateway_error(&api, &mut ctx(), "INVALID_API_KEY", 403, "Forbidden", "");
+        assert_eq!(r.status, 403);
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"]["message"], "Forbidden");
+        assert!(
+            r.headers
+                .contains(&("Access-Control-Allow-Origin".into(), "*".into()))
+        );
+        // Not configured: the family default, with the type's own status.
+        let r = gateway_error(
+            &api,
+            &mut ctx(),
+            "INTEGRATION_TIMEOUT",
+            504,
+            "timed out",
+            "",
+        );
+        assert_eq!(r.status, 504);
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"]["code"], "internal_error");
+        // No family default either: API Gateway's own shape.
+        let r = gateway_error(&api, &mut ctx(), "THROTTLED", 429, "Too Many Requests", "");
+        assert_eq!(r.status, 429);
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body, json!({"message": "Too Many Requests"}));
+    }
+
+    #[test]
+    fn proxy_responses_map_status_headers_and_bodies() {
+        let bin = vec!["application/pdf".to_string()];
+        let r = proxy_response(
+            &json!({"statusCode": 201, "headers": {"A": "1", "Content-Type": "text/plain"},
+                    "multiValueHeaders": {"Set-Cookie": ["a=1", "b=2"]}, "body": "hi"}),
+            None,
+            &bin,
+        )
+        .unwrap();
+        assert_eq!(r.status, 201);
+        assert_eq!(r.body, b"hi");
+        assert!(r.headers.contains(&("Set-Cookie".into(), "b=2".into())));
+        assert!(r.headers.contains(&("A".into(), "1".into())));
+        let pdf = json!({"statusCode": 200, "body": "JVBERg==", "isBase64Encoded": true});
+        assert_eq!(
+            proxy_response(&pdf, Some("application/pdf"), &bin)
+                .unwrap()
+                .body,
+            b"%PDF"
+        );
+        assert_eq!(
+            proxy_response(&pdf, Some("text/html"), &bin).unwrap().body,
+            b"JVBERg=="
+        );
+        for bad in [
+            json!("just a string"),
+            json!({"statusCode": "abc"}),
+            json!({"statusCode": 200, "body": {"a": 1}}),
+            json!({"statusCode": 200, "extra": 1}),
+            json!({"statusCode": 200, "headers": {"a": ["x"]}}),
+        ] {
+            assert!(proxy_response(&bad, None, &bin).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn access_log_lines_stay_valid_json() {
+        let mut c = ctx();
+        c.error_message = "say \"hi\"".into();
+        c.status = 403;
+        let line = render_access_log(
+            r#"{"requestId":"$context.requestId","status":"$context.status","err":"$context.error.message","t":"$context.requestTimeEpoch"}"#,
+            &c,
+            &api(),
+            Duration::from_millis(3),
+        );
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["status"], "403");
+        assert_eq!(v["err"], "say \"hi\"");
+        assert_eq!(v["t"], "0");
+    }
+
+    #[test]
+    fn binary_media_types_match_wildcards() {
+        let t = vec!["image/*".to_string(), "application/pdf".to_string()];
+        assert!(is_binary(Some("image/png"), &t));
+        assert!(is_binary(Some("application/pdf; charset=binary"), &t));
+        assert!(!is_binary(Some("application/json"), &t));
+        assert!(!is_binary(None, &t));
+    }
+}
