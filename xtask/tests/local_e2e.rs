@@ -1,0 +1,381 @@
+//! End to end, over HTTP: `cargo xtask up` (the real binary) deploys the local environment
+//! into a private emulator and serves it; the tests talk to it as a client would.
+//!
+//! Two kinds of deployment:
+//! - the real five functions, built for this machine once per test binary (as `up` builds
+//!   them): the invoice lifecycle, PDF generation through the stream, client errors;
+//! - the std-only fixture function in every zip, for what the real functions never do on
+//!   purpose: crash, time out, answer slowly; and for the usage plan's limits.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{HttpResponse, Up, fixture_text, fixture_zips, http, real_zips, wait_for};
+use serde_json::Value;
+
+fn pdf_text(pdf: &[u8]) -> String {
+    let doc = lopdf::Document::load_mem(pdf).expect("a parseable PDF");
+    let pages: Vec<u32> = doc.get_pages().keys().copied().collect();
+    doc.extract_text(&pages)
+        .expect("extractable text")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn error_code(r: &HttpResponse) -> String {
+    r.json()["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn sdk(up: &Up) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(up.emu.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invoice_lifecycle_insert_list_pdf_download_and_mock_data() {
+    let zips = tokio::task::spawn_blocking(real_zips).await.unwrap();
+    let mut up = Up::start(zips, &[]).await;
+    let invoice = fixture_text("e2e/invoice.json");
+
+    let created = up.post_json("/insert-invoice", invoice.as_bytes());
+    assert!(
+        created.status == 200 || created.status == 201,
+        "{created:?}"
+    );
+    let inserted_at = Instant::now();
+    assert_eq!(created.json()["InvoiceID"], "INV-E2E-1");
+    // The same invoice again is accepted and stores nothing new.
+    let again = up.post_json("/insert-invoice", invoice.as_bytes());
+    assert!(again.status < 300, "{again:?}");
+
+    let listed = up.get("/list-invoices?customerId=CUST-E2E");
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let items = listed.json();
+    let ids: Vec<&str> = items
+        .as_array()
+        .expect("a JSON list")
+        .iter()
+        .filter_map(|i| i["InvoiceID"].as_str())
+        .collect();
+    assert_eq!(ids, ["INV-E2E-1"]);
+
+    // The stream poller hands the insert to generate-pdf; download-invoice answers 409 until
+    // the PDF exists, then a presigned URL.
+    let ready = wait_for("the PDF", Duration::from_secs(90), || {
+        let r = http(
+            "GET",
+            &format!("{}/download-invoice?InvoiceID=INV-E2E-1", up.url),
+            &[("x-api-key", &up.api_key), ("accept", "application/json")],
+            b"",
+        );
+        match r.status {
+            200 => Some(r),
+            409 => {
+                assert!(r.header("retry-after").is_some(), "{r:?}");
+                None
+            }
+            _ => panic!("unexpected answer while waiting for the PDF: {r:?}"),
+        }
+    });
+    eprintln!(
+        "insert -> PDF downloadable: {} ms",
+        inserted_at.elapsed().as_millis()
+    );
+    let url = ready.json()["url"].as_str().expect("a url").to_string();
+    assert!(url.contains("X-Amz-Signature"), "{url}");
+    let pdf = http("GET", &url, &[], b"");
+    assert_eq!(pdf.status, 200, "{}", pdf.text());
+    assert!(pdf.body.starts_with(b"%PDF-"));
+    let text = pdf_text(&pdf.body);
+    for expected in ["INV-E2E-1", "CUST-E2E", "Laptop", "1,299.00"] {
+        assert!(text.contains(expected), "{expected:?} not in {text:?}");
+    }
+    // The original clients' shape: `invoiceId`, answered with the bare URL as text.
+    let plain = http(
+        "GET",
+        &format!("{}/download-invoice?invoiceId=INV-E2E-1", up.url),
+        &[("x-api-key", &up.api_key)],
+        b"",
+    );
+    assert_eq!(plain.status, 200, "{plain:?}");
+    assert!(plain.text().starts_with("http://"), "{}", plain.text());
+
+    let unknown = up.get("/download-invoice?InvoiceID=INV-NOPE");
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    assert_eq!(error_code(&unknown), "not_found");
+
+    // Access logs reach the stage's log group in its JSON format.
+    let request_id = listed.header("x-amzn-requestid").unwrap().to_string();
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk(&up).await);
+    let group = "/aws/apigateway/invoice-api-gateway-local";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        let found = logs
+            .filter_log_events()
+            .log_group_name(group)
+            .send()
+            .await
+            .ok()
+            .and_then(|events| {
+                events
+                    .events()
+                    .iter()
+                    .filter_map(|e| e.message())
+                    .find(|m| m.contains(&request_id))
+                    .map(str::to_string)
+            });
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access log line for {request_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let line: Value = serde_json::from_str(&line).expect("a JSON access log line");
+    assert_eq!(line["status"], "200");
+    assert_eq!(line["resourcePath"], "/list-invoices");
+    assert!(!line["apiKeyId"].as_str().unwrap().is_empty());
+
+    // The mock data function seeds 100 invoices once.
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk(&up).await);
+    let count = || async {
+        ddb.scan()
+            .table_name("invoices-table-local")
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .send()
+            .await
+            .unwrap()
+            .count()
+    };
+    let before = count().await;
+    for run in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["--env", "local", "invoke", "insert-mock-data"])
+            .env("XTASK__EMULATOR__PORT", up.emu.port().to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "run {run}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(count().await, before + 100, "after run {run}");
+    }
+    let cust1 = up.get("/list-invoices?customerId=CUST1");
+    assert_eq!(cust1.status, 200);
+    assert!(!cust1.json().as_array().unwrap().is_empty());
+
+    let status = up.stop();
+    assert!(status.success(), "up exited with {status}");
+    assert!(up.stderr().contains("stopped"), "{}", up.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_mistakes_get_json_errors_with_the_right_status() {
+    let zips = tokio::task::spawn_blocking(real_zips).await.unwrap();
+    let up = Up::start(zips, &["--no-streams"]).await;
+
+    // API keys: missing or wrong is API Gateway's 403, in the app's error shape.
+    let url = format!("{}/list-invoices?customerId=C1", up.url);
+    for headers in [vec![], vec![("x-api-key", "not-a-key")]] {
+        let r = http("GET", &url, &headers, b"");
+        assert_eq!(r.status, 403, "{r:?}");
+        assert_eq!(error_code(&r), "forbidden");
+    }
+    // Unknown path or method.
+    for (method, path) in [("GET", "/nope"), ("DELETE", "/list-invoices"), ("GET", "/")] {
+        let r = http(
+            method,
+            &format!("{}{path}", up.url),
+            &[("x-api-key", &up.api_key)],
+            b"",
+        );
+        assert_eq!(r.status, 404, "{method} {path}: {r:?}");
+        assert_eq!(error_code(&r), "not_found");
+    }
+    // Another stage does not exist.
+    let other = url.replace("/v1/", "/v2/");
+    assert_eq!(
+        http("GET", &other, &[("x-api-key", &up.api_key)], b"").status,
+        404
+    );
+
+    let malformed = up.post_json(
+        "/insert-invoice",
+        fixture_text("e2e/malformed.json").as_bytes(),
+    );
+    assert_eq!(malformed.status, 400, "{malformed:?}");
+    assert_eq!(error_code(&malformed), "malformed_json");
+
+    let missing = up.get("/list-invoices");
+    assert_eq!(missing.status, 400, "{missing:?}");
+    assert_eq!(error_code(&missing), "validation_failed");
+    assert!(missing.text().contains("customerId"));
+
+    // Over API Gateway's 10 MB payload limit: refused before any function runs.
+    let huge = vec![b' '; 10 * 1024 * 1024 + 1];
+    let r = up.post_json("/insert-invoice", &huge);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(error_code(&r), "payload_too_large");
+
+    // Without the stream poller the PDF never comes: 409 with Retry-After, not a 500.
+    let created = up.post_json(
+        "/insert-invoice",
+        fixture_text("e2e/invoice.json").as_bytes(),
+    );
+    assert!(created.status < 300, "{created:?}");
+    let pending = up.get("/download-invoice?InvoiceID=INV-E2E-1");
+    assert_eq!(pending.status, 409, "{pending:?}");
+    assert_eq!(error_code(&pending), "not_ready");
+    assert!(pending.header("retry-after").is_some());
+    let unknown = up.get("/download-invoice?InvoiceID=INV-NOPE");
+    assert_eq!(unknown.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crashes_and_timeouts_give_502_and_504_and_the_next_request_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture_zips(dir.path());
+    let up = Up::start(
+        dir.path(),
+        &["--no-streams", "--set", "functions.timeout_secs=2"],
+    )
+    .await;
+    let call = |action: &str, extra: &[(&str, &str)], path: &str| {
+        let mut headers = vec![("x-api-key", up.api_key.as_str()), ("action", action)];
+        headers.extend_from_slice(extra);
+        http("GET", &format!("{}{path}", up.url), &headers, b"")
+    };
+    let first = call("proxy", &[], "/list-invoices");
+    assert_eq!(first.status, 200, "{first:?}");
+    let pid = first.json()["pid"].as_u64().unwrap();
+
+    let crashed = call("crash", &[], "/list-invoices");
+    assert_eq!(crashed.status, 502, "{crashed:?}");
+    assert_eq!(error_code(&crashed), "internal_error");
+    let next = call("proxy", &[], "/list-invoices");
+    assert_eq!(next.status, 200, "{next:?}");
+    assert_ne!(next.json()["pid"].as_u64().unwrap(), pid, "a new process");
+
+    // The function's own timeout (2 s): Lambda fails the invocation, API Gateway gives 502.
+    let slow = call("sleep", &[("ms", "5000")], "/list-invoices");
+    assert_eq!(slow.status, 502, "{slow:?}");
+    assert_eq!(call("proxy", &[], "/list-invoices").status, 200);
+
+    // A function answering something that is not a proxy response: 502.
+    assert_eq!(call("echo", &[], "/list-invoices").status, 502);
+
+    // The integration's timeout: give download-invoice's integration 300 ms and redeploy,
+    // as one would on AWS; the gateway follows the new deployment.
+    let gw = aws_sdk_apigateway::Client::new(&sdk(&up).await);
+    let apis = gw.get_rest_apis().send().await.unwrap();
+    let api_id = apis.items()[0].id().unwrap().to_string();
+    let resources = gw
+        .get_resources()
+        .rest_api_id(&api_id)
+        .send()
+        .await
+        .unwrap();
+    let resource = resources
+        .items()
+        .iter()
+        .find(|r| r.path() == Some("/download-invoice"))
+        .unwrap();
+    let integration = gw
+        .get_integration()
+        .rest_api_id(&api_id)
+        .resource_id(resource.id().unwrap())
+        .http_method("GET")
+        .send()
+        .await
+        .unwrap();
+    gw.put_integration()
+        .rest_api_id(&api_id)
+        .resource_id(resource.id().unwrap())
+        .http_method("GET")
+        .r#type(aws_sdk_apigateway::types::IntegrationType::AwsProxy)
+        .integration_http_method("POST")
+        .uri(integration.uri().unwrap())
+        .timeout_in_millis(300)
+        .send()
+        .await
+        .unwrap();
+    gw.create_deployment()
+        .rest_api_id(&api_id)
+        .stage_name("v1")
+        .send()
+        .await
+        .unwrap();
+    let timed_out = wait_for("the new deployment", Duration::from_secs(30), || {
+        let r = call("sleep", &[("ms", "1200")], "/download-invoice");
+        (r.status == 504).then_some(r)
+    });
+    assert_eq!(error_code(&timed_out), "internal_error");
+    assert_eq!(call("proxy", &[], "/download-invoice").status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_plan_quota_and_throttle_give_429() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture_zips(dir.path());
+    // A burst of 5 refilled at one request per 100 s, and 3 requests a day: three pass, the
+    // next two are over the quota, then the burst is spent too.
+    let up = Up::start(
+        dir.path(),
+        &[
+            "--no-streams",
+            "--set",
+            "api.usage_plan.throttle.burst_limit=5",
+            "--set",
+            "api.usage_plan.throttle.rate_limit=0.01",
+            "--set",
+            "api.usage_plan.quota.limit=3",
+            "--set",
+            "api.usage_plan.quota.period=DAY",
+        ],
+    )
+    .await;
+    let url = format!("{}/list-invoices", up.url);
+    let statuses: Vec<(u16, String)> = (0..6)
+        .map(|_| {
+            let r = http(
+                "GET",
+                &url,
+                &[("x-api-key", &up.api_key), ("action", "proxy")],
+                b"",
+            );
+            let code = if r.status == 429 {
+                error_code(&r)
+            } else {
+                String::new()
+            };
+            (r.status, code)
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (200, String::new()),
+            (200, String::new()),
+            (200, String::new()),
+            (429, "quota_exceeded".to_string()),
+            (429, "quota_exceeded".to_string()),
+            (429, "throttled".to_string()),
+        ]
+    );
+    // Without a key nothing is counted: still the key error.
+    assert_eq!(http("GET", &url, &[], b"").status, 403);
+}
