@@ -138,6 +138,7 @@ pub fn resources(
                 method: e.method.to_string(),
                 api_key_required: true,
                 query_params: e.query.iter().map(|(n, r)| (n.to_string(), *r)).collect(),
+                validate_params: e.query.iter().any(|(_, required)| *required),
                 integration_uri: format!(
                     "arn:{part}:apigateway:{region}:lambda:path/2015-03-31/functions/{function_arn}/invocations"
                 ),

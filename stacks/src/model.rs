@@ -347,6 +347,9 @@ pub struct RouteSpec {
     pub api_key_required: bool,
     /// Query string parameters and whether API Gateway rejects requests without them.
     pub query_params: BTreeMap<String, bool>,
+    /// The method has a request validator checking parameters: without one, API Gateway
+    /// documents required parameters but lets requests without them through.
+    pub validate_params: bool,
     /// The function name, alias-qualified ARN and AWS_PROXY integration URI.
     pub function_name: String,
     pub function_arn: String,

@@ -220,10 +220,19 @@ async fn client_mistakes_get_json_errors_with_the_right_status() {
     assert_eq!(malformed.status, 400, "{malformed:?}");
     assert_eq!(error_code(&malformed), "malformed_json");
 
+    // The method's request validator: the gateway refuses before invoking the function.
     let missing = up.get("/list-invoices");
     assert_eq!(missing.status, 400, "{missing:?}");
     assert_eq!(error_code(&missing), "validation_failed");
     assert!(missing.text().contains("customerId"));
+    assert_eq!(
+        missing.header("x-amzn-errortype"),
+        Some("BadRequestException")
+    );
+    // Present but invalid is the function's call: still a 400 in the same shape.
+    let bad = up.get("/list-invoices?customerId=C1&limit=-5");
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert_eq!(error_code(&bad), "validation_failed");
 
     // Over API Gateway's 10 MB payload limit: refused before any function runs.
     let huge = vec![b' '; 10 * 1024 * 1024 + 1];
@@ -259,24 +268,30 @@ async fn crashes_and_timeouts_give_502_and_504_and_the_next_request_is_served() 
         headers.extend_from_slice(extra);
         http("GET", &format!("{}{path}", up.url), &headers, b"")
     };
-    let first = call("proxy", &[], "/list-invoices");
+    let first = call("proxy", &[], "/list-invoices?customerId=C1");
     assert_eq!(first.status, 200, "{first:?}");
     let pid = first.json()["pid"].as_u64().unwrap();
 
-    let crashed = call("crash", &[], "/list-invoices");
+    let crashed = call("crash", &[], "/list-invoices?customerId=C1");
     assert_eq!(crashed.status, 502, "{crashed:?}");
     assert_eq!(error_code(&crashed), "internal_error");
-    let next = call("proxy", &[], "/list-invoices");
+    let next = call("proxy", &[], "/list-invoices?customerId=C1");
     assert_eq!(next.status, 200, "{next:?}");
     assert_ne!(next.json()["pid"].as_u64().unwrap(), pid, "a new process");
 
     // The function's own timeout (2 s): Lambda fails the invocation, API Gateway gives 502.
-    let slow = call("sleep", &[("ms", "5000")], "/list-invoices");
+    let slow = call("sleep", &[("ms", "5000")], "/list-invoices?customerId=C1");
     assert_eq!(slow.status, 502, "{slow:?}");
-    assert_eq!(call("proxy", &[], "/list-invoices").status, 200);
+    assert_eq!(
+        call("proxy", &[], "/list-invoices?customerId=C1").status,
+        200
+    );
 
     // A function answering something that is not a proxy response: 502.
-    assert_eq!(call("echo", &[], "/list-invoices").status, 502);
+    assert_eq!(
+        call("echo", &[], "/list-invoices?customerId=C1").status,
+        502
+    );
 
     // The integration's timeout: give download-invoice's integration 300 ms and redeploy,
     // as one would on AWS; the gateway follows the new deployment.
@@ -348,7 +363,7 @@ async fn usage_plan_quota_and_throttle_give_429() {
         ],
     )
     .await;
-    let url = format!("{}/list-invoices", up.url);
+    let url = format!("{}/list-invoices?customerId=C1", up.url);
     let statuses: Vec<(u16, String)> = (0..6)
         .map(|_| {
             let r = http(

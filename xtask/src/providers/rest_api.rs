@@ -48,6 +48,8 @@ pub struct RouteState {
     pub api_key_required: bool,
     /// Query string parameter -> required.
     pub query_params: BTreeMap<String, bool>,
+    /// Attached to a request validator that validates parameters.
+    pub validate_params: bool,
     pub target: Target,
 }
 
@@ -71,7 +73,12 @@ pub struct ObservedApi {
     /// `"<METHOD> <path>"` -> method.
     pub routes: BTreeMap<String, RouteState>,
     pub responses: BTreeMap<String, ResponseState>,
+    /// The API's request validators: id -> (name, validates parameters).
+    pub validators: BTreeMap<String, (String, bool)>,
 }
+
+/// The request validator this provider creates for methods with required parameters.
+pub const PARAMS_VALIDATOR: &str = "xtask-required-parameters";
 
 const QUERY: &str = "method.request.querystring.";
 const ALLOW_ORIGIN: &str = "method.response.header.Access-Control-Allow-Origin";
@@ -95,6 +102,7 @@ pub fn desired_routes(spec: &RestApiSpec) -> BTreeMap<String, RouteState> {
             RouteState {
                 api_key_required: r.api_key_required,
                 query_params: r.query_params.clone(),
+                validate_params: r.validate_params,
                 target: Target::AwsProxy {
                     uri: r.integration_uri.clone(),
                 },
@@ -107,6 +115,7 @@ pub fn desired_routes(spec: &RestApiSpec) -> BTreeMap<String, RouteState> {
                 RouteState {
                     api_key_required: false,
                     query_params: BTreeMap::new(),
+                    validate_params: false,
                     target: Target::Mock {
                         allow_origin: Some(origin.clone()),
                     },
@@ -149,7 +158,10 @@ fn unquote(s: &str) -> String {
     s.trim_matches('\'').to_string()
 }
 
-fn route_state(m: &aws_sdk_apigateway::types::Method) -> RouteState {
+fn route_state(
+    m: &aws_sdk_apigateway::types::Method,
+    validators: &BTreeMap<String, (String, bool)>,
+) -> RouteState {
     let query_params = m
         .request_parameters()
         .into_iter()
@@ -183,6 +195,10 @@ fn route_state(m: &aws_sdk_apigateway::types::Method) -> RouteState {
     RouteState {
         api_key_required: m.api_key_required().unwrap_or(false),
         query_params,
+        validate_params: m
+            .request_validator_id()
+            .and_then(|id| validators.get(id))
+            .is_some_and(|(_, params)| *params),
         target,
     }
 }
@@ -199,13 +215,17 @@ impl Provider for RestApi {
         };
         let id = api.id().unwrap_or_default().to_string();
         let gw = &ctx.aws.apigateway;
-        let (resources, responses) = tokio::join!(
+        let (resources, responses, validators) = tokio::join!(
             gw.get_resources()
                 .rest_api_id(&id)
                 .embed("methods")
                 .limit(500)
                 .send(),
             gw.get_gateway_responses()
+                .rest_api_id(&id)
+                .limit(500)
+                .send(),
+            gw.get_request_validators()
                 .rest_api_id(&id)
                 .limit(500)
                 .send()
@@ -221,6 +241,20 @@ impl Provider for RestApi {
             Err(e) => return Err(e).context("GetResources"),
         };
         let responses = responses.context("GetGatewayResponses")?;
+        let validators: BTreeMap<String, (String, bool)> = validators
+            .context("GetRequestValidators")?
+            .items()
+            .iter()
+            .map(|v| {
+                (
+                    v.id().unwrap_or_default().to_string(),
+                    (
+                        v.name().unwrap_or_default().to_string(),
+                        v.validate_request_parameters(),
+                    ),
+                )
+            })
+            .collect();
         let mut o = ObservedApi {
             id,
             description: api.description().unwrap_or_default().to_string(),
@@ -233,6 +267,7 @@ impl Provider for RestApi {
             resources: BTreeMap::new(),
             routes: BTreeMap::new(),
             responses: BTreeMap::new(),
+            validators,
         };
         for r in resources.items() {
             let path = r.path().unwrap_or_default();
@@ -243,7 +278,8 @@ impl Provider for RestApi {
                     .insert(path.to_string(), r.id().unwrap_or_default().to_string());
             }
             for (method, m) in r.resource_methods().into_iter().flatten() {
-                o.routes.insert(route_key(method, path), route_state(m));
+                o.routes
+                    .insert(route_key(method, path), route_state(m, &o.validators));
             }
         }
         for g in responses.items() {
@@ -483,6 +519,11 @@ async fn converge(ctx: &Ctx, spec: &RestApiSpec, live: &ObservedApi) -> Result<(
         .clone()
         .context("the REST API has no root resource")?;
     let want = desired_routes(spec);
+    let validator = if want.values().any(|r| r.validate_params) {
+        Some(params_validator(ctx, live).await?)
+    } else {
+        None
+    };
     let wanted_paths: std::collections::BTreeSet<&str> =
         want.keys().map(|k| split_key(k).1).collect();
     let mut resources = live.resources.clone();
@@ -547,7 +588,17 @@ async fn converge(ctx: &Ctx, spec: &RestApiSpec, live: &ObservedApi) -> Result<(
                 id
             }
         };
-        put_route(ctx, api, &resource, method, path, state, spec).await?;
+        put_route(
+            ctx,
+            api,
+            &resource,
+            method,
+            path,
+            state,
+            spec,
+            validator.as_deref(),
+        )
+        .await?;
     }
     for (t, r) in desired_responses(spec) {
         if live.responses.get(&t) == Some(&r) {
@@ -569,6 +620,30 @@ async fn converge(ctx: &Ctx, spec: &RestApiSpec, live: &ObservedApi) -> Result<(
     Ok(())
 }
 
+/// The id of the parameters-only request validator, created when the API has none.
+async fn params_validator(ctx: &Ctx, live: &ObservedApi) -> Result<String> {
+    if let Some((id, _)) = live
+        .validators
+        .iter()
+        .find(|(_, (name, params))| name == PARAMS_VALIDATOR && *params)
+    {
+        return Ok(id.clone());
+    }
+    let created = ctx
+        .aws
+        .apigateway
+        .create_request_validator()
+        .rest_api_id(&live.id)
+        .name(PARAMS_VALIDATOR)
+        .validate_request_parameters(true)
+        .validate_request_body(false)
+        .send()
+        .await
+        .context("CreateRequestValidator")?;
+    Ok(created.id().unwrap_or_default().to_string())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn put_route(
     ctx: &Ctx,
     api: &str,
@@ -577,6 +652,7 @@ async fn put_route(
     path: &str,
     state: &RouteState,
     spec: &RestApiSpec,
+    validator: Option<&str>,
 ) -> Result<()> {
     let gw = &ctx.aws.apigateway;
     let key = route_key(method, path);
@@ -592,6 +668,11 @@ async fn put_route(
         .authorization_type("NONE")
         .api_key_required(state.api_key_required)
         .set_request_parameters((!params.is_empty()).then_some(params))
+        .set_request_validator_id(
+            validator
+                .filter(|_| state.validate_params)
+                .map(str::to_string),
+        )
         .send()
         .await
         .with_context(|| format!("PutMethod {key}"))?;
@@ -685,7 +766,24 @@ mod tests {
                 .collect(),
             routes: desired_routes(spec),
             responses: desired_responses(spec),
+            validators: BTreeMap::from([("v1".to_string(), (PARAMS_VALIDATOR.to_string(), true))]),
         }
+    }
+
+    #[test]
+    fn methods_with_required_parameters_are_validated_and_a_missing_validator_is_a_change() {
+        let s = spec(&Config::default());
+        let want = desired_routes(&s);
+        assert!(want["GET /list-invoices"].validate_params);
+        // download-invoice takes one of two names: neither is required, nothing to validate.
+        assert!(!want["GET /download-invoice"].validate_params);
+        assert!(!want["POST /insert-invoice"].validate_params);
+        let mut live = matching(&s);
+        live.routes
+            .get_mut("GET /list-invoices")
+            .unwrap()
+            .validate_params = false;
+        assert!(!RestApi::diff(&s, &live).0.is_empty());
     }
 
     #[test]
