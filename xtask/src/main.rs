@@ -42,6 +42,8 @@ enum Command {
     /// Run the whole app locally: emulator, build, apply, then serve the API, the functions and
     /// the stream trigger until Ctrl-C.
     Up(cmd::up::Args),
+    /// Load figures of a running `up`: wrk on two endpoints, insert -> PDF latency.
+    Bench(cmd::bench::Args),
     /// Run every test of the workspace, installing the emulator first if needed.
     Test(cmd::test::Args),
     /// Manage the local emulator (moto server).
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
             Command::Test(a) => cmd::test::run(a).await,
             Command::Invoke(a) => cmd::invoke::run(g, a).await,
             Command::Up(a) => cmd::up::run(g, a).await,
+            Command::Bench(a) => cmd::bench::run(g, a).await,
         }
     });
     match result {

@@ -1,6 +1,7 @@
 //! One module per command; `main.rs` dispatches to their `run` functions.
 
 pub mod apply;
+pub mod bench;
 pub mod build;
 pub mod destroy;
 pub mod emulator;
