@@ -11,7 +11,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -20,22 +19,10 @@ use xtask::local::runtime::{
     LocalLambda,
 };
 
-/// Compiles the fixture function once per test binary.
+mod common;
+
 fn fixture() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/runtime/fixture.rs");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("runtime-fixture");
-        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-        let status = std::process::Command::new(rustc)
-            .args(["--edition", "2021", "-O", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .status()
-            .expect("running rustc");
-        assert!(status.success(), "compiling {}", src.display());
-        out
-    })
+    common::fixture_binary()
 }
 
 fn spec(name: &str) -> FunctionSpec {

@@ -335,19 +335,11 @@ impl Loader {
     }
 
     async fn read_api_id(&self) -> Result<String> {
-        let apis = self
-            .aws
-            .apigateway
-            .get_rest_apis()
-            .limit(500)
-            .send()
-            .await
-            .context("GetRestApis")?;
-        apis.items()
-            .iter()
-            .find(|a| a.name() == Some(self.names.rest_api().as_str()))
+        let name = self.names.rest_api();
+        crate::providers::apigw::find_rest_api_with(&self.aws.apigateway, &name)
+            .await?
             .and_then(|a| a.id().map(str::to_string))
-            .with_context(|| format!("REST API {} is not deployed", self.names.rest_api()))
+            .with_context(|| format!("REST API {name} is not deployed"))
     }
 
     async fn load(&self) -> Result<(Served, Versions)> {

@@ -284,27 +284,7 @@ fn unquote(v: &str) -> String {
 /// does not exist.
 pub async fn read_api(aws: &Clients, api_name: &str, stage: &str) -> Result<Option<DeployedApi>> {
     let gw = &aws.apigateway;
-    let mut position = None;
-    let api = loop {
-        let page = gw
-            .get_rest_apis()
-            .limit(500)
-            .set_position(position)
-            .send()
-            .await
-            .context("GetRestApis")?;
-        let found = page
-            .items()
-            .iter()
-            .find(|a| a.name() == Some(api_name))
-            .cloned();
-        match page.position() {
-            Some(p) if found.is_none() && !p.is_empty() && !page.items().is_empty() => {
-                position = Some(p.to_string())
-            }
-            _ => break found,
-        }
-    };
+    let api = crate::providers::apigw::find_rest_api_with(gw, api_name).await?;
     let Some(api) = api else { return Ok(None) };
     let id = api.id().unwrap_or_default().to_string();
     let st = match gw

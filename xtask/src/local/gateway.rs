@@ -221,11 +221,7 @@ impl Gateway {
                 for plan in plans {
                     let plan = &api.usage_plans[*plan];
                     if let Some((rate, burst)) = plan.throttle
-                        && !limits
-                            .buckets
-                            .entry(format!("plan:{}:{key_id}", plan.id))
-                            .or_insert_with(|| TokenBucket::new(rate, burst, now))
-                            .take(rate, burst, now)
+                        && !limits.take(format!("plan:{}:{key_id}", plan.id), rate, burst, now)
                     {
                         drop(limits);
                         return gateway_error(api, ctx, "THROTTLED", 429, "Too Many Requests", "");
@@ -255,11 +251,7 @@ impl Gateway {
                 }
             }
             if let Some((rate, burst)) = api.stage_throttle
-                && !limits
-                    .buckets
-                    .entry("stage".into())
-                    .or_insert_with(|| TokenBucket::new(rate, burst, now))
-                    .take(rate, burst, now)
+                && !limits.take("stage".into(), rate, burst, now)
             {
                 drop(limits);
                 return gateway_error(api, ctx, "THROTTLED", 429, "Too Many Requests", "");
@@ -404,6 +396,16 @@ struct Limits {
     quota: HashMap<String, (u64, u64)>,
 }
 
+impl Limits {
+    /// Takes a token from the bucket called `name`, creating it full.
+    fn take(&mut self, name: String, rate: f64, burst: u32, now: Instant) -> bool {
+        self.buckets
+            .entry(name)
+            .or_insert_with(|| TokenBucket::new(burst, now))
+            .take(rate, burst, now)
+    }
+}
+
 /// API Gateway's throttling model: a bucket of `burst` tokens refilled at `rate` per second.
 #[derive(Debug, Clone)]
 struct TokenBucket {
@@ -412,7 +414,7 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn new(_rate: f64, burst: u32, now: Instant) -> TokenBucket {
+    fn new(burst: u32, now: Instant) -> TokenBucket {
         TokenBucket {
             tokens: f64::from(burst.max(1)),
             last: now,
@@ -958,7 +960,7 @@ mod tests {
     #[test]
     fn token_bucket_allows_burst_then_rate() {
         let t0 = Instant::now();
-        let mut b = TokenBucket::new(2.0, 3, t0);
+        let mut b = TokenBucket::new(3, t0);
         assert!((0..3).all(|_| b.take(2.0, 3, t0)));
         assert!(!b.take(2.0, 3, t0));
         assert!(b.take(2.0, 3, t0 + Duration::from_millis(500)));

@@ -88,11 +88,17 @@ pub fn no_sdk_retries() -> aws_sdk_apigateway::config::Builder {
 
 /// The REST API called `name`, if any (all pages of GetRestApis).
 pub async fn find_rest_api(ctx: &Ctx, name: &str) -> Result<Option<RestApi>> {
+    find_rest_api_with(&ctx.aws.apigateway, name).await
+}
+
+/// [`find_rest_api`] with a bare client (the local data plane has no engine context).
+pub async fn find_rest_api_with(
+    gw: &aws_sdk_apigateway::Client,
+    name: &str,
+) -> Result<Option<RestApi>> {
     let mut position = None;
     loop {
-        let page = ctx
-            .aws
-            .apigateway
+        let page = gw
             .get_rest_apis()
             .limit(500)
             .set_position(position)
