@@ -5,14 +5,17 @@
 //!   Runtime API to xtask, with warm reuse, concurrency up to a limit, enforced timeouts and
 //!   crash detection ([`runtime::LocalLambda`]).
 //! - [`http`]: the small HTTP/1.1 server the Runtime API is served with.
+//! - [`streams`]: the DynamoDB stream poller, doing what Lambda's event source mapping does on
+//!   AWS (moto stores the mapping but never runs it).
 //!
-//! The gateway and the stream poller of issue 7 are to be built on [`runtime::LocalLambda`].
+//! The gateway of issue 7 is to be built on [`runtime::LocalLambda`].
 //! Until the deployed state (functions, their environment, memory and timeout) can be read back
 //! from the emulator, [`function_spec`] derives a function's definition from the environment's
 //! config with the stack's naming.
 
 pub mod http;
 pub mod runtime;
+pub mod streams;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
