@@ -432,16 +432,10 @@ pub trait Invoke: Send + Sync {
 }
 
 impl Invoke for LocalLambda {
-    fn invoke(
-        &self,
-        function: &str,
-        payload: Value,
-    ) -> impl Future<Output = Result<InvokeOutcome, LocalError>> + Send {
-        async move {
-            LocalLambda::invoke(self, function, payload)
-                .await
-                .map(|i| i.outcome)
-        }
+    async fn invoke(&self, function: &str, payload: Value) -> Result<InvokeOutcome, LocalError> {
+        LocalLambda::invoke(self, function, payload)
+            .await
+            .map(|i| i.outcome)
     }
 }
 
@@ -754,6 +748,7 @@ impl<I: Invoke> Poller<I> {
     async fn refresh_shards(&mut self, initial: bool) -> Result<(), StreamError> {
         let arn = self.mapping.event_source_arn.clone();
         let mut start: Option<String> = None;
+        let mut listed = std::collections::BTreeSet::new();
         loop {
             let out = retry(
                 "DescribeStream",
@@ -782,6 +777,7 @@ impl<I: Invoke> Poller<I> {
             };
             for s in desc.shards() {
                 let Some(id) = s.shard_id() else { continue };
+                listed.insert(id.to_owned());
                 if self.shards.contains_key(id) {
                     // A shard closes by gaining an ending sequence number.
                     let closed = s
@@ -828,12 +824,16 @@ impl<I: Invoke> Poller<I> {
                 break;
             }
         }
+        // Checkpoints of shards trimmed from the stream can never be used again: keep the file
+        // from growing with every shard rollover.
+        self.checkpoints.retain(|id, _| listed.contains(id));
         Ok(())
     }
 
     async fn ensure_iterator(&mut self, id: &str) -> Result<(), StreamError> {
         let shard = &self.shards[id];
-        if shard.iterator.is_some() {
+        // An exhausted shard has no next iterator by design: it is done once its buffer is.
+        if shard.iterator.is_some() || shard.exhausted || shard.done {
             return Ok(());
         }
         let (kind, after) = match (&shard.read_up_to, shard.initial) {
@@ -1007,21 +1007,24 @@ impl<I: Invoke> Poller<I> {
         batch: Vec<Record>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Result<(), Interrupted>, StreamError> {
-        // Pieces still to deliver, in order, with the retries each has had.
-        let mut pending: VecDeque<(Vec<Record>, u32)> = VecDeque::from([(batch, 0)]);
-        while let Some((records, retries)) = pending.pop_front() {
-            if retries > 0 || stopping(shutdown) {
+        // Pieces still to deliver, in order: the retries each has had, and whether it is a
+        // redelivery (which waits out the backoff first).
+        let mut pending: VecDeque<(Vec<Record>, u32, bool)> = VecDeque::from([(batch, 0, false)]);
+        while let Some((records, retries, again)) = pending.pop_front() {
+            if stopping(shutdown) {
+                return Ok(Err(Interrupted::Shutdown));
+            }
+            if again {
                 let delay = self.config.retry_backoff.delay(retries.saturating_sub(1));
-                if retries > 0 {
-                    tracing::info!(
-                        function = self.config.function,
-                        retry = retries,
-                        ?delay,
-                        "retrying stream batch"
-                    );
-                }
+                tracing::info!(
+                    function = self.config.function,
+                    retry = retries,
+                    records = records.len(),
+                    ?delay,
+                    "redelivering stream batch"
+                );
                 tokio::select! {
-                    _ = tokio::time::sleep(delay), if !stopping(shutdown) => {}
+                    _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.wait_for(|stop| *stop) => return Ok(Err(Interrupted::Shutdown)),
                 }
             }
@@ -1070,8 +1073,8 @@ impl<I: Invoke> Poller<I> {
             if self.mapping.bisect_on_error && done == 0 && failed.len() > 1 {
                 let mut left = failed;
                 let right = left.split_off(left.len() / 2);
-                pending.push_front((right, retries));
-                pending.push_front((left, retries.max(1)));
+                pending.push_front((right, retries, true));
+                pending.push_front((left, retries, true));
                 continue;
             }
             if max != INFINITE_RETRIES && retries >= max.max(0) as u32 {
@@ -1089,7 +1092,7 @@ impl<I: Invoke> Poller<I> {
                 self.checkpoint(shard, &seq, 0)?;
                 continue;
             }
-            pending.push_front((failed, retries + 1));
+            pending.push_front((failed, retries + 1, true));
         }
         Ok(Ok(()))
     }
