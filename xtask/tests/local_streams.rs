@@ -718,6 +718,40 @@ async fn a_restarted_poller_resumes_from_the_checkpoint_file() {
 }
 
 #[tokio::test]
+async fn a_latest_poller_restarted_before_any_delivery_misses_nothing() {
+    let env = Env::start(MappingSettings::new(EventSourcePosition::Latest, 10)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("checkpoints.json");
+    let mapping = env.mapping().await;
+    env.put("before-first-start").await;
+
+    let first = Fake::ok();
+    let mut poller = env.poller(mapping.clone(), first.clone(), Some(file.clone()));
+    poller.ready().await;
+    poller.stop().await.unwrap();
+    // Written while nothing polls, with no sequence number checkpointed yet: a plain LATEST
+    // restart would skip it.
+    env.put("while-stopped").await;
+
+    let second = Fake::ok();
+    let poller = env.poller(mapping, second.clone(), Some(file.clone()));
+    wait_until("the second poller", || !second.delivered().is_empty()).await;
+    env.put("after-restart").await;
+    wait_until("the next record", || second.delivered().len() == 2).await;
+    poller.stop().await.unwrap();
+    assert!(first.delivered().is_empty());
+    assert_eq!(
+        second.delivered(),
+        strings(&["while-stopped", "after-restart"])
+    );
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert!(
+        saved.get("latest_since").is_none(),
+        "a sequence number replaced the marker: {saved}"
+    );
+}
+
+#[tokio::test]
 async fn shutdown_is_prompt_and_the_invocation_in_flight_finishes() {
     let env = Env::start(MappingSettings::new(EventSourcePosition::TrimHorizon, 10)).await;
     // Idle poller.

@@ -13,7 +13,8 @@
 //!   Lambda DynamoDB event, retries failed batches (bisecting if asked), honours
 //!   `batchItemFailures`, skips a batch whose retries are exhausted, and checkpoints the last
 //!   processed sequence number per shard, in memory and in a JSON file so a restarted
-//!   `cargo xtask up` neither re-delivers nor misses records.
+//!   `cargo xtask up` neither re-delivers nor misses records (a shard read at `LATEST` with
+//!   nothing processed yet is checkpointed by the time it was first read, see [`Checkpoints`]).
 //! - Shutdown is a `tokio::sync::watch` signal, checked between calls: an invocation in flight
 //!   finishes, nothing after it starts.
 //!
@@ -453,22 +454,35 @@ impl<T: Invoke + ?Sized> Invoke for Arc<T> {
 // Checkpoints
 // ---------------------------------------------------------------------------------------------
 
-/// The checkpoint file: one stream's last processed sequence number per shard.
+/// Where the poller is in each shard of one stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoints {
+    /// Shard id -> the last processed sequence number.
+    pub shards: BTreeMap<String, String>,
+    /// Shard id -> when (epoch seconds) it was first read at `LATEST`, for shards of which
+    /// nothing has been processed yet. `LATEST` cannot be resumed (the next poller's `LATEST`
+    /// would skip what was written meanwhile), so a restarted poller reads such a shard from
+    /// the trim horizon and passes over records created before this time. The times compare
+    /// the poller's clock with the record's `ApproximateCreationDateTime`: exact against the
+    /// local emulator on the same machine, which is what this is for.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub latest_since: BTreeMap<String, f64>,
+}
+
+/// The checkpoint file: one stream's checkpoints.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CheckpointFile {
     stream_arn: String,
-    shards: BTreeMap<String, String>,
+    #[serde(flatten)]
+    checkpoints: Checkpoints,
 }
 
 /// Reads the checkpoints for `stream_arn` from `path`; a missing file, or one written for
 /// another stream (the table was recreated, and its old stream is gone), gives none.
-fn load_checkpoints(
-    path: &Path,
-    stream_arn: &str,
-) -> Result<BTreeMap<String, String>, StreamError> {
+fn load_checkpoints(path: &Path, stream_arn: &str) -> Result<Checkpoints, StreamError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Checkpoints::default()),
         Err(source) => {
             return Err(StreamError::CheckpointIo {
                 path: path.to_owned(),
@@ -488,9 +502,9 @@ fn load_checkpoints(
             new = stream_arn,
             "checkpoints are for another stream; starting afresh"
         );
-        return Ok(BTreeMap::new());
+        return Ok(Checkpoints::default());
     }
-    Ok(file.shards)
+    Ok(file.checkpoints)
 }
 
 /// Writes the checkpoints atomically (a temporary file renamed over the old one), so a crash
@@ -498,7 +512,7 @@ fn load_checkpoints(
 fn save_checkpoints(
     path: &Path,
     stream_arn: &str,
-    shards: &BTreeMap<String, String>,
+    checkpoints: &Checkpoints,
 ) -> Result<(), StreamError> {
     let io = |source| StreamError::CheckpointIo {
         path: path.to_owned(),
@@ -506,7 +520,7 @@ fn save_checkpoints(
     };
     let file = CheckpointFile {
         stream_arn: stream_arn.to_owned(),
-        shards: shards.clone(),
+        checkpoints: checkpoints.clone(),
     };
     let text = serde_json::to_string_pretty(&file).expect("checkpoints always serialise");
     let tmp = path.with_extension("tmp");
@@ -587,6 +601,9 @@ struct Shard {
     done: bool,
     buffer: Vec<Record>,
     buffered_since: Option<Instant>,
+    /// Records created before this (epoch seconds) are passed over: the shard is re-read from
+    /// the trim horizon after a restart that found it only started at `LATEST`.
+    skip_before: Option<f64>,
 }
 
 /// Reads one stream mapping's stream and invokes its function. See the module docs.
@@ -595,7 +612,7 @@ pub struct Poller<I> {
     mapping: StreamMapping,
     config: PollerConfig,
     invoker: I,
-    checkpoints: BTreeMap<String, String>,
+    checkpoints: Checkpoints,
     shards: BTreeMap<String, Shard>,
     stats: PollerStats,
     ready: watch::Sender<bool>,
@@ -617,7 +634,7 @@ impl<I: Invoke> Poller<I> {
     ) -> Result<Poller<I>, StreamError> {
         let checkpoints = match &config.checkpoint_file {
             Some(path) => load_checkpoints(path, &mapping.event_source_arn)?,
-            None => BTreeMap::new(),
+            None => Checkpoints::default(),
         };
         Ok(Poller {
             streams,
@@ -633,7 +650,7 @@ impl<I: Invoke> Poller<I> {
 
     /// The last processed sequence number per shard.
     pub fn checkpoints(&self) -> &BTreeMap<String, String> {
-        &self.checkpoints
+        &self.checkpoints.shards
     }
 
     /// Becomes `true` once every shard to read from has an iterator: records written after
@@ -796,7 +813,8 @@ impl<I: Invoke> Poller<I> {
                 let skip = initial
                     && closed
                     && self.mapping.starting_position == StartingPosition::Latest
-                    && !self.checkpoints.contains_key(id);
+                    && !self.checkpoints.shards.contains_key(id)
+                    && !self.checkpoints.latest_since.contains_key(id);
                 tracing::debug!(
                     shard = id,
                     parent = s.parent_shard_id(),
@@ -811,11 +829,17 @@ impl<I: Invoke> Poller<I> {
                         initial,
                         closed,
                         iterator: None,
-                        read_up_to: self.checkpoints.get(id).cloned(),
+                        read_up_to: self.checkpoints.shards.get(id).cloned(),
                         exhausted: false,
                         done: skip,
                         buffer: Vec::new(),
                         buffered_since: None,
+                        // A sequence number, if any, is the more precise position.
+                        skip_before: if self.checkpoints.shards.contains_key(id) {
+                            None
+                        } else {
+                            self.checkpoints.latest_since.get(id).copied()
+                        },
                     },
                 );
             }
@@ -826,7 +850,10 @@ impl<I: Invoke> Poller<I> {
         }
         // Checkpoints of shards trimmed from the stream can never be used again: keep the file
         // from growing with every shard rollover.
-        self.checkpoints.retain(|id, _| listed.contains(id));
+        self.checkpoints.shards.retain(|id, _| listed.contains(id));
+        self.checkpoints
+            .latest_since
+            .retain(|id, _| listed.contains(id));
         Ok(())
     }
 
@@ -838,11 +865,22 @@ impl<I: Invoke> Poller<I> {
         }
         let (kind, after) = match (&shard.read_up_to, shard.initial) {
             (Some(seq), _) => (ShardIteratorType::AfterSequenceNumber, Some(seq.clone())),
-            (None, true) if self.mapping.starting_position == StartingPosition::Latest => {
+            (None, true)
+                if self.mapping.starting_position == StartingPosition::Latest
+                    && shard.skip_before.is_none() =>
+            {
                 (ShardIteratorType::Latest, None)
             }
             _ => (ShardIteratorType::TrimHorizon, None),
         };
+        // Taken before the call: every record after the LATEST position is created after it.
+        // In whole milliseconds, the precision of the records' creation times (moto's too), so
+        // a record of the same millisecond is not passed over.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as f64
+            / 1000.0;
         let iterator = match self.get_iterator(id, kind.clone(), after.clone()).await {
             Ok(it) => it,
             // The checkpointed record has aged out of the stream: everything after it that is
@@ -872,7 +910,18 @@ impl<I: Invoke> Poller<I> {
             Err(e) => return Err(e),
         };
         self.shards.get_mut(id).expect("known shard").iterator = Some(iterator);
+        if kind == ShardIteratorType::Latest {
+            self.checkpoints.latest_since.insert(id.to_owned(), now);
+            self.persist()?;
+        }
         Ok(())
+    }
+
+    fn persist(&self) -> Result<(), StreamError> {
+        match &self.config.checkpoint_file {
+            Some(path) => save_checkpoints(path, &self.mapping.event_source_arn, &self.checkpoints),
+            None => Ok(()),
+        }
     }
 
     async fn get_iterator(
@@ -940,9 +989,19 @@ impl<I: Invoke> Poller<I> {
                     read = out.records().len();
                     if let Some(last) = out.records().last() {
                         shard.read_up_to = Some(sequence_number(last).to_owned());
+                    }
+                    let mut records = out.records().to_vec();
+                    if let Some(since) = shard.skip_before {
+                        records.retain(|r| created_at(r).is_none_or(|t| t >= since));
+                        // Records are in order: from the first new one on, all are new.
+                        if !records.is_empty() {
+                            shard.skip_before = None;
+                        }
+                    }
+                    if !records.is_empty() {
                         shard.buffered_since.get_or_insert_with(Instant::now);
                     }
-                    shard.buffer.extend(out.records().iter().cloned());
+                    shard.buffer.extend(records);
                     shard.iterator = out.next_shard_iterator().map(str::to_owned);
                     shard.exhausted = shard.iterator.is_none();
                 }
@@ -1102,17 +1161,27 @@ impl<I: Invoke> Poller<I> {
         self.stats.records_processed += processed;
         let newer = self
             .checkpoints
+            .shards
             .get(shard)
             .is_none_or(|old| compare_sequence_numbers(seq, old) == Ordering::Greater);
         if !newer {
             return Ok(());
         }
-        self.checkpoints.insert(shard.to_owned(), seq.to_owned());
-        if let Some(path) = &self.config.checkpoint_file {
-            save_checkpoints(path, &self.mapping.event_source_arn, &self.checkpoints)?;
-        }
-        Ok(())
+        self.checkpoints
+            .shards
+            .insert(shard.to_owned(), seq.to_owned());
+        // A sequence number is a resumable position: the LATEST marker has served its purpose.
+        self.checkpoints.latest_since.remove(shard);
+        self.persist()
     }
+}
+
+/// A record's `ApproximateCreationDateTime` in epoch seconds.
+fn created_at(record: &Record) -> Option<f64> {
+    record
+        .dynamodb()
+        .and_then(|d| d.approximate_creation_date_time())
+        .map(|t| t.as_secs_f64())
 }
 
 fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
@@ -1397,14 +1466,19 @@ mod tests {
     fn checkpoints_of_another_stream_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.json");
-        let shards = BTreeMap::from([("shard-1".to_owned(), "123".to_owned())]);
-        save_checkpoints(&path, "arn:old", &shards).unwrap();
-        assert_eq!(load_checkpoints(&path, "arn:old").unwrap(), shards);
-        assert!(load_checkpoints(&path, "arn:new").unwrap().is_empty());
+        let checkpoints = Checkpoints {
+            shards: BTreeMap::from([("shard-1".to_owned(), "123".to_owned())]),
+            latest_since: BTreeMap::from([("shard-2".to_owned(), 1_700_000_000.5)]),
+        };
+        save_checkpoints(&path, "arn:old", &checkpoints).unwrap();
+        assert_eq!(load_checkpoints(&path, "arn:old").unwrap(), checkpoints);
+        assert_eq!(
+            load_checkpoints(&path, "arn:new").unwrap(),
+            Checkpoints::default()
+        );
         assert!(
-            load_checkpoints(&dir.path().join("none.json"), "arn:old")
-                .unwrap()
-                .is_empty()
+            load_checkpoints(&dir.path().join("none.json"), "arn:old").unwrap()
+                == Checkpoints::default()
         );
         std::fs::write(&path, "{").unwrap();
         assert!(matches!(
