@@ -701,7 +701,8 @@ impl<I: Invoke> Poller<I> {
                 }
                 self.ensure_iterator(id).await?;
             }
-            if !*self.ready.borrow() && active.iter().all(|id| self.shards[id].iterator.is_some()) {
+            let reading = |s: &Shard| s.iterator.is_some() || s.exhausted || s.done;
+            if !*self.ready.borrow() && active.iter().all(|id| reading(&self.shards[id])) {
                 self.ready.send_replace(true);
             }
             for id in &active {
@@ -1095,6 +1096,12 @@ impl<I: Invoke> Poller<I> {
             let started = Instant::now();
             let outcome = self.invoker.invoke(&self.config.function, event).await;
             let duration = started.elapsed();
+            if let Err(LocalError::ShutDown) = outcome {
+                // The local runtime is going away with the rest of `up`: not the function's
+                // failure, and nothing to retry against. The batch stays unprocessed.
+                tracing::info!(function = self.config.function, "local runtime shut down");
+                return Ok(Err(Interrupted::Shutdown));
+            }
             self.stats.invocations += 1;
             let result = batch_result(&outcome, &records, self.mapping.report_batch_item_failures);
             let first = sequence_number(&records[0]).to_owned();
@@ -1116,6 +1123,7 @@ impl<I: Invoke> Poller<I> {
                 millis = duration.as_millis() as u64,
                 "stream batch delivered"
             );
+            let whole_batch_failed = matches!(result, BatchResult::Failed(_));
             let (done, failed): (usize, Option<Vec<Record>>) = match result {
                 BatchResult::Success => (records.len(), None),
                 BatchResult::FailedFrom(i) => (i, Some(records[i..].to_vec())),
@@ -1129,7 +1137,7 @@ impl<I: Invoke> Poller<I> {
             let max = self.mapping.maximum_retry_attempts;
             // Splitting a batch does not count as a retry (as on AWS); a partial failure
             // already narrowed it, so only whole-batch failures are split.
-            if self.mapping.bisect_on_error && done == 0 && failed.len() > 1 {
+            if self.mapping.bisect_on_error && whole_batch_failed && failed.len() > 1 {
                 let mut left = failed;
                 let right = left.split_off(left.len() / 2);
                 pending.push_front((right, retries, true));
