@@ -189,6 +189,8 @@ pub struct Clients {
     pub sdk: SdkConfig,
     pub s3: aws_sdk_s3::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// DynamoDB Streams: read by the local stream poller (`local::streams`).
+    pub dynamodbstreams: aws_sdk_dynamodbstreams::Client,
     pub autoscaling: aws_sdk_applicationautoscaling::Client,
     pub sts: aws_sdk_sts::Client,
     pub ssm: aws_sdk_ssm::Client,
@@ -236,6 +238,9 @@ impl Clients {
         let dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk)
             .interceptor(counter.clone())
             .build();
+        let dynamodbstreams = aws_sdk_dynamodbstreams::config::Builder::from(&sdk)
+            .interceptor(counter.clone())
+            .build();
         let autoscaling = aws_sdk_applicationautoscaling::config::Builder::from(&sdk)
             .interceptor(counter.clone())
             .build();
@@ -260,6 +265,7 @@ impl Clients {
         Clients {
             s3: aws_sdk_s3::Client::from_conf(s3),
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
+            dynamodbstreams: aws_sdk_dynamodbstreams::Client::from_conf(dynamodbstreams),
             autoscaling: aws_sdk_applicationautoscaling::Client::from_conf(autoscaling),
             sts: aws_sdk_sts::Client::from_conf(sts),
             ssm: aws_sdk_ssm::Client::from_conf(ssm),

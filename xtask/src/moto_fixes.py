@@ -108,3 +108,27 @@ def _patch_apigateway(models):
 
 
 sys.meta_path.insert(0, _PatchAfterImport("moto.apigateway.models", _patch_apigateway))
+
+
+def _patch_dynamodb_table(table):
+    # moto 5.2's StreamShard.add, on every write to a table with an event source mapping, invokes
+    # the mapped function synchronously through Docker (which fails here: no Docker, an error
+    # logged and a CloudWatch log stream created per write) and then, because the failure
+    # message is a truthy "result", empties the shard: GetRecords never sees those records and
+    # sequence numbers start repeating. On AWS a write only appends to the stream; Lambda's
+    # poller (locally `xtask::local::streams`) reads it. So: append, nothing else.
+    def add(self, old, new):
+        view = self.table.stream_specification["StreamViewType"]
+        if old is None:
+            event_name = "INSERT"
+        elif new is None:
+            event_name = "REMOVE"
+        else:
+            event_name = "MODIFY"
+        seq = len(self.items) + self.starting_sequence_number
+        self.items.append(table.StreamRecord(self.table, view, event_name, old, new, seq))
+
+    table.StreamShard.add = add
+
+
+sys.meta_path.insert(0, _PatchAfterImport("moto.dynamodb.models.table", _patch_dynamodb_table))

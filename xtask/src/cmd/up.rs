@@ -161,12 +161,19 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         stop_rx.clone(),
     ));
     if !args.no_streams {
+        // Beside the emulator's state, per environment: a restarted `up` resumes where it
+        // stopped instead of re-delivering or skipping records.
+        let checkpoints = project_root()
+            .join(".xtask/local")
+            .join(&g.env)
+            .join("stream-checkpoints.json");
         crate::local::start_stream_poller(
             &aws,
             &loader.names,
             &gateway,
             &mut tasks,
             stop_rx.clone(),
+            checkpoints,
         )
         .await?;
     }

@@ -29,7 +29,10 @@ impl Backoff {
         }
     }
 
-    fn delay(&self, attempt: u32) -> Duration {
+    /// The pause before retry number `attempt + 1`: exponential from `first`, capped at `max`,
+    /// jittered. Public for loops whose attempts are bounded by count rather than by a deadline
+    /// (the stream poller's batch retries), so there is still one backoff formula.
+    pub fn delay(&self, attempt: u32) -> Duration {
         let exp = self
             .first
             .saturating_mul(2u32.saturating_pow(attempt.min(16)));
