@@ -212,7 +212,7 @@ fn parse_wrk(text: &str) -> Option<WrkResult> {
     };
     let pct = |p: &str| {
         text.lines()
-            .find_map(|l| l.trim().strip_prefix(p).and_then(|v| ms(v)))
+            .find_map(|l| l.trim().strip_prefix(p).and_then(&ms))
     };
     let rps = text
         .lines()

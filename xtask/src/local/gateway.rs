@@ -485,7 +485,8 @@ pub fn find_route<'a>(
     method: &str,
 ) -> Option<(&'a Route, BTreeMap<String, String>)> {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let mut best: Option<((u32, u32), &Route, BTreeMap<String, String>)> = None;
+    type Candidate<'r> = ((u32, u32), &'r Route, BTreeMap<String, String>);
+    let mut best: Option<Candidate<'a>> = None;
     for route in routes {
         let method_rank = if route.method.eq_ignore_ascii_case(method) {
             1
