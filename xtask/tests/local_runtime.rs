@@ -352,32 +352,10 @@ async fn unknown_function_and_shutdown_are_errors() {
     ));
 }
 
-/// Builds a real function crate (debug, to share the test build's compiled dependencies) and
-/// returns its `bootstrap`.
+/// A real function's deployment zip, built for this machine as `cargo xtask up` builds it
+/// (once per test binary, shared with the end-to-end tests' build).
 fn build_function(name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .current_dir(root)
-        .args([
-            "build",
-            "-p",
-            name,
-            "--bin",
-            "bootstrap",
-            "--message-format=json",
-        ])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("running cargo build");
-    assert!(out.status.success(), "building {name}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "bootstrap")
-        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .next_back()
-        .expect("cargo reported the bootstrap executable")
+    common::real_zips().join(format!("{name}.zip"))
 }
 
 #[tokio::test]
@@ -398,7 +376,7 @@ async fn real_insert_invoice_handler_writes_to_the_emulator() {
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     create_invoices_table(&ddb, "invoices-table-test").await;
 
-    let mut s = FunctionSpec::new("insert-invoice", Code::Binary(bootstrap));
+    let mut s = FunctionSpec::new("insert-invoice", Code::Zip(bootstrap));
     s.env
         .insert("INVOICES_TABLE".into(), "invoices-table-test".into());
     s.timeout = Duration::from_secs(10);
@@ -442,7 +420,7 @@ async fn real_insert_invoice_handler_writes_to_the_emulator() {
     assert!(again["statusCode"].as_u64().unwrap() < 300, "{again}");
     assert_eq!(warm.pid, cold.pid);
     eprintln!(
-        "insert-invoice (debug build): cold init {:?}, first invocation {:?}, warm invocation {:?}, peak RSS {:?} kB",
+        "insert-invoice (local-lambda build): cold init {:?}, first invocation {:?}, warm invocation {:?}, peak RSS {:?} kB",
         cold.init, cold.duration, warm.duration, warm.max_rss_kb
     );
 }
@@ -509,7 +487,7 @@ async fn measure_cold_and_warm_invocations() {
     let event =
         json!({"httpMethod": "POST", "path": "/insert-invoice", "body": "not json", "headers": {}});
     let mk = |name: &str, code: PathBuf| {
-        let mut s = FunctionSpec::new(name, Code::Binary(code));
+        let mut s = FunctionSpec::new(name, Code::Zip(code));
         s.env.insert("INVOICES_TABLE".into(), "t".into());
         s
     };
