@@ -79,14 +79,16 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
 
     let scripts = project_root().join("xtask/bench");
     let mut results = Vec::new();
-    for (name, path, script) in [
+    // Reads first: the inserts queue PDF work on the stream that would load the reads.
+    let endpoints = [
+        ("GET /list-invoices", "/list-invoices", "list-invoices.lua"),
         (
             "POST /insert-invoice",
             "/insert-invoice",
             "insert-invoice.lua",
         ),
-        ("GET /list-invoices", "/list-invoices", "list-invoices.lua"),
-    ] {
+    ];
+    for (name, path, script) in endpoints.into_iter().filter(|_| args.duration > 0) {
         eprintln!(
             "{name}: {} s, {} connections...",
             args.duration, args.connections
@@ -102,41 +104,25 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         }));
     }
 
+    let run_id = std::process::id();
+    // The stream is ordered: once a marker's PDF exists, the PDFs queued by the load are done,
+    // and the samples below measure an idle pipeline.
+    if args.duration > 0 && args.pdf_samples > 0 {
+        eprintln!("waiting for the PDFs of the load to be generated...");
+        let started = Instant::now();
+        let marker = format!("INV-PDF-{run_id}-drain");
+        pdf_round_trip(&base, &key, &marker, Duration::from_secs(1800)).await?;
+        eprintln!("  drained in {:.1} s", started.elapsed().as_secs_f64());
+    }
     eprintln!(
         "insert -> PDF downloadable, {} samples...",
         args.pdf_samples
     );
     let mut samples = Vec::new();
-    let run_id = std::process::id();
     for i in 0..args.pdf_samples {
         let id = format!("INV-PDF-{run_id}-{i}");
-        let body = format!(
-            r#"{{"InvoiceID":"{id}","CustomerID":"CUST-PDF","InvoiceDate":"2026-11-25","ProductList":["Laptop"],"TotalAmount":129900}}"#
-        );
         let started = Instant::now();
-        let (status, _) = request("POST", &base, "/insert-invoice", &key, &body).await?;
-        if status >= 300 {
-            bail!("inserting {id}: status {status}");
-        }
-        loop {
-            let (status, _) = request(
-                "GET",
-                &base,
-                &format!("/download-invoice?InvoiceID={id}"),
-                &key,
-                "",
-            )
-            .await?;
-            match status {
-                200 => break,
-                409 => {}
-                other => bail!("download of {id}: status {other}"),
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                bail!("no PDF for {id} after 60 s: is `up` running without --no-streams?");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        pdf_round_trip(&base, &key, &id, Duration::from_secs(60)).await?;
         samples.push(started.elapsed());
     }
     samples.sort();
@@ -157,6 +143,30 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         );
     }
     Ok(exit::OK)
+}
+
+/// Inserts invoice `id` and polls download-invoice until its PDF is there.
+async fn pdf_round_trip(base: &str, key: &str, id: &str, limit: Duration) -> Result<()> {
+    let body = format!(
+        r#"{{"InvoiceID":"{id}","CustomerID":"CUST-PDF","InvoiceDate":"2026-11-25","ProductList":["Laptop"],"TotalAmount":129900}}"#
+    );
+    let started = Instant::now();
+    let (status, _) = request("POST", base, "/insert-invoice", key, &body).await?;
+    if status >= 300 {
+        bail!("inserting {id}: status {status}");
+    }
+    loop {
+        let path = format!("/download-invoice?InvoiceID={id}");
+        match request("GET", base, &path, key, "").await?.0 {
+            200 => return Ok(()),
+            409 => {}
+            other => bail!("download of {id}: status {other}"),
+        }
+        if started.elapsed() > limit {
+            bail!("no PDF for {id} after {limit:?}: is `up` running without --no-streams?");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 struct WrkResult {

@@ -974,14 +974,15 @@ mod tests {
 
     #[test]
     fn quota_windows_turn_over_on_day_monday_and_month() {
-        // 2026-11-23 is a Monday: day 20_415.
-        assert_eq!(civil_from_days(20_415), (2026, 11, 23));
-        assert_ne!(quota_window("WEEK", 20_414), quota_window("WEEK", 20_415));
-        assert_eq!(quota_window("WEEK", 20_415), quota_window("WEEK", 20_421));
-        assert_ne!(quota_window("DAY", 20_415), quota_window("DAY", 20_416));
+        // 2026-11-23 is a Monday: day 20_780.
+        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
+        assert_ne!(quota_window("WEEK", 20_779), quota_window("WEEK", 20_780));
+        assert_eq!(quota_window("WEEK", 20_780), quota_window("WEEK", 20_786));
+        assert_ne!(quota_window("DAY", 20_780), quota_window("DAY", 20_781));
         // 2026-11-30 and 2026-12-01.
-        assert_ne!(quota_window("MONTH", 20_422), quota_window("MONTH", 20_423));
-        assert_eq!(quota_window("MONTH", 20_415), quota_window("MONTH", 20_422));
+        assert_eq!(civil_from_days(20_788), (2026, 12, 1));
+        assert_ne!(quota_window("MONTH", 20_787), quota_window("MONTH", 20_788));
+        assert_eq!(quota_window("MONTH", 20_780), quota_window("MONTH", 20_787));
     }
 
     #[test]
