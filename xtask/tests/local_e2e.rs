@@ -11,7 +11,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{HttpResponse, Up, fixture_text, fixture_zips, http, real_zips, wait_for};
+use common::{
+    HttpResponse, Up, fixture_text, fixture_zips, fixture_zips_variant, http, real_zips, wait_for,
+};
 use serde_json::Value;
 
 fn pdf_text(pdf: &[u8]) -> String {
@@ -393,4 +395,45 @@ async fn usage_plan_quota_and_throttle_give_429() {
     );
     // Without a key nothing is counted: still the key error.
     assert_eq!(http("GET", &url, &[], b"").status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_follows_the_alias_to_a_newly_applied_version() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture_zips(dir.path());
+    let up = Up::start(dir.path(), &["--no-streams"]).await;
+    let url = format!("{}/list-invoices?customerId=C1", up.url);
+    let get = || {
+        let r = http(
+            "GET",
+            &url,
+            &[("x-api-key", &up.api_key), ("action", "proxy")],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        r.json()
+    };
+    let before = get();
+    assert_eq!(before["version"], "1");
+
+    // What `--watch` does after a rebuild, done from outside: apply other code.
+    let next = tempfile::tempdir().unwrap();
+    fixture_zips_variant(next.path(), 1);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["--env", "local", "apply", "--yes", "--artifacts-dir"])
+        .arg(next.path())
+        .env("XTASK__EMULATOR__PORT", up.emu.port().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = wait_for("the new version", Duration::from_secs(30), || {
+        let v = get();
+        (v["version"] == "2").then_some(v)
+    });
+    assert_ne!(after["pid"], before["pid"], "served by a new process");
+    assert!(up.stderr().contains("reloaded"), "{}", up.stderr());
 }

@@ -110,7 +110,14 @@ pub fn fixture_binary() -> &'static Path {
 
 /// `<dir>/<function>.zip` for every function of the stack, each holding the fixture function.
 pub fn fixture_zips(dir: &Path) {
-    let bin = std::fs::read(fixture_binary()).unwrap();
+    fixture_zips_variant(dir, 0);
+}
+
+/// [`fixture_zips`] with `variant` bytes appended to the binary (an ELF runs the same with
+/// trailing data): another artifact, so another published version, of the same behaviour.
+pub fn fixture_zips_variant(dir: &Path, variant: usize) {
+    let mut bin = std::fs::read(fixture_binary()).unwrap();
+    bin.extend(std::iter::repeat_n(0u8, variant));
     for f in stacks::invoice_app::FUNCTIONS {
         let zip = xtask::build::zip_bootstrap(Path::new("bootstrap"), &bin).unwrap();
         std::fs::write(dir.join(format!("{f}.zip")), zip).unwrap();
