@@ -85,7 +85,7 @@ where
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     loop {
-        let request = match read_request(&mut rd).await {
+        let request = match read_request_answering_continue(&mut rd, &mut wr).await {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(HttpError::Io(_)) => return,
@@ -113,6 +113,28 @@ where
 pub async fn read_request<R: AsyncBufRead + Unpin>(
     rd: &mut R,
 ) -> Result<Option<Request>, HttpError> {
+    read(rd, None::<&mut tokio::io::Sink>).await
+}
+
+/// [`read_request`] for a server: a client that sent `Expect: 100-continue` (curl does for
+/// large bodies) is told to go on before the body is read, instead of waiting a second for
+/// a `100 Continue` that never comes.
+pub async fn read_request_answering_continue<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+) -> Result<Option<Request>, HttpError>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    read(rd, Some(wr)).await
+}
+
+async fn read<R, W>(rd: &mut R, wr: Option<&mut W>) -> Result<Option<Request>, HttpError>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut head_len = 0;
     let mut line = String::new();
     // Request line (RFC 9112 allows empty lines before it).
@@ -168,15 +190,29 @@ pub async fn read_request<R: AsyncBufRead + Unpin>(
     let chunked = request
         .header("transfer-encoding")
         .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    let length = match request.header("content-length") {
+        Some(len) => Some(
+            len.parse::<usize>()
+                .map_err(|_| HttpError::Malformed(format!("content-length {len:?}")))?,
+        ),
+        None => None,
+    };
+    if length.is_some_and(|len| len > MAX_BODY) {
+        // Refused before `100 Continue`: the client need not send it at all.
+        return Err(HttpError::TooLarge);
+    }
+    if let Some(wr) = wr
+        && request
+            .header("expect")
+            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+        && (chunked || length.is_some_and(|len| len > 0))
+    {
+        wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        wr.flush().await?;
+    }
     if chunked {
         request.body = read_chunked(rd).await?;
-    } else if let Some(len) = request.header("content-length") {
-        let len: usize = len
-            .parse()
-            .map_err(|_| HttpError::Malformed(format!("content-length {len:?}")))?;
-        if len > MAX_BODY {
-            return Err(HttpError::TooLarge);
-        }
+    } else if let Some(len) = length {
         let mut body = vec![0; len];
         rd.read_exact(&mut body).await?;
         request.body = body;
@@ -350,6 +386,26 @@ mod tests {
             parse(huge.as_bytes()).await,
             Err(HttpError::TooLarge)
         ));
+    }
+
+    #[tokio::test]
+    async fn expect_100_continue_is_answered_before_the_body() {
+        let raw = b"POST /a HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi";
+        let mut rd = BufReader::new(&raw[..]);
+        let mut out = Vec::new();
+        let r = read_request_answering_continue(&mut rd, &mut out)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.body, b"hi");
+        assert_eq!(out, b"HTTP/1.1 100 Continue\r\n\r\n");
+        // Without the header, nothing is written.
+        let raw = b"POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi";
+        let mut out = Vec::new();
+        read_request_answering_continue(&mut BufReader::new(&raw[..]), &mut out)
+            .await
+            .unwrap();
+        assert!(out.is_empty());
     }
 
     #[tokio::test]
