@@ -205,6 +205,46 @@ async fn timeout_kills_the_process_and_the_next_call_gets_a_new_one() {
 }
 
 #[tokio::test]
+async fn memory_over_the_function_memory_size_kills_the_process() {
+    let mut s = spec("small");
+    s.memory_mb = 64;
+    let lambda = start(vec![s], 1).await;
+    let fits = lambda
+        .invoke("small", json!({"action": "alloc", "mb": 8}))
+        .await
+        .unwrap();
+    assert_eq!(ok(&fits.outcome)["held"], 8 * 256);
+    let over = lambda
+        .invoke("small", json!({"action": "alloc", "mb": 100}))
+        .await
+        .unwrap();
+    match &over.outcome {
+        InvokeOutcome::FunctionError { error_type, .. } => {
+            assert_eq!(error_type, "Runtime.OutOfMemory")
+        }
+        other => panic!("expected an out-of-memory error, got {other:?}"),
+    }
+    assert!(wait_dead(over.pid), "the process is killed");
+    let next = lambda
+        .invoke("small", json!({"action": "echo"}))
+        .await
+        .unwrap();
+    assert_ne!(next.pid, over.pid, "a fresh process after the kill");
+}
+
+/// Polls until `pid` is gone (it was killed; reaping may lag a moment).
+fn wait_dead(pid: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+#[tokio::test]
 async fn crash_is_reported_and_the_next_call_gets_a_new_process() {
     let lambda = start(vec![spec("crashy")], 1).await;
     let warm = lambda

@@ -53,6 +53,8 @@ pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(10);
 const LOG_TAIL: usize = 40;
 /// After a crash, how long to wait for the process's last output lines to be read.
 const LOG_DRAIN: Duration = Duration::from_secs(1);
+/// How often a running function's memory use is compared with its memory size.
+const MEMORY_CHECK: Duration = Duration::from_millis(50);
 /// After SIGKILL, how long to wait for the exit to be reaped before giving up on it.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -525,6 +527,11 @@ impl Inner {
         // a cold start) the init timeout applies; from then on, the function's timeout.
         let mut dispatched: Option<Instant> = None;
         let mut taken_done = false;
+        // Lambda kills a sandbox whose memory use reaches the function's memory size: watch the
+        // process's resident set while it runs.
+        let limit_kb = u64::from(f.spec.memory_mb) * 1024;
+        let mut memory_check = tokio::time::interval(MEMORY_CHECK);
+        let mut out_of_memory = false;
         let outcome = loop {
             let deadline = match dispatched {
                 Some(at) => at + f.spec.timeout,
@@ -551,6 +558,12 @@ impl Inner {
                         Err(_) => Err(None),
                     };
                 }
+                _ = memory_check.tick() => {
+                    if rss_kb(instance.pid).is_some_and(|kb| kb > limit_kb) {
+                        out_of_memory = true;
+                        break Err(None);
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     break Err(Some(match dispatched {
                         Some(_) => (f.spec.timeout, false),
@@ -571,7 +584,22 @@ impl Inner {
             })
             .flatten();
 
+        // A peak over the limit between two checks counts too: Lambda would have killed it.
+        out_of_memory |= max_rss_kb.is_some_and(|kb| kb > limit_kb);
         let (outcome, reusable) = match outcome {
+            _ if out_of_memory => {
+                instance.kill_and_wait().await;
+                (
+                    InvokeOutcome::FunctionError {
+                        error_type: "Runtime.OutOfMemory".into(),
+                        message: format!(
+                            "RequestId: {request_id} Error: Runtime exited with error: signal: killed (memory size {} MB exceeded)",
+                            f.spec.memory_mb
+                        ),
+                    },
+                    false,
+                )
+            }
             Ok(Reply::Response(body)) => (InvokeOutcome::Ok(response_value(&body)), true),
             Ok(Reply::Error {
                 error_type,
@@ -1038,6 +1066,15 @@ async fn pump(
         }
         tail.push_back(line);
     }
+}
+
+/// `VmRSS` of `/proc/<pid>/status`: the resident set now.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// `VmHWM` of `/proc/<pid>/status`: the peak resident set, what Lambda reports as "Max Memory
