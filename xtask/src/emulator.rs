@@ -80,6 +80,11 @@ impl EmulatorConfig {
     }
 
     /// The pid of the server we started; present only while it runs.
+    /// The digest of the emulator fixes the running server was started with.
+    pub fn fixes_file(&self) -> PathBuf {
+        self.state_dir.join("moto.fixes")
+    }
+
     pub fn pid_file(&self) -> PathBuf {
         self.state_dir.join("moto.pid")
     }
@@ -276,6 +281,7 @@ pub async fn is_healthy(endpoint: &str) -> bool {
 /// lock file, so two commands started at once do not both spawn a server.
 pub async fn ensure_running(cfg: &EmulatorConfig) -> Result<Started, EmulatorError> {
     if healthy_at(&cfg.host, cfg.port).await {
+        warn_if_stale(cfg);
         return Ok(Started::AlreadyRunning);
     }
     fs::create_dir_all(&cfg.state_dir).map_err(io_err("creating", &cfg.state_dir))?;
@@ -334,6 +340,7 @@ pub async fn ensure_running(cfg: &EmulatorConfig) -> Result<Started, EmulatorErr
     // that `stop` can act on.
     write_file(&cfg.pid_file(), &format!("{pid}\n"))?;
     write_file(&cfg.version_file(), &format!("{}\n", python.version))?;
+    write_file(&cfg.fixes_file(), &format!("{}\n", fixes_digest()))?;
 
     let deadline = Instant::now() + START_DEADLINE;
     loop {
@@ -428,6 +435,32 @@ threading.Thread(target=_exit_with_parent, daemon=True).start()
 
 /// Patches for moto's known differences from AWS (see the file), applied before it serves.
 const MOTO_FIXES: &str = include_str!("moto_fixes.py");
+
+/// SHA-256 of [`MOTO_FIXES`]: a server started by an older xtask runs older fixes.
+fn fixes_digest() -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(MOTO_FIXES.as_bytes()))
+}
+
+/// The fixes are applied when the server starts, so a server we started before an update keeps
+/// the old ones (and, e.g., fails writes to tables with stream triggers). Its state lives only
+/// in memory, so it is not restarted behind the user's back: they are told.
+fn warn_if_stale(cfg: &EmulatorConfig) {
+    let Some(pid) = read_pid_file(&cfg.pid_file()) else {
+        return; // not ours: someone else's moto, nothing known about its fixes
+    };
+    if !is_moto_process(pid) {
+        return;
+    }
+    let recorded = fs::read_to_string(cfg.fixes_file()).unwrap_or_default();
+    if recorded.trim() != fixes_digest() {
+        tracing::warn!(
+            "the emulator at {} (pid {pid}) was started by an older xtask and runs older emulator \
+             fixes; run `cargo xtask emulator stop` and try again (its in-memory state is lost)",
+            cfg.endpoint()
+        );
+    }
+}
 
 /// The Python program that runs a moto server with [`MOTO_FIXES`] after `prelude`; the
 /// command line still names moto, which [`stop`] checks before signalling.
