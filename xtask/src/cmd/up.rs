@@ -45,7 +45,8 @@ pub struct Args {
     #[arg(long, default_value_t = 3000)]
     pub port: u16,
     /// Rebuild and re-apply when a function's source changes; the gateway follows the alias.
-    #[arg(long)]
+    /// (`--skip-build` then only skips the first build.)
+    #[arg(long, conflicts_with = "artifacts_dir")]
     pub watch: bool,
     /// Processes (and so concurrent invocations) per function at most.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -226,7 +227,8 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
                 last = Some(snapshot(&root));
                 eprintln!("change in functions/: rebuilding and applying...");
                 let t = Instant::now();
-                match deploy(g, &args.code).await {
+                // Always a build: that is what the change is for.
+                match deploy(g, &CodeArgs::default()).await {
                     Ok(_) => {
                         eprintln!("re-applied in {:.1} s", t.elapsed().as_secs_f64());
                         refresh_now.notify_one();
