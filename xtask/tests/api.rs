@@ -5,8 +5,9 @@
 //! minimal stand-ins (a function with a `live` alias) through the SDK, which is all API
 //! Gateway and Lambda permissions need on the control plane.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+mod common;
+
+use common::{Run, run_xtask};
 
 use serde_json::Value;
 use xtask::aws::{CallLog, Clients, Target};
@@ -25,29 +26,6 @@ struct Harness {
     emu: TestEmulator,
     aws: Clients,
     zips: tempfile::TempDir,
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
 }
 
 /// The stack's five functions; the API fronts three of them, all are deployed.
@@ -87,20 +65,7 @@ impl Harness {
     }
 
     fn xtask(&self, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["--env", ENV, "--json", "--config"])
-            .arg(fixture("api.toml"))
-            .args(args)
-            .env("XTASK__EMULATOR__PORT", self.emu.port().to_string())
-            .env_remove("XTASK_ENV")
-            .stdin(Stdio::null())
-            .output()
-            .expect("running xtask");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        run_xtask(ENV, "api.toml", self.emu.port(), args)
     }
 
     fn apply(&self, extra: &[&str]) -> Value {

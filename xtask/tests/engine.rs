@@ -1,8 +1,9 @@
 //! End-to-end tests of plan, apply and destroy: the real `xtask` binary against a private moto
 //! server per test, so tests run in parallel without sharing state.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+mod common;
+
+use common::{Run, run_xtask};
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ProvisionedThroughput,
@@ -22,29 +23,6 @@ const PROCESSED: &str = "processed-invoices-table-test";
 struct Harness {
     emu: TestEmulator,
     aws: Clients,
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
 }
 
 impl Harness {
@@ -67,21 +45,7 @@ impl Harness {
     }
 
     fn xtask_with(&self, config: &str, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["--env", ENV, "--json", "--config"])
-            .arg(fixture(config))
-            .args(args)
-            // Through the environment layer, so the test's own --set flags do not replace it.
-            .env("XTASK__EMULATOR__PORT", self.emu.port().to_string())
-            .env_remove("XTASK_ENV")
-            .stdin(Stdio::null())
-            .output()
-            .expect("running xtask");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        run_xtask(ENV, config, self.emu.port(), args)
     }
 
     fn apply(&self, extra: &[&str]) -> Value {

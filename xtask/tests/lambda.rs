@@ -7,9 +7,11 @@
 //! changing "one function's source" is writing a different `bootstrap` for it. Building is
 //! covered by tests/build.rs.
 
+mod common;
+
+use common::{Run, run_xtask};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 
 use serde_json::Value;
 use xtask::aws::{CallLog, Clients, Target};
@@ -34,29 +36,6 @@ struct Harness {
     emu: TestEmulator,
     aws: Clients,
     zips: tempfile::TempDir,
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
 }
 
 /// Writes `<dir>/<function>.zip` holding a fake `bootstrap` with `content`.
@@ -86,20 +65,7 @@ impl Harness {
     }
 
     fn xtask(&self, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["--env", ENV, "--json", "--config"])
-            .arg(fixture("lambda.toml"))
-            .args(args)
-            .env("XTASK__EMULATOR__PORT", self.emu.port().to_string())
-            .env_remove("XTASK_ENV")
-            .stdin(Stdio::null())
-            .output()
-            .expect("running xtask");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        run_xtask(ENV, "lambda.toml", self.emu.port(), args)
     }
 
     fn code_args(&self) -> Vec<String> {

@@ -298,3 +298,49 @@ pub fn fixture_text(rel: &str) -> String {
         .join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
+
+/// One finished run of the `xtask` binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// stdout as the `--json` document.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// `tests/fixtures/<name>`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Runs `xtask --env <env> --json --config fixtures/<config> <args>` against the emulator on
+/// `port` (passed through the environment layer, so a test's own `--set` flags do not replace
+/// it), without stdin.
+pub fn run_xtask(env: &str, config: &str, port: u16, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["--env", env, "--json", "--config"])
+        .arg(fixture(config))
+        .args(args)
+        .env("XTASK__EMULATOR__PORT", port.to_string())
+        .env_remove("XTASK_ENV")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running xtask");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
