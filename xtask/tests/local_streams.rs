@@ -10,11 +10,13 @@
 //! Nothing sleeps to let a race settle: tests wait for conditions with deadlines, and write
 //! items for a `LATEST` poller only after it reports it is reading.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
@@ -793,20 +795,7 @@ async fn shutdown_is_prompt_and_the_invocation_in_flight_finishes() {
 
 /// Compiles the runtime tests' std-only function once per test binary.
 fn runtime_fixture() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/runtime/fixture.rs");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("streams-runtime-fixture");
-        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-        let status = std::process::Command::new(rustc)
-            .args(["--edition", "2021", "-O", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .status()
-            .expect("running rustc");
-        assert!(status.success(), "compiling {}", src.display());
-        out
-    })
+    common::fixture_binary()
 }
 
 /// The local runtime, keeping what the function answered.

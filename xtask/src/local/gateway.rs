@@ -177,18 +177,11 @@ impl Gateway {
             Some((p, q)) => (p, q),
             None => (req.path.as_str(), ""),
         };
-        let Some(rest) = strip_stage(path, &api.stage) else {
-            // Another stage or no stage: API Gateway has nothing there.
-            return gateway_error(
-                api,
-                ctx,
-                "MISSING_AUTHENTICATION_TOKEN",
-                403,
-                "Missing Authentication Token",
-                "",
-            );
-        };
-        let Some((route, path_params)) = find_route(&api.routes, rest, &req.method) else {
+        // Another stage, no stage, no such resource or no such method: API Gateway answers all
+        // of them alike.
+        let found = strip_stage(path, &api.stage)
+            .and_then(|rest| find_route(&api.routes, rest, &req.method));
+        let Some((route, path_params)) = found else {
             return gateway_error(
                 api,
                 ctx,
