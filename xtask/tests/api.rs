@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Run, run_xtask};
+use common::{Run, run_xtask, writes_of};
 
 use serde_json::Value;
 use xtask::aws::{CallLog, Clients, Target};
@@ -106,16 +106,6 @@ impl Harness {
 }
 
 /// How many times a run called `operation` (`CreateDeployment`) among its writes.
-fn writes_of(doc: &Value, operation: &str) -> u64 {
-    doc["api_calls"]["writes_by_operation"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| k.ends_with(&format!(".{operation}")))
-        .map(|(_, v)| v.as_u64().unwrap())
-        .sum()
-}
-
 fn actions(doc: &Value) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = doc["resources"]
         .as_array()

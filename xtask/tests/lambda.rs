@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Run, run_xtask};
+use common::{Run, run_xtask, writes_of};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -47,6 +47,47 @@ fn write_zip(dir: &Path, function: &str, content: &str) -> String {
 }
 
 impl Harness {
+    async fn function_tag(&self, f: &str, key: &str) -> Option<String> {
+        let arn = format!("arn:aws:lambda:us-east-1:{ACCOUNT}:function:{f}-{ENV}");
+        let tags = self
+            .aws
+            .lambda
+            .list_tags()
+            .resource(arn)
+            .send()
+            .await
+            .unwrap();
+        tags.tags().and_then(|t| t.get(key)).cloned()
+    }
+
+    async fn role_tag(&self, f: &str, key: &str) -> Option<String> {
+        let tags = self
+            .aws
+            .iam
+            .list_role_tags()
+            .role_name(format!("invoice-app-{f}-{ENV}"))
+            .send()
+            .await
+            .unwrap();
+        tags.tags()
+            .iter()
+            .find(|t| t.key() == key)
+            .map(|t| t.value().to_string())
+    }
+
+    async fn log_group_tag(&self, f: &str, key: &str) -> Option<String> {
+        let arn = format!("arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/lambda/{f}-{ENV}");
+        let tags = self
+            .aws
+            .logs
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        tags.tags().and_then(|t| t.get(key)).cloned()
+    }
+
     async fn new() -> Harness {
         let emu = TestEmulator::start().await;
         let aws = Clients::new(
@@ -445,6 +486,31 @@ async fn functions_deploy_update_exactly_what_changed_purge_versions_and_destroy
     assert_eq!(h.versions("list-invoices").await, ["2", "3"]);
     let doc = h.apply(&memory);
     assert_eq!(doc["api_calls"]["writes"], 0, "{doc}");
+
+    // An extra tag reaches every function, role and log group in place; a second apply writes
+    // nothing; dropping the tag untags it again.
+    let tagged = [memory[0], memory[1], "--set", "tags.team=billing"];
+    let doc = h.apply(&tagged);
+    assert!(
+        writes_of(&doc, "TagResource") > 0 && writes_of(&doc, "TagRole") > 0,
+        "{doc}"
+    );
+    let team = |tags: Option<String>| tags.as_deref() == Some("billing");
+    assert!(team(h.function_tag("list-invoices", "team").await));
+    assert!(team(h.role_tag("list-invoices", "team").await));
+    assert!(team(h.log_group_tag("list-invoices", "team").await));
+    let doc = h.apply(&tagged);
+    assert_eq!(doc["api_calls"]["writes"], 0, "{doc}");
+    let doc = h.apply(&memory);
+    assert!(writes_of(&doc, "UntagResource") > 0, "{doc}");
+    assert_eq!(h.function_tag("list-invoices", "team").await, None);
+    assert_eq!(h.role_tag("list-invoices", "team").await, None);
+    assert_eq!(h.log_group_tag("list-invoices", "team").await, None);
+    assert!(
+        h.function_tag("list-invoices", "managed-by")
+            .await
+            .is_some()
+    );
 
     // Destroy: nothing of the functions is left.
     let run = h.xtask(&["destroy", "--yes"]);

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod plan;
 pub mod render;
 pub mod retry;
+pub mod tags;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};

@@ -841,28 +841,19 @@ async fn sync_tags(
     live: &BTreeMap<String, String>,
 ) -> Result<()> {
     let db = &ctx.aws.dynamodb;
-    let stale: Vec<String> = live
-        .keys()
-        .filter(|k| !k.starts_with("aws:") && !desired.contains_key(*k))
-        .cloned()
-        .collect();
-    if !stale.is_empty() {
+    let delta = crate::engine::tags::delta(desired, live);
+    if !delta.remove.is_empty() {
         db.untag_resource()
             .resource_arn(arn)
-            .set_tag_keys(Some(stale))
+            .set_tag_keys(Some(delta.remove))
             .send()
             .await
             .context("UntagResource")?;
     }
-    let changed: BTreeMap<String, String> = desired
-        .iter()
-        .filter(|(k, v)| live.get(*k) != Some(v))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    if !changed.is_empty() {
+    if !delta.set.is_empty() {
         db.tag_resource()
             .resource_arn(arn)
-            .set_tags(Some(tags(&changed)?))
+            .set_tags(Some(tags(&delta.set)?))
             .send()
             .await
             .context("TagResource")?;

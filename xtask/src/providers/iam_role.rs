@@ -298,31 +298,28 @@ impl Provider for IamRole {
                     }
                 }
                 "tags" => {
-                    let stale: Vec<String> = o
-                        .tags
-                        .keys()
-                        .filter(|k| !spec.tags.contains_key(*k))
-                        .cloned()
-                        .collect();
-                    if !stale.is_empty() {
+                    let delta = crate::engine::tags::delta(&spec.tags, &o.tags);
+                    if !delta.remove.is_empty() {
                         iam.untag_role()
                             .role_name(&spec.name)
-                            .set_tag_keys(Some(stale))
+                            .set_tag_keys(Some(delta.remove))
                             .send()
                             .await
                             .context("UntagRole")?;
                     }
-                    let tags = spec
-                        .tags
-                        .iter()
-                        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                        .collect::<Result<Vec<_>, _>>()?;
-                    iam.tag_role()
-                        .role_name(&spec.name)
-                        .set_tags(Some(tags))
-                        .send()
-                        .await
-                        .context("TagRole")?;
+                    if !delta.set.is_empty() {
+                        let tags = delta
+                            .set
+                            .iter()
+                            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                            .collect::<Result<Vec<_>, _>>()?;
+                        iam.tag_role()
+                            .role_name(&spec.name)
+                            .set_tags(Some(tags))
+                            .send()
+                            .await
+                            .context("TagRole")?;
+                    }
                 }
                 other => anyhow::bail!("iam_role cannot update field {other}"),
             }

@@ -674,28 +674,25 @@ async fn purge(ctx: &Ctx, spec: &FunctionSpec, alias_target: Option<&str>) -> Re
 
 async fn update_tags(ctx: &Ctx, spec: &FunctionSpec, o: &ObservedFunction) -> Result<()> {
     let lambda = &ctx.aws.lambda;
-    let stale: Vec<String> = o
-        .tags
-        .keys()
-        .filter(|k| !spec.tags.contains_key(*k))
-        .cloned()
-        .collect();
-    if !stale.is_empty() {
+    let delta = crate::engine::tags::delta(&spec.tags, &o.tags);
+    if !delta.remove.is_empty() {
         lambda
             .untag_resource()
             .resource(&o.arn)
-            .set_tag_keys(Some(stale))
+            .set_tag_keys(Some(delta.remove))
             .send()
             .await
             .context("UntagResource")?;
     }
-    lambda
-        .tag_resource()
-        .resource(&o.arn)
-        .set_tags(Some(spec.tags.clone().into_iter().collect()))
-        .send()
-        .await
-        .context("TagResource")?;
+    if !delta.set.is_empty() {
+        lambda
+            .tag_resource()
+            .resource(&o.arn)
+            .set_tags(Some(delta.set.into_iter().collect()))
+            .send()
+            .await
+            .context("TagResource")?;
+    }
     Ok(())
 }
 

@@ -166,26 +166,23 @@ async fn put_retention(ctx: &Ctx, spec: &LogGroupSpec) -> Result<()> {
 
 async fn put_tags(ctx: &Ctx, spec: &LogGroupSpec, o: &ObservedLogGroup) -> Result<()> {
     let logs = &ctx.aws.logs;
-    let stale: Vec<String> = o
-        .tags
-        .keys()
-        .filter(|k| !spec.tags.contains_key(*k))
-        .cloned()
-        .collect();
-    if !stale.is_empty() {
+    let delta = crate::engine::tags::delta(&spec.tags, &o.tags);
+    if !delta.remove.is_empty() {
         logs.untag_resource()
             .resource_arn(&o.arn)
-            .set_tag_keys(Some(stale))
+            .set_tag_keys(Some(delta.remove))
             .send()
             .await
             .context("UntagResource")?;
     }
-    logs.tag_resource()
-        .resource_arn(&o.arn)
-        .set_tags(Some(spec.tags.clone().into_iter().collect()))
-        .send()
-        .await
-        .context("TagResource")?;
+    if !delta.set.is_empty() {
+        logs.tag_resource()
+            .resource_arn(&o.arn)
+            .set_tags(Some(delta.set.into_iter().collect()))
+            .send()
+            .await
+            .context("TagResource")?;
+    }
     Ok(())
 }
 

@@ -344,3 +344,14 @@ pub fn run_xtask(env: &str, config: &str, port: u16, args: &[&str]) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// Writes of one operation (`TagResource`, any service) in an apply's `--json` document.
+pub fn writes_of(doc: &Value, operation: &str) -> u64 {
+    doc["api_calls"]["writes_by_operation"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.ends_with(&format!(".{operation}")))
+        .map(|(_, v)| v.as_u64().unwrap())
+        .sum()
+}
