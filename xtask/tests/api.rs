@@ -10,7 +10,7 @@ mod common;
 use common::{Run, run_xtask, writes_of};
 
 use serde_json::Value;
-use xtask::aws::{CallLog, Clients, Target};
+use xtask::aws::Clients;
 use xtask::emulator::TestEmulator;
 
 const ENV: &str = "test";
@@ -51,14 +51,7 @@ fn write_zips(dir: &std::path::Path) {
 impl Harness {
     async fn new() -> Harness {
         let emu = TestEmulator::start().await;
-        let aws = Clients::new(
-            &Target::Emulator {
-                endpoint: emu.endpoint(),
-                region: "us-east-1".into(),
-            },
-            CallLog::new(false),
-        )
-        .await;
+        let aws = common::emulator_clients(&emu).await;
         let zips = tempfile::tempdir().unwrap();
         write_zips(zips.path());
         Harness { emu, aws, zips }
@@ -72,23 +65,14 @@ impl Harness {
         let dir = self.zips.path().display().to_string();
         let mut args = vec!["apply", "--yes", "--artifacts-dir", &dir];
         args.extend_from_slice(extra);
-        let run = self.xtask(&args);
-        assert_eq!(run.code, 0, "apply failed:\n{}", run.stderr);
-        run.json()
+        self.xtask(&args).applied()
     }
 
     fn plan(&self, extra: &[&str]) -> (i32, Value) {
         let dir = self.zips.path().display().to_string();
         let mut args = vec!["plan", "--detailed-exitcode", "--artifacts-dir", &dir];
         args.extend_from_slice(extra);
-        let run = self.xtask(&args);
-        assert!(
-            run.code == 0 || run.code == 2,
-            "plan failed ({}):\n{}",
-            run.code,
-            run.stderr
-        );
-        (run.code, run.json())
+        self.xtask(&args).planned()
     }
 
     async fn api_id(&self) -> Option<String> {
@@ -105,7 +89,6 @@ impl Harness {
     }
 }
 
-/// How many times a run called `operation` (`CreateDeployment`) among its writes.
 fn actions(doc: &Value) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = doc["resources"]
         .as_array()

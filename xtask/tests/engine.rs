@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_s3::primitives::ByteStream;
 use serde_json::Value;
-use xtask::aws::{CallLog, Clients, Target};
+use xtask::aws::Clients;
 use xtask::emulator::TestEmulator;
 
 const ENV: &str = "test";
@@ -28,14 +28,7 @@ struct Harness {
 impl Harness {
     async fn new() -> Harness {
         let emu = TestEmulator::start().await;
-        let aws = Clients::new(
-            &Target::Emulator {
-                endpoint: emu.endpoint(),
-                region: "us-east-1".into(),
-            },
-            CallLog::new(false),
-        )
-        .await;
+        let aws = common::emulator_clients(&emu).await;
         Harness { emu, aws }
     }
 
@@ -51,23 +44,14 @@ impl Harness {
     fn apply(&self, extra: &[&str]) -> Value {
         let mut args = vec!["apply", "--yes"];
         args.extend_from_slice(extra);
-        let run = self.xtask(&args);
-        assert_eq!(run.code, 0, "apply failed:\n{}", run.stderr);
-        run.json()
+        self.xtask(&args).applied()
     }
 
     /// Plans with the given extra flags and returns (exit code, plan document).
     fn plan(&self, extra: &[&str]) -> (i32, Value) {
         let mut args = vec!["plan", "--detailed-exitcode"];
         args.extend_from_slice(extra);
-        let run = self.xtask(&args);
-        assert!(
-            run.code == 0 || run.code == 2,
-            "plan failed ({}):\n{}",
-            run.code,
-            run.stderr
-        );
-        (run.code, run.json())
+        self.xtask(&args).planned()
     }
 }
 

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde_json::Value;
-use xtask::aws::{CallLog, Clients, Target};
+use xtask::aws::Clients;
 use xtask::emulator::TestEmulator;
 
 const ENV: &str = "test";
@@ -90,14 +90,7 @@ impl Harness {
 
     async fn new() -> Harness {
         let emu = TestEmulator::start().await;
-        let aws = Clients::new(
-            &Target::Emulator {
-                endpoint: emu.endpoint(),
-                region: "us-east-1".into(),
-            },
-            CallLog::new(false),
-        )
-        .await;
+        let aws = common::emulator_clients(&emu).await;
         let zips = tempfile::tempdir().unwrap();
         for f in FUNCTIONS {
             write_zip(zips.path(), f, "v1");
@@ -121,9 +114,7 @@ impl Harness {
         args.extend(self.code_args());
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let run = self.xtask(&args);
-        assert_eq!(run.code, 0, "apply failed:\n{}", run.stderr);
-        let doc = run.json();
+        let doc = self.xtask(&args).applied();
         assert!(
             doc["outcomes"]
                 .as_array()
@@ -138,14 +129,7 @@ impl Harness {
         args.extend(self.code_args());
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let run = self.xtask(&args);
-        assert!(
-            run.code == 0 || run.code == 2,
-            "plan failed ({}):\n{}",
-            run.code,
-            run.stderr
-        );
-        (run.code, run.json())
+        self.xtask(&args).planned()
     }
 
     async fn alias_target(&self, function: &str) -> String {

@@ -307,6 +307,23 @@ pub struct Run {
 }
 
 impl Run {
+    /// The document of an apply that succeeded.
+    pub fn applied(self) -> Value {
+        assert_eq!(self.code, 0, "apply failed:\n{}", self.stderr);
+        self.json()
+    }
+
+    /// Exit code (0: no changes, 2: changes) and document of `plan --detailed-exitcode`.
+    pub fn planned(self) -> (i32, Value) {
+        assert!(
+            self.code == 0 || self.code == 2,
+            "plan failed ({}):\n{}",
+            self.code,
+            self.stderr
+        );
+        (self.code, self.json())
+    }
+
     /// stdout as the `--json` document.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
@@ -316,6 +333,18 @@ impl Run {
             )
         })
     }
+}
+
+/// SDK clients (counting calls, as xtask's own) for a test's emulator.
+pub async fn emulator_clients(emu: &xtask::emulator::TestEmulator) -> xtask::aws::Clients {
+    xtask::aws::Clients::new(
+        &xtask::aws::Target::Emulator {
+            endpoint: emu.endpoint(),
+            region: "us-east-1".into(),
+        },
+        xtask::aws::CallLog::new(false),
+    )
+    .await
 }
 
 /// `tests/fixtures/<name>`.
