@@ -3,6 +3,9 @@
 //! It makes sure a Python with moto is available (installing it into the project venv when
 //! `python3` lacks it), puts that interpreter first on `PATH` so every test's private emulator
 //! finds it, then runs `cargo test` twice: the deployer crates, then the function crates.
+//! Before that it installs the independent checkers some tests run ([`TEST_TOOLS`]) into the
+//! same Python, and exports that interpreter as `XTASK_PYTHON` so a test runs a checker as
+//! `$XTASK_PYTHON -m <module>` (falling back to `python3` under a plain `cargo test`).
 //! Two runs, not one `--workspace` run, because cargo unifies dependency features over the
 //! packages of one build: a workspace-wide test build would compile every AWS SDK crate a
 //! third time, with a feature set neither `cargo xtask` nor the functions use.
@@ -22,11 +25,16 @@ pub struct Args {
     pub cargo_args: Vec<String>,
 }
 
+/// PyPI packages some tests run as independent checkers: `(module to import, requirement)`.
+/// A test that needs one fails (never skips) when it is missing.
+pub const TEST_TOOLS: &[(&str, &str)] = &[];
+
 pub async fn run(args: &Args) -> Result<u8> {
     let root = project_root();
     let python = emulator::ensure_moto(&root.join(".xtask").join("venv"))
         .await
         .context("preparing the moto emulator for the tests")?;
+    ensure_test_tools(&python).context("installing the tests' Python checkers")?;
     let mut path = std::env::var_os("PATH").unwrap_or_default();
     if let Some(dir) = python.parent().filter(|d| !d.as_os_str().is_empty()) {
         let mut dirs = vec![dir.to_path_buf()];
@@ -50,9 +58,39 @@ pub async fn run(args: &Args) -> Result<u8> {
             .args(selection)
             .args(&args.cargo_args)
             .env("PATH", &path)
+            .env("XTASK_PYTHON", &python)
             .status()
             .context("running cargo test")?;
         ok &= status.success();
     }
     Ok(if ok { exit::OK } else { exit::ERROR })
+}
+
+/// Installs the [`TEST_TOOLS`] that `python` cannot import yet, with its own pip.
+fn ensure_test_tools(python: &std::path::Path) -> Result<()> {
+    let missing: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|(module, _)| {
+            !Command::new(python)
+                .args(["-c", &format!("import {module}")])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(_, requirement)| *requirement)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing the tests' checkers: {}", missing.join(" "));
+    let status = Command::new(python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args(&missing)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("running {} -m pip", python.display()))?;
+    anyhow::ensure!(status.success(), "pip install {} failed: {status}", missing.join(" "));
+    Ok(())
 }
