@@ -508,6 +508,7 @@ fn functions(
         spec: Spec::EventSourceMapping(EventSourceMappingSpec {
             name: format!("{} -> {function}:{ALIAS}", names.invoices_table()),
             table_name: names.invoices_table(),
+            stream_view_type: config.invoices_table.stream_view_type.as_str().into(),
             function_name: function,
             alias: ALIAS.into(),
             starting_position: s.starting_position.as_str().into(),

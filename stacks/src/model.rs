@@ -320,6 +320,9 @@ pub struct EventSourceMappingSpec {
     pub name: String,
     /// The stream ARN is not known before the table exists: the provider reads it.
     pub table_name: String,
+    /// The table's stream view type: changing it gives the table a new stream, which the
+    /// mapping must follow (a mapping cannot be moved to another stream in place).
+    pub stream_view_type: String,
     pub function_name: String,
     pub alias: String,
     pub starting_position: String,

@@ -3,7 +3,9 @@
 //! Throttling and transport errors are retried inside the SDK. What is left are domain
 //! conditions only the caller can recognise from a typed error (a role not yet assumable, a
 //! function update in progress) or a state to wait for (a table becoming ACTIVE). Both are
-//! bounded by a deadline, back off exponentially with jitter, and log each attempt.
+//! bounded by a deadline (and optionally by a number of attempts), back off exponentially with
+//! jitter, and log each attempt. [`Pace`] spaces the calls of an operation whose per-account
+//! quota is far below the SDK's own retry rate (API Gateway's CreateRestApi, UpdateAccount).
 
 use std::future::Future;
 use std::time::Duration;
@@ -48,6 +50,22 @@ impl Backoff {
 pub async fn retry<T, E, F, Fut>(
     what: &str,
     policy: Backoff,
+    op: F,
+    retryable: impl Fn(&E) -> Option<&'static str>,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    retry_at_most(what, policy, u32::MAX, op, retryable).await
+}
+
+/// [`retry`] that also stops after `max_attempts` calls of `op`: for quota-limited calls, where
+/// each retry costs a whole quota interval and a few attempts are all that are worth making.
+pub async fn retry_at_most<T, E, F, Fut>(
+    what: &str,
+    policy: Backoff,
+    max_attempts: u32,
     mut op: F,
     retryable: impl Fn(&E) -> Option<&'static str>,
 ) -> Result<T, E>
@@ -65,7 +83,7 @@ where
                     return Err(e);
                 };
                 let delay = policy.delay(attempt);
-                if start.elapsed() + delay > policy.deadline {
+                if attempt + 1 >= max_attempts || start.elapsed() + delay > policy.deadline {
                     tracing::warn!(what, reason, attempts = attempt + 1, "giving up");
                     return Err(e);
                 }
@@ -74,6 +92,38 @@ where
                 attempt += 1;
             }
         }
+    }
+}
+
+/// Spaces the calls of one operation at least an interval apart within this process.
+///
+/// Some AWS quotas are a handful of calls per minute per account (CreateRestApi for an EDGE
+/// API: one per 30 s). Retrying on TooManyRequests alone would spend those calls on errors;
+/// pacing makes this process's own calls fit the quota, and the bounded retry is left for
+/// calls made by others in the same account.
+#[derive(Debug, Default)]
+pub struct Pace {
+    next: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Pace {
+    pub const fn new() -> Pace {
+        Pace {
+            next: tokio::sync::Mutex::const_new(None),
+        }
+    }
+
+    /// Waits until `interval` has passed since the previous call through this pace, then
+    /// claims the slot. Concurrent callers queue in turn.
+    pub async fn wait(&self, what: &str, interval: Duration) {
+        let mut next = self.next.lock().await;
+        if let Some(at) = *next
+            && at > Instant::now()
+        {
+            tracing::info!(what, delay = ?(at - Instant::now()), "pacing to the account's quota");
+            tokio::time::sleep_until(at).await;
+        }
+        *next = Some(Instant::now() + interval);
     }
 }
 
@@ -177,6 +227,42 @@ mod tests {
         assert_eq!(out, Err("throttled"));
         assert!(start.elapsed() <= POLICY.deadline);
         assert!(calls.get() > 3, "backoff should allow several attempts");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_at_most_stops_at_the_attempt_bound() {
+        let calls = Cell::new(0);
+        let out: Result<(), &str> = retry_at_most(
+            "op",
+            POLICY,
+            3,
+            || {
+                calls.set(calls.get() + 1);
+                async { Err("throttled") }
+            },
+            |_| Some("throttled"),
+        )
+        .await;
+        assert_eq!(out, Err("throttled"));
+        assert_eq!(calls.get(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pace_spaces_calls_by_the_interval() {
+        let pace = Pace::new();
+        let interval = Duration::from_secs(30);
+        let start = Instant::now();
+        pace.wait("op", interval).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the first call goes at once"
+        );
+        pace.wait("op", interval).await;
+        let second = start.elapsed();
+        pace.wait("op", interval).await;
+        assert!(second >= interval, "second call after {second:?}");
+        assert!(start.elapsed() >= interval * 2);
     }
 
     #[tokio::test(start_paused = true)]

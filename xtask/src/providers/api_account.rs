@@ -17,11 +17,33 @@ use aws_sdk_iam::operation::create_role::CreateRoleError;
 use serde_json::{Value, json};
 use stacks::ApiAccountSpec;
 
+use super::apigw::{self, Quota};
 use super::partition;
-use crate::engine::retry::{Backoff, retry};
+use crate::engine::retry::retry_at_most;
 use crate::engine::{Change, Ctx, Diff, Provider};
 
 pub struct ApiAccount;
+
+/// Attempts of UpdateAccount: with the 20 s pace, about two minutes for the new role to
+/// become usable.
+const ACCOUNT_ATTEMPTS: u32 = 7;
+
+/// Why an UpdateAccount error is worth retrying: the role just created is not yet assumable
+/// (BadRequest, the only variant API Gateway uses for it), or the account's quota.
+pub fn update_account_retry_reason<R>(e: &SdkError<UpdateAccountError, R>) -> Option<&'static str> {
+    match e {
+        SdkError::ServiceError(s) => match s.err() {
+            UpdateAccountError::BadRequestException(_) => {
+                Some("the new role is not yet assumable by API Gateway")
+            }
+            UpdateAccountError::TooManyRequestsException(_) => {
+                Some("UpdateAccount quota (1 per 20 s per account)")
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedAccount {
@@ -132,11 +154,14 @@ impl Provider for ApiAccount {
             .context("AttachRolePolicy")?;
         let arn = role_arn(ctx, &spec.role_name);
         // A new role is not usable by API Gateway for a few seconds; UpdateAccount says so
-        // with a BadRequestException until it is.
-        retry(
+        // with a BadRequestException until it is. The call is quota-limited (one per 20 s per
+        // account), so it is paced and retried a bounded number of times, not by the SDK.
+        retry_at_most(
             "UpdateAccount",
-            Backoff::wait(ctx.wait_timeout.min(std::time::Duration::from_secs(120))),
-            || {
+            Quota::UpdateAccount.backoff(ctx.wait_timeout),
+            ACCOUNT_ATTEMPTS,
+            || async {
+                Quota::UpdateAccount.paced().await;
                 ctx.aws
                     .apigateway
                     .update_account()
@@ -147,16 +172,12 @@ impl Provider for ApiAccount {
                             .value(&arn)
                             .build(),
                     )
+                    .customize()
+                    .config_override(apigw::no_sdk_retries())
                     .send()
+                    .await
             },
-            |e: &SdkError<UpdateAccountError, _>| match e {
-                SdkError::ServiceError(s)
-                    if matches!(s.err(), UpdateAccountError::BadRequestException(_)) =>
-                {
-                    Some("the new role is not yet assumable by API Gateway")
-                }
-                _ => None,
-            },
+            update_account_retry_reason,
         )
         .await
         .context("UpdateAccount")?;

@@ -285,13 +285,15 @@ async fn deploy(ctx: &Ctx, api_id: &str, hash: &str) -> Result<String> {
     let d = retry(
         "CreateDeployment",
         Quota::CreateDeployment.backoff(ctx.wait_timeout),
-        || {
+        || async {
+            Quota::CreateDeployment.paced().await;
             gw.create_deployment()
                 .rest_api_id(api_id)
                 .description(&description)
                 .customize()
                 .config_override(apigw::no_sdk_retries())
                 .send()
+                .await
         },
         apigw::deployment_retryable,
     )

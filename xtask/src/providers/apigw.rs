@@ -1,6 +1,10 @@
 //! What the API Gateway providers share: finding a REST API or API key by name (the name is
 //! the only stable handle: there is no state file to remember ids in), the account's request
 //! quotas on a few control-plane calls, and the ARNs API Gateway resources are tagged by.
+//!
+//! The quota-limited calls are paced within this process ([`Quota::paced`]) so that our own
+//! calls never exceed the quota, and a TooManyRequests (someone else in the account used it)
+//! is retried a bounded number of times ([`QUOTA_ATTEMPTS`]), a quota interval apart.
 
 use std::time::Duration;
 
@@ -12,17 +16,24 @@ use aws_sdk_apigateway::operation::delete_rest_api::DeleteRestApiError;
 use aws_sdk_apigateway::types::RestApi;
 
 use crate::engine::Ctx;
-use crate::engine::retry::Backoff;
+use crate::engine::retry::{Backoff, Pace};
+
+/// Attempts of a quota-limited call before its TooManyRequests is returned.
+pub const QUOTA_ATTEMPTS: u32 = 5;
 
 /// Per-account quotas of API Gateway calls that are much lower than the ~10 rps of the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quota {
     /// CreateDeployment: one every 5 seconds.
     CreateDeployment,
-    /// CreateRestApi: one every 3 seconds.
+    /// CreateRestApi of a REGIONAL or PRIVATE API: one every 3 seconds.
     CreateRestApi,
+    /// CreateRestApi of an EDGE API: one every 30 seconds.
+    CreateEdgeRestApi,
     /// DeleteRestApi: one every 30 seconds.
     DeleteRestApi,
+    /// UpdateAccount: one every 20 seconds.
+    UpdateAccount,
 }
 
 impl Quota {
@@ -30,8 +41,36 @@ impl Quota {
         match self {
             Quota::CreateDeployment => Duration::from_secs(5),
             Quota::CreateRestApi => Duration::from_secs(3),
+            Quota::CreateEdgeRestApi => Duration::from_secs(30),
             Quota::DeleteRestApi => Duration::from_secs(30),
+            Quota::UpdateAccount => Duration::from_secs(20),
         }
+    }
+
+    /// The CreateRestApi quota for an endpoint type (`EDGE`, `REGIONAL`, `PRIVATE`).
+    pub fn create_rest_api(endpoint_type: &str) -> Quota {
+        if endpoint_type.eq_ignore_ascii_case("EDGE") {
+            Quota::CreateEdgeRestApi
+        } else {
+            Quota::CreateRestApi
+        }
+    }
+
+    /// Waits until this process may make the call again under the quota. Both CreateRestApi
+    /// quotas count against one operation, so they share a pace (the stricter interval of
+    /// the two applies to the call after an EDGE create).
+    pub async fn paced(self) {
+        static DEPLOYMENT: Pace = Pace::new();
+        static CREATE_API: Pace = Pace::new();
+        static DELETE_API: Pace = Pace::new();
+        static ACCOUNT: Pace = Pace::new();
+        let (pace, what) = match self {
+            Quota::CreateDeployment => (&DEPLOYMENT, "CreateDeployment"),
+            Quota::CreateRestApi | Quota::CreateEdgeRestApi => (&CREATE_API, "CreateRestApi"),
+            Quota::DeleteRestApi => (&DELETE_API, "DeleteRestApi"),
+            Quota::UpdateAccount => (&ACCOUNT, "UpdateAccount"),
+        };
+        pace.wait(what, self.interval()).await;
     }
 
     /// Backoff for a throttled call: the first retry waits one quota interval (retrying
@@ -62,7 +101,7 @@ pub fn create_api_retryable<R>(e: &SdkError<CreateRestApiError, R>) -> Option<&'
         SdkError::ServiceError(s)
             if matches!(s.err(), CreateRestApiError::TooManyRequestsException(_)) =>
         {
-            Some("CreateRestApi quota (1 per 3 s per account)")
+            Some("CreateRestApi quota (1 per 3 s per account, 1 per 30 s for EDGE)")
         }
         _ => None,
     }

@@ -478,35 +478,46 @@ impl Provider for DynamoDbTable {
                         let Some(live) = o.gsis.iter().find(|x| x.name == g.name) else {
                             continue;
                         };
-                        if let Some(gc) = g.capacity {
-                            gsi_updates.push(
-                                GlobalSecondaryIndexUpdate::builder()
-                                    .update(
-                                        UpdateGlobalSecondaryIndexAction::builder()
-                                            .index_name(&g.name)
-                                            .provisioned_throughput(throughput(
-                                                wanted(gc.read, gc.read_range, live.read),
-                                                wanted(gc.write, gc.write_range, live.write),
-                                            )?)
-                                            .build()?,
-                                    )
-                                    .build(),
-                            );
+                        let Some(gc) = g.capacity else { continue };
+                        let (gr, gw) = (
+                            wanted(gc.read, gc.read_range, live.read),
+                            wanted(gc.write, gc.write_range, live.write),
+                        );
+                        // UpdateTable rejects an index update that would not change its
+                        // throughput ("... will not change"); under autoscaling the wanted
+                        // value is the live one clamped to the range, so usually it does not.
+                        if !o.pay_per_request && (gr, gw) == (live.read, live.write) {
+                            continue;
                         }
+                        gsi_updates.push(
+                            GlobalSecondaryIndexUpdate::builder()
+                                .update(
+                                    UpdateGlobalSecondaryIndexAction::builder()
+                                        .index_name(&g.name)
+                                        .provisioned_throughput(throughput(gr, gw)?)
+                                        .build()?,
+                                )
+                                .build(),
+                        );
                     }
                     let switching = o.pay_per_request;
                     let table_changes = switching || r_cap != o.read || w_cap != o.write;
-                    let tp = throughput(r_cap, w_cap)?;
-                    update_table(ctx, name, |mut r| {
-                        r = r.billing_mode(BillingMode::Provisioned);
-                        if table_changes {
-                            r = r.provisioned_throughput(tp.clone());
-                        }
-                        r.set_global_secondary_index_updates(
-                            (!gsi_updates.is_empty()).then(|| gsi_updates.clone()),
-                        )
-                    })
-                    .await?;
+                    // The same rule for the table itself: a call that changes nothing fails.
+                    if !table_changes && gsi_updates.is_empty() {
+                        tracing::debug!(table = name, "capacity already as wanted");
+                    } else {
+                        let tp = throughput(r_cap, w_cap)?;
+                        update_table(ctx, name, |mut r| {
+                            r = r.billing_mode(BillingMode::Provisioned);
+                            if table_changes {
+                                r = r.provisioned_throughput(tp.clone());
+                            }
+                            r.set_global_secondary_index_updates(
+                                (!gsi_updates.is_empty()).then(|| gsi_updates.clone()),
+                            )
+                        })
+                        .await?;
+                    }
                 }
             }
         }

@@ -3,7 +3,12 @@
 //! The stream ARN carries a timestamp chosen by DynamoDB, so the stack cannot name it: the
 //! provider reads the table's `LatestStreamArn` itself, at plan time for an existing table and
 //! again at create time (the table may have been created moments before). Every setting is
-//! updated in place; only a different stream (the table was replaced) means a new mapping.
+//! updated in place; only a different stream means a new mapping: the table was replaced, or
+//! its stream view type changed (DynamoDB then disables the stream and makes a new one, with
+//! a new ARN). The spec carries the view type the table will have, so a plan that changes it
+//! replaces the mapping after the table's update. Mappings of our function left on an older
+//! stream of the table (an interrupted run) are found when none is on the current stream, and
+//! removed by the next apply's replace or by destroy.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,8 +18,12 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::operation::create_event_source_mapping::CreateEventSourceMappingError;
+use aws_sdk_lambda::operation::delete_event_source_mapping::DeleteEventSourceMappingError;
+use aws_sdk_lambda::operation::get_event_source_mapping::GetEventSourceMappingError;
 use aws_sdk_lambda::operation::update_event_source_mapping::UpdateEventSourceMappingError;
-use aws_sdk_lambda::types::{EventSourcePosition, FunctionResponseType};
+use aws_sdk_lambda::types::{
+    EventSourceMappingConfiguration, EventSourcePosition, FunctionResponseType,
+};
 use serde_json::Value;
 use stacks::EventSourceMappingSpec;
 
@@ -31,6 +40,8 @@ pub struct ObservedMapping {
     pub function_arn: String,
     /// The table's current stream; `None` when the table has no stream (any more).
     pub current_stream_arn: Option<String>,
+    /// The view type of the table's current stream.
+    pub stream_view_type: Option<String>,
     pub starting_position: String,
     pub batch_size: u32,
     pub batching_window_secs: u32,
@@ -51,6 +62,11 @@ fn function_name(function_arn: &str) -> &str {
 
 /// The table's current stream ARN.
 async fn stream_arn(ctx: &Ctx, table: &str) -> Result<Option<String>> {
+    Ok(table_stream(ctx, table).await?.map(|(arn, _)| arn))
+}
+
+/// The table's current stream ARN and its view type.
+async fn table_stream(ctx: &Ctx, table: &str) -> Result<Option<(String, Option<String>)>> {
     match ctx
         .aws
         .dynamodb
@@ -59,10 +75,13 @@ async fn stream_arn(ctx: &Ctx, table: &str) -> Result<Option<String>> {
         .send()
         .await
     {
-        Ok(t) => Ok(t
-            .table()
-            .and_then(|t| t.latest_stream_arn())
-            .map(str::to_string)),
+        Ok(t) => Ok(t.table().and_then(|t| {
+            let view = t
+                .stream_specification()
+                .and_then(|s| s.stream_view_type())
+                .map(|v| v.as_str().to_string());
+            t.latest_stream_arn().map(|arn| (arn.to_string(), view))
+        })),
         Err(aws_sdk_dynamodb::error::SdkError::ServiceError(e))
             if matches!(e.err(), DescribeTableError::ResourceNotFoundException(_)) =>
         {
@@ -91,11 +110,12 @@ impl Provider for EventSourceMapping {
         ctx: &Ctx,
         spec: &EventSourceMappingSpec,
     ) -> Result<Option<ObservedMapping>> {
-        let current = stream_arn(ctx, &spec.table_name).await?;
-        let Some(stream) = &current else {
+        let Some((stream, view)) = table_stream(ctx, &spec.table_name).await? else {
             // No table or no stream: no mapping of ours can be alive on it.
             return Ok(None);
         };
+        let current = Some(stream.clone());
+        let stream = &stream;
         // By stream rather than by function name: the function ARN's qualifier is what we
         // compare, and filtering by it would hide a mapping pointing at the wrong one.
         let page = ctx
@@ -106,17 +126,32 @@ impl Provider for EventSourceMapping {
             .send()
             .await
             .context("ListEventSourceMappings")?;
-        let Some(m) = page.event_source_mappings().iter().find(|m| {
-            m.function_arn()
-                .is_some_and(|f| function_name(f) == spec.function_name)
-        }) else {
-            return Ok(None);
+        let found = page
+            .event_source_mappings()
+            .iter()
+            .find(|m| {
+                m.function_arn()
+                    .is_some_and(|f| function_name(f) == spec.function_name)
+            })
+            .cloned();
+        // None on the current stream: one left on an older stream of the table is still ours.
+        let m = match found {
+            Some(m) => m,
+            None => match old_stream_mappings(ctx, spec, stream)
+                .await?
+                .into_iter()
+                .next()
+            {
+                Some(m) => m,
+                None => return Ok(None),
+            },
         };
         Ok(Some(ObservedMapping {
             uuid: m.uuid().unwrap_or_default().to_string(),
             stream_arn: m.event_source_arn().unwrap_or_default().to_string(),
             function_arn: m.function_arn().unwrap_or_default().to_string(),
             current_stream_arn: current.clone(),
+            stream_view_type: view,
             starting_position: m
                 .starting_position()
                 .map(|p| p.as_str().to_string())
@@ -190,12 +225,20 @@ impl Provider for EventSourceMapping {
                 qualifier(&o.function_arn).unwrap_or("$LATEST")
             ),
         );
-        // Only a mapping on the current stream is read at all, so this is informational.
+        // A mapping left on an older stream of the table must move to the current one.
         d.replace_field(
             "stream",
             o.current_stream_arn.clone(),
             Some(o.stream_arn.clone()),
         );
+        // The table's update will make a new stream: the mapping follows it.
+        if let Some(live) = &o.stream_view_type {
+            d.replace_field(
+                "stream_view_type",
+                spec.stream_view_type.clone(),
+                live.clone(),
+            );
+        }
         // The starting position is fixed at creation.
         d.replace_field(
             "starting_position",
@@ -227,6 +270,11 @@ impl Provider for EventSourceMapping {
             || stream_arn(ctx, &spec.table_name),
         )
         .await?;
+        // A mapping of ours still on an older stream would keep invoking the function with
+        // the old stream's records (and orphan itself when that stream expires).
+        for old in old_stream_mappings(ctx, spec, &stream).await? {
+            delete_mapping(ctx, old.uuid().unwrap_or_default()).await?;
+        }
         let function = alias_arn(ctx, spec);
         let lambda = &ctx.aws.lambda;
         retry(
@@ -322,22 +370,129 @@ impl Provider for EventSourceMapping {
     async fn delete(
         &self,
         ctx: &Ctx,
-        _spec: &EventSourceMappingSpec,
+        spec: &EventSourceMappingSpec,
         o: &ObservedMapping,
     ) -> Result<()> {
-        match ctx
+        delete_mapping(ctx, &o.uuid).await?;
+        // Destroy leaves nothing of ours on the table's older streams either.
+        if let Some(current) = &o.current_stream_arn {
+            for old in old_stream_mappings(ctx, spec, current).await? {
+                // The observed one may itself be on an old stream: it is deleted already.
+                if old.uuid() != Some(o.uuid.as_str()) {
+                    delete_mapping(ctx, old.uuid().unwrap_or_default()).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a DeleteEventSourceMapping error is worth retrying: the mapping is still Creating or
+/// Updating (ResourceInUse) or another change to it is in flight (ResourceConflict).
+pub fn delete_retry_reason<R>(
+    e: &SdkError<DeleteEventSourceMappingError, R>,
+) -> Option<&'static str> {
+    match e {
+        SdkError::ServiceError(s) => match s.err() {
+            DeleteEventSourceMappingError::ResourceInUseException(_) => {
+                Some("the mapping is still being created or updated")
+            }
+            DeleteEventSourceMappingError::ResourceConflictException(_) => {
+                Some("another change to the mapping is in progress")
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Deletes a mapping and waits until it is gone. DeleteEventSourceMapping only starts the
+/// deletion (`State=Deleting`); until it ends, a new mapping between the same stream and
+/// function is refused as a duplicate, so a replace must wait here before creating.
+pub async fn delete_mapping(ctx: &Ctx, uuid: &str) -> Result<()> {
+    let lambda = &ctx.aws.lambda;
+    let deleted = retry(
+        &format!("DeleteEventSourceMapping {uuid}"),
+        Backoff::wait(ctx.wait_timeout),
+        || lambda.delete_event_source_mapping().uuid(uuid).send(),
+        delete_retry_reason,
+    )
+    .await;
+    match deleted {
+        Ok(_) => {}
+        Err(SdkError::ServiceError(e))
+            if matches!(
+                e.err(),
+                DeleteEventSourceMappingError::ResourceNotFoundException(_)
+            ) =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("DeleteEventSourceMapping"),
+    }
+    wait_until(
+        &format!("event source mapping {uuid} to be deleted"),
+        Backoff::wait(ctx.wait_timeout),
+        || async {
+            match lambda.get_event_source_mapping().uuid(uuid).send().await {
+                Ok(_) => Ok(None),
+                Err(SdkError::ServiceError(e))
+                    if matches!(
+                        e.err(),
+                        GetEventSourceMappingError::ResourceNotFoundException(_)
+                    ) =>
+                {
+                    Ok(Some(()))
+                }
+                Err(e) => Err(e).context("GetEventSourceMapping"),
+            }
+        },
+    )
+    .await
+}
+
+/// Mappings of our function on streams of the table other than `current`. DynamoDB keeps a
+/// disabled stream listed (ListStreams) for 24 hours, which is as long as such a mapping can
+/// still read from it.
+async fn old_stream_mappings(
+    ctx: &Ctx,
+    spec: &EventSourceMappingSpec,
+    current: &str,
+) -> Result<Vec<EventSourceMappingConfiguration>> {
+    let streams = ctx
+        .aws
+        .dynamodbstreams
+        .list_streams()
+        .table_name(&spec.table_name)
+        .send()
+        .await
+        .context("ListStreams")?;
+    let mut out = Vec::new();
+    for old in streams
+        .streams()
+        .iter()
+        .filter_map(|s| s.stream_arn())
+        .filter(|arn| *arn != current)
+    {
+        let page = ctx
             .aws
             .lambda
-            .delete_event_source_mapping()
-            .uuid(&o.uuid)
+            .list_event_source_mappings()
+            .event_source_arn(old)
             .send()
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
-            Err(e) => Err(e).context("DeleteEventSourceMapping"),
-        }
+            .context("ListEventSourceMappings")?;
+        out.extend(
+            page.event_source_mappings()
+                .iter()
+                .filter(|m| {
+                    m.function_arn()
+                        .is_some_and(|f| function_name(f) == spec.function_name)
+                })
+                .cloned(),
+        );
     }
+    Ok(out)
 }
 
 fn alias_arn(ctx: &Ctx, spec: &EventSourceMappingSpec) -> String {
@@ -378,6 +533,7 @@ mod tests {
         EventSourceMappingSpec {
             name: "t -> f:live".into(),
             table_name: "t".into(),
+            stream_view_type: "NEW_IMAGE".into(),
             function_name: "f".into(),
             alias: "live".into(),
             starting_position: "LATEST".into(),
@@ -395,6 +551,7 @@ mod tests {
             stream_arn: "s1".into(),
             function_arn: "arn:aws:lambda:eu-west-1:1:function:f:live".into(),
             current_stream_arn: Some("s1".into()),
+            stream_view_type: Some("NEW_IMAGE".into()),
             starting_position: "LATEST".into(),
             batch_size: 10,
             batching_window_secs: 0,
@@ -415,6 +572,23 @@ mod tests {
         let fields: Vec<_> = d.0.iter().map(|c| c.field.as_str()).collect();
         assert_eq!(fields, ["function", "batch_size"]);
         assert!(d.0.iter().all(|c| !c.forces_replacement));
+    }
+
+    #[test]
+    fn a_new_stream_replaces_the_mapping() {
+        let mut s = spec();
+        s.stream_view_type = "NEW_AND_OLD_IMAGES".into();
+        let d = EventSourceMapping::diff(&s, &observed());
+        assert_eq!(d.0.len(), 1);
+        assert_eq!(d.0[0].field, "stream_view_type");
+        assert!(d.0[0].forces_replacement);
+        // Left on an older stream by an interrupted run: moved to the current one.
+        let mut o = observed();
+        o.current_stream_arn = Some("s2".into());
+        let d = EventSourceMapping::diff(&spec(), &o);
+        assert_eq!(d.0.len(), 1);
+        assert_eq!(d.0[0].field, "stream");
+        assert!(d.0[0].forces_replacement);
     }
 
     #[test]

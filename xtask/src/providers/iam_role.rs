@@ -5,17 +5,23 @@
 //! reformatted: a string compare would report drift on every run.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use aws_sdk_iam::error::SdkError;
 use aws_sdk_iam::operation::create_role::CreateRoleError;
+use aws_sdk_iam::operation::delete_role::DeleteRoleError;
 use aws_sdk_iam::operation::get_role::GetRoleError;
 use aws_sdk_iam::types::Tag;
 use serde_json::Value;
 use stacks::RoleSpec;
 
+use crate::engine::retry::{Backoff, retry};
 use crate::engine::{Change, Ctx, Diff, Provider};
+
+/// How long DeleteRole may keep answering DeleteConflict after the last detach.
+const DETACH_SETTLE: Duration = Duration::from_secs(60);
 
 pub struct IamRole;
 
@@ -356,7 +362,28 @@ impl Provider for IamRole {
                 Err(e) => return Err(e).with_context(|| format!("DeleteRolePolicy {name}")),
             }
         }
-        match iam.delete_role().role_name(&spec.name).send().await {
+        // Detaching is eventually consistent: DeleteRole right after it can still see the
+        // policies and answer DeleteConflict for a few seconds.
+        let deleted = retry(
+            &format!("DeleteRole {}", spec.name),
+            Backoff::wait(ctx.wait_timeout.min(DETACH_SETTLE)),
+            || iam.delete_role().role_name(&spec.name).send(),
+            |e| match e {
+                SdkError::ServiceError(s)
+                    if matches!(s.err(), DeleteRoleError::DeleteConflictException(_)) =>
+                {
+                    Some("the role's policies are still being detached")
+                }
+                SdkError::ServiceError(s)
+                    if matches!(s.err(), DeleteRoleError::ConcurrentModificationException(_)) =>
+                {
+                    Some("another change to the role is in progress")
+                }
+                _ => None,
+            },
+        )
+        .await;
+        match deleted {
             Ok(_) => Ok(()),
             Err(e) if is_no_such_entity(&e) => Ok(()),
             Err(e) => Err(e).context("DeleteRole"),

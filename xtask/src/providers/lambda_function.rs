@@ -8,9 +8,15 @@
 //! - Lambda applies every update asynchronously (`State` Pending, `LastUpdateStatus`
 //!   InProgress) and rejects a second update meanwhile with ResourceConflictException: every
 //!   write waits for the function to settle first ([`readiness`]) and retries that conflict.
-//! - A role that was just created is not assumable by Lambda for a few seconds on AWS; the
-//!   InvalidParameterValueException that CreateFunction then returns is retried with bounded
-//!   backoff ([`create_retry_reason`]).
+//! - After `LastUpdateStatus=Failed` the previous code keeps serving and the next update is
+//!   accepted: it is how a failed update is repaired, so it is only fatal after an update this
+//!   run sent. An idle function goes `Inactive` and wakes on the next update: not busy.
+//! - A role that was just created is not assumable by Lambda for a few seconds on AWS, and
+//!   CreateFunction answers InvalidParameterValueException. Lambda uses that same variant (and
+//!   code) for permanent mistakes (a reserved environment variable, a bad handler), and tells
+//!   them apart only in message text, which may change at any time. The least fragile signal
+//!   left is the role itself: the error is retried (bounded) only while the role is younger
+//!   than [`YOUNG_ROLE`] by its IAM `CreateDate`; otherwise it surfaces at once.
 //! - A version is published only when the newest published version does not already hold the
 //!   desired code and configuration; old versions beyond `keep_versions` are deleted, never the
 //!   alias target.
@@ -137,8 +143,11 @@ pub enum Readiness {
     Ready,
     /// Pending creation or an update in progress: wait.
     Busy,
-    /// Creation or the last update failed: waiting will not help.
+    /// Creation failed: waiting will not help, and no update can repair it.
     Failed(String),
+    /// The last update failed; the previous code and configuration keep serving and the next
+    /// update is accepted (it is how the failure is repaired).
+    UpdateFailed(String),
 }
 
 /// Classifies `State` and `LastUpdateStatus` (a missing status counts as settled, as for a
@@ -152,12 +161,16 @@ pub fn readiness(
     match (state, last_update) {
         (Some(State::Failed), _) => Readiness::Failed(format!("State=Failed: {}", why())),
         (_, Some(LastUpdateStatus::Failed)) => {
-            Readiness::Failed(format!("LastUpdateStatus=Failed: {}", why()))
+            Readiness::UpdateFailed(format!("LastUpdateStatus=Failed: {}", why()))
         }
         (Some(State::Pending), _) | (_, Some(LastUpdateStatus::InProgress)) => Readiness::Busy,
-        (Some(State::Active) | None, Some(LastUpdateStatus::Successful) | None) => Readiness::Ready,
-        // Inactive functions wake up on the next update or invocation; anything unknown is
-        // treated as settling.
+        // Inactive functions (idle for weeks) wake up on the next update or invocation: they
+        // take writes, so waiting for them to become Active would only run into the timeout.
+        (
+            Some(State::Active | State::Inactive) | None,
+            Some(LastUpdateStatus::Successful) | None,
+        ) => Readiness::Ready,
+        // Anything unknown is treated as settling.
         _ => Readiness::Busy,
     }
 }
@@ -226,6 +239,43 @@ pub fn versions_to_purge(versions: &[u64], keep: usize, protect: Option<u64>) ->
 /// How long to retry the IAM propagation error: AWS needs seconds, rarely a minute.
 const ROLE_PROPAGATION: Duration = Duration::from_secs(90);
 
+/// A role created less than this long ago may still be propagating through IAM; an older
+/// one is assumable, so InvalidParameterValueException then means a real mistake.
+pub const YOUNG_ROLE: Duration = Duration::from_secs(300);
+
+/// Whether the role (by ARN) was created less than [`YOUNG_ROLE`] ago. When IAM cannot say
+/// (no such role, no permission), the answer is no: the error then surfaces at once.
+async fn role_is_young(ctx: &Ctx, role_arn: &str) -> bool {
+    let name = role_arn.rsplit('/').next().unwrap_or(role_arn);
+    let created = match ctx.aws.iam.get_role().role_name(name).send().await {
+        Ok(out) => out.role().map(|r| r.create_date().secs()),
+        Err(e) => {
+            tracing::warn!(role = name, error = %aws_sdk_iam::error::DisplayErrorContext(&e), "cannot read the role's age");
+            None
+        }
+    };
+    let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now()).secs();
+    created.is_some_and(|c| now.saturating_sub(c) < YOUNG_ROLE.as_secs() as i64)
+}
+
+/// The retry reason for an InvalidParameterValueException naming `role_arn`: IAM propagation
+/// while the role is young, otherwise none. The role's age is looked up once per operation.
+async fn propagation_reason(
+    ctx: &Ctx,
+    role_arn: &str,
+    young: &tokio::sync::OnceCell<bool>,
+) -> Option<&'static str> {
+    if *young.get_or_init(|| role_is_young(ctx, role_arn)).await {
+        Some("the execution role may not be assumable by Lambda yet (IAM propagation)")
+    } else {
+        tracing::debug!(
+            role = role_arn,
+            "InvalidParameterValueException with a settled role: a real mistake, not retried"
+        );
+        None
+    }
+}
+
 fn role_backoff(ctx: &Ctx) -> Backoff {
     Backoff {
         first: Duration::from_secs(1),
@@ -242,8 +292,10 @@ fn conflict_backoff(ctx: &Ctx) -> Backoff {
     }
 }
 
-/// Waits until the function (or one of its versions) can take the next write.
-async fn wait_ready(ctx: &Ctx, name: &str) -> Result<()> {
+/// Waits until the function (or one of its versions) can take the next write. `after_ours`:
+/// this run has already sent an update, so a failed last update is that update's failure and
+/// fatal; before our first update it is the state we are about to repair.
+async fn wait_ready(ctx: &Ctx, name: &str, after_ours: bool) -> Result<()> {
     wait_until(
         &format!("function {name} to be Active with LastUpdateStatus=Successful"),
         Backoff::wait(ctx.wait_timeout),
@@ -263,7 +315,13 @@ async fn wait_ready(ctx: &Ctx, name: &str) -> Result<()> {
             ) {
                 Readiness::Ready => Ok(Some(())),
                 Readiness::Busy => Ok(None),
-                Readiness::Failed(why) => anyhow::bail!("function {name}: {why}"),
+                Readiness::UpdateFailed(why) if !after_ours => {
+                    tracing::warn!(function = name, why, "repairing a failed update");
+                    Ok(Some(()))
+                }
+                Readiness::Failed(why) | Readiness::UpdateFailed(why) => {
+                    anyhow::bail!("function {name}: {why}")
+                }
             }
         },
     )
@@ -402,11 +460,13 @@ impl Provider for LambdaFunction {
         }
         let lambda = &ctx.aws.lambda;
         let c = desired(spec);
+        let young = tokio::sync::OnceCell::new();
+        let (c, young) = (&c, &young);
         let created = retry(
             &format!("CreateFunction {}", spec.name),
             role_backoff(ctx),
-            || {
-                lambda
+            || async move {
+                let sent = lambda
                     .create_function()
                     .function_name(&spec.name)
                     .role(&c.role)
@@ -430,10 +490,22 @@ impl Provider for LambdaFunction {
                     // Version 1 comes with the function: one call fewer.
                     .publish(true)
                     .send()
+                    .await;
+                match sent {
+                    Ok(out) => Ok(out),
+                    Err(e) => {
+                        let why = match service(&e).and_then(create_retry_reason) {
+                            Some(_) => propagation_reason(ctx, &c.role, young).await,
+                            None => None,
+                        };
+                        Err((e, why))
+                    }
+                }
             },
-            |e| service(e).and_then(create_retry_reason),
+            |(_, why)| *why,
         )
-        .await;
+        .await
+        .map_err(|(e, _)| e);
         let version = match created {
             Ok(out) => out.version().unwrap_or("1").to_string(),
             // An earlier run created it and stopped: converge like an update from what is there.
@@ -449,7 +521,7 @@ impl Provider for LambdaFunction {
             }
             Err(e) => return Err(e).context("CreateFunction"),
         };
-        wait_ready(ctx, &spec.name).await?;
+        wait_ready(ctx, &spec.name, true).await?;
         point_alias(ctx, spec, None, &version).await
     }
 
@@ -462,11 +534,13 @@ impl Provider for LambdaFunction {
     ) -> Result<()> {
         let lambda = &ctx.aws.lambda;
         let has = |f: &str| changes.iter().any(|c| c.field == f);
+        // Whether this run has sent an update yet (see `wait_ready`).
+        let mut updated = false;
         if has("code") {
             if spec.code_sha256_b64.is_empty() {
                 anyhow::bail!("no built artifact for function {}", spec.name);
             }
-            wait_ready(ctx, &spec.name).await?;
+            wait_ready(ctx, &spec.name, updated).await?;
             retry(
                 &format!("UpdateFunctionCode {}", spec.name),
                 conflict_backoff(ctx),
@@ -483,15 +557,18 @@ impl Provider for LambdaFunction {
             )
             .await
             .context("UpdateFunctionCode")?;
+            updated = true;
         }
         if CONFIG_FIELDS.iter().any(|f| *f != "architecture" && has(f)) {
             let c = desired(spec);
-            wait_ready(ctx, &spec.name).await?;
+            wait_ready(ctx, &spec.name, updated).await?;
+            let young = tokio::sync::OnceCell::new();
+            let (c, young) = (&c, &young);
             retry(
                 &format!("UpdateFunctionConfiguration {}", spec.name),
                 conflict_backoff(ctx),
-                || {
-                    lambda
+                || async move {
+                    let sent = lambda
                         .update_function_configuration()
                         .function_name(&spec.name)
                         .role(&c.role)
@@ -505,18 +582,34 @@ impl Provider for LambdaFunction {
                                 .build(),
                         )
                         .send()
+                        .await;
+                    match sent {
+                        Ok(out) => Ok(out),
+                        Err(e) => {
+                            let why = match service(&e) {
+                                Some(
+                                    UpdateFunctionConfigurationError::InvalidParameterValueException(_),
+                                ) => propagation_reason(ctx, &c.role, young).await,
+                                Some(other) => update_config_retry_reason(other),
+                                None => None,
+                            };
+                            Err((e, why))
+                        }
+                    }
                 },
-                |e| service(e).and_then(update_config_retry_reason),
+                |(_, why)| *why,
             )
             .await
+            .map_err(|(e, _)| e)
             .context("UpdateFunctionConfiguration")?;
+            updated = true;
         }
         if has("tags") {
             update_tags(ctx, spec, o).await?;
         }
         let mut alias_target = o.alias_target.clone();
         if has("version") {
-            wait_ready(ctx, &spec.name).await?;
+            wait_ready(ctx, &spec.name, updated).await?;
             let published = retry(
                 &format!("PublishVersion {}", spec.name),
                 conflict_backoff(ctx),
@@ -816,8 +909,17 @@ mod tests {
         );
         assert!(matches!(
             readiness(Some(&State::Active), Some(&L::Failed), Some("bad zip")),
-            Readiness::Failed(m) if m.contains("bad zip")
+            Readiness::UpdateFailed(m) if m.contains("bad zip")
         ));
+        assert!(matches!(
+            readiness(Some(&State::Failed), None, Some("no role")),
+            Readiness::Failed(m) if m.contains("no role")
+        ));
+        assert_eq!(
+            readiness(Some(&State::Inactive), Some(&L::Successful), None),
+            Readiness::Ready,
+            "an idle function takes the next update"
+        );
     }
 
     /// Pending -> InProgress -> Successful, as AWS reports a new function: the wait returns

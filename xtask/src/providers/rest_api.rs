@@ -25,7 +25,7 @@ use serde_json::Value;
 use stacks::RestApiSpec;
 
 use super::apigw::{self, Quota};
-use crate::engine::retry::retry;
+use crate::engine::retry::{retry, retry_at_most};
 use crate::engine::{Change, Ctx, Diff, Provider};
 
 pub struct RestApi;
@@ -375,10 +375,14 @@ impl Provider for RestApi {
         // Tags go into the create call: the API is never unowned, and TagResource on a REST
         // API is not served by every emulator.
         let tags: HashMap<String, String> = spec.tags.clone().into_iter().collect();
-        let created = retry(
+        let quota = Quota::create_rest_api(spec.endpoint_type.as_str());
+        let tags = &tags;
+        let created = retry_at_most(
             "CreateRestApi",
-            Quota::CreateRestApi.backoff(ctx.wait_timeout),
-            || {
+            quota.backoff(ctx.wait_timeout),
+            apigw::QUOTA_ATTEMPTS,
+            || async move {
+                quota.paced().await;
                 gw.create_rest_api()
                     .name(&spec.name)
                     .description(&spec.description)
@@ -392,6 +396,7 @@ impl Provider for RestApi {
                     .customize()
                     .config_override(apigw::no_sdk_retries())
                     .send()
+                    .await
             },
             apigw::create_api_retryable,
         )
@@ -455,12 +460,14 @@ impl Provider for RestApi {
         let result = retry(
             "DeleteRestApi",
             Quota::DeleteRestApi.backoff(ctx.wait_timeout),
-            || {
+            || async {
+                Quota::DeleteRestApi.paced().await;
                 gw.delete_rest_api()
                     .rest_api_id(&o.id)
                     .customize()
                     .config_override(apigw::no_sdk_retries())
                     .send()
+                    .await
             },
             apigw::delete_api_retryable,
         )

@@ -4,8 +4,18 @@
 //! Deleting a versioned bucket first purges every object version and delete marker, in
 //! batches of 1,000 (the DeleteObjects limit), because S3 refuses to delete a bucket that
 //! still holds any.
+//!
+//! S3 is eventually consistent about bucket existence: a bucket just created can answer
+//! NoSuchBucket to the configuration calls that follow for a moment, and re-creating a name
+//! deleted moments ago answers 409 OperationAborted until the deletion has settled. Both are
+//! code-only errors (no modelled variant) and are retried, bounded, through `engine::retry`.
+//!
+//! CreateBucket with tags (as here: the tags prove ownership from the first moment) needs
+//! `s3:TagResource` besides `s3:CreateBucket`; see the README's deploy-role section.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
@@ -25,7 +35,46 @@ use stacks::BucketSpec;
 use stacks::config::Encryption;
 
 use super::{error_code, partition};
+use crate::engine::retry::{Backoff, retry};
 use crate::engine::{Change, Ctx, Diff, Provider};
+
+/// How long a bucket may take to become visible after CreateBucket, or a deleted name to
+/// become free again.
+const BUCKET_SETTLE: Duration = Duration::from_secs(120);
+
+fn settle_backoff(ctx: &Ctx) -> Backoff {
+    Backoff::wait(ctx.wait_timeout.min(BUCKET_SETTLE))
+}
+
+/// Why an error of a call on a bucket we just created is worth retrying.
+pub fn bucket_settling<E: aws_smithy_types::error::metadata::ProvideErrorMetadata, R>(
+    e: &SdkError<E, R>,
+) -> Option<&'static str> {
+    (error_code(e) == Some("NoSuchBucket")).then_some("the new bucket is not visible yet")
+}
+
+/// Why a CreateBucket error is worth retrying: the same name was deleted moments ago.
+pub fn create_retry_reason<R>(e: &SdkError<CreateBucketError, R>) -> Option<&'static str> {
+    (error_code(e) == Some("OperationAborted"))
+        .then_some("a deletion of this bucket name is still settling (OperationAborted)")
+}
+
+/// One configuration call on the bucket, retried while the new bucket is not visible yet.
+async fn settled<T, E, R, F, Fut>(ctx: &Ctx, what: &'static str, op: F) -> Result<T>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, R>>>,
+{
+    retry(what, settle_backoff(ctx), op, bucket_settling)
+        .await
+        .context(what)
+}
 
 pub struct S3Bucket;
 
@@ -268,7 +317,14 @@ impl Provider for S3Bucket {
             .create_bucket()
             .bucket(&spec.name)
             .create_bucket_configuration(config.build());
-        match req.send().await {
+        let created = retry(
+            &format!("CreateBucket {}", spec.name),
+            settle_backoff(ctx),
+            || req.clone().send(),
+            create_retry_reason,
+        )
+        .await;
+        match created {
             Ok(_) => {}
             // A previous run created it and stopped before finishing: carry on from here.
             Err(SdkError::ServiceError(e))
@@ -359,14 +415,13 @@ fn tag_set(spec: &BucketSpec) -> Result<Vec<Tag>> {
 
 async fn put_tags(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
     let tags = tag_set(spec)?;
-    ctx.aws
+    let req = ctx
+        .aws
         .s3
         .put_bucket_tagging()
         .bucket(&spec.name)
-        .tagging(Tagging::builder().set_tag_set(Some(tags)).build()?)
-        .send()
-        .await
-        .context("PutBucketTagging")?;
+        .tagging(Tagging::builder().set_tag_set(Some(tags)).build()?);
+    settled(ctx, "PutBucketTagging", || req.clone().send()).await?;
     Ok(())
 }
 
@@ -377,14 +432,13 @@ async fn put_versioning(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
     } else {
         BucketVersioningStatus::Suspended
     };
-    ctx.aws
+    let req = ctx
+        .aws
         .s3
         .put_bucket_versioning()
         .bucket(&spec.name)
-        .versioning_configuration(VersioningConfiguration::builder().status(status).build())
-        .send()
-        .await
-        .context("PutBucketVersioning")?;
+        .versioning_configuration(VersioningConfiguration::builder().status(status).build());
+    settled(ctx, "PutBucketVersioning", || req.clone().send()).await?;
     Ok(())
 }
 
@@ -399,7 +453,8 @@ async fn put_encryption(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
         // S3 Bucket Keys cut KMS request costs; harmless with AES256.
         .bucket_key_enabled(spec.encryption == Encryption::AwsKms)
         .build();
-    ctx.aws
+    let req = ctx
+        .aws
         .s3
         .put_bucket_encryption()
         .bucket(&spec.name)
@@ -407,16 +462,15 @@ async fn put_encryption(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
             ServerSideEncryptionConfiguration::builder()
                 .rules(rule)
                 .build()?,
-        )
-        .send()
-        .await
-        .context("PutBucketEncryption")?;
+        );
+    settled(ctx, "PutBucketEncryption", || req.clone().send()).await?;
     Ok(())
 }
 
 async fn put_public_access_block(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
     let on = spec.block_public_access;
-    ctx.aws
+    let req = ctx
+        .aws
         .s3
         .put_public_access_block()
         .bucket(&spec.name)
@@ -427,10 +481,8 @@ async fn put_public_access_block(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
                 .block_public_policy(on)
                 .restrict_public_buckets(on)
                 .build(),
-        )
-        .send()
-        .await
-        .context("PutPublicAccessBlock")?;
+        );
+    settled(ctx, "PutPublicAccessBlock", || req.clone().send()).await?;
     Ok(())
 }
 
@@ -440,7 +492,8 @@ async fn put_ownership(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
     } else {
         ObjectOwnership::BucketOwnerPreferred
     };
-    ctx.aws
+    let req = ctx
+        .aws
         .s3
         .put_bucket_ownership_controls()
         .bucket(&spec.name)
@@ -452,10 +505,8 @@ async fn put_ownership(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
                         .build()?,
                 )
                 .build()?,
-        )
-        .send()
-        .await
-        .context("PutBucketOwnershipControls")?;
+        );
+    settled(ctx, "PutBucketOwnershipControls", || req.clone().send()).await?;
     Ok(())
 }
 
@@ -473,23 +524,22 @@ async fn put_lifecycle(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
                         .build(),
                 )
                 .build()?;
-            s3.put_bucket_lifecycle_configuration()
+            let req = s3
+                .put_bucket_lifecycle_configuration()
                 .bucket(&spec.name)
                 .lifecycle_configuration(
                     aws_sdk_s3::types::BucketLifecycleConfiguration::builder()
                         .rules(rule)
                         .build()?,
-                )
-                .send()
-                .await
-                .context("PutBucketLifecycleConfiguration")?;
+                );
+            settled(ctx, "PutBucketLifecycleConfiguration", || {
+                req.clone().send()
+            })
+            .await?;
         }
         None => {
-            s3.delete_bucket_lifecycle()
-                .bucket(&spec.name)
-                .send()
-                .await
-                .context("DeleteBucketLifecycle")?;
+            let req = s3.delete_bucket_lifecycle().bucket(&spec.name);
+            settled(ctx, "DeleteBucketLifecycle", || req.clone().send()).await?;
         }
     }
     Ok(())
@@ -499,19 +549,15 @@ async fn put_policy(ctx: &Ctx, spec: &BucketSpec) -> Result<()> {
     let s3 = &ctx.aws.s3;
     match desired_policy(spec, &ctx.region) {
         Some(p) => {
-            s3.put_bucket_policy()
+            let req = s3
+                .put_bucket_policy()
                 .bucket(&spec.name)
-                .policy(p.to_string())
-                .send()
-                .await
-                .context("PutBucketPolicy")?;
+                .policy(p.to_string());
+            settled(ctx, "PutBucketPolicy", || req.clone().send()).await?;
         }
         None => {
-            s3.delete_bucket_policy()
-                .bucket(&spec.name)
-                .send()
-                .await
-                .context("DeleteBucketPolicy")?;
+            let req = s3.delete_bucket_policy().bucket(&spec.name);
+            settled(ctx, "DeleteBucketPolicy", || req.clone().send()).await?;
         }
     }
     Ok(())

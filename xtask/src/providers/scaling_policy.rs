@@ -4,11 +4,13 @@
 //! cannot carry tags and belong to the owner of their table.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use aws_sdk_applicationautoscaling::error::SdkError;
 use aws_sdk_applicationautoscaling::operation::delete_scaling_policy::DeleteScalingPolicyError;
+use aws_sdk_applicationautoscaling::operation::put_scaling_policy::PutScalingPolicyError;
 use aws_sdk_applicationautoscaling::types::{
     MetricType, PolicyType, PredefinedMetricSpecification, ScalableDimension, ServiceNamespace,
     TargetTrackingScalingPolicyConfiguration,
@@ -16,6 +18,7 @@ use aws_sdk_applicationautoscaling::types::{
 use serde_json::Value;
 use stacks::ScalingPolicySpec;
 
+use crate::engine::retry::{Backoff, retry};
 use crate::engine::{Change, Ctx, Diff, Provider};
 
 pub struct ScalingPolicy;
@@ -168,7 +171,8 @@ async fn put(ctx: &Ctx, spec: &ScalingPolicySpec) -> Result<()> {
         .scale_in_cooldown(spec.scale_in_cooldown_secs as i32)
         .scale_out_cooldown(spec.scale_out_cooldown_secs as i32)
         .build()?;
-    ctx.aws
+    let req = ctx
+        .aws
         .autoscaling
         .put_scaling_policy()
         .policy_name(&spec.name)
@@ -176,11 +180,41 @@ async fn put(ctx: &Ctx, spec: &ScalingPolicySpec) -> Result<()> {
         .service_namespace(ServiceNamespace::Dynamodb)
         .resource_id(&spec.resource_id)
         .scalable_dimension(ScalableDimension::from(spec.dimension.as_str()))
-        .target_tracking_scaling_policy_configuration(config)
-        .send()
-        .await
-        .context("PutScalingPolicy")?;
+        .target_tracking_scaling_policy_configuration(config);
+    retry(
+        &format!("PutScalingPolicy {}", spec.name),
+        Backoff::wait(ctx.wait_timeout.min(TARGET_SETTLE)),
+        || req.clone().send(),
+        put_retry_reason,
+    )
+    .await
+    .context("PutScalingPolicy")?;
     Ok(())
+}
+
+/// How long a just-registered scalable target may stay invisible to PutScalingPolicy.
+const TARGET_SETTLE: Duration = Duration::from_secs(120);
+
+/// Why a PutScalingPolicy error is worth retrying. Right after RegisterScalableTarget (which
+/// creates the service-linked role on an account's first use) the target or the role may not
+/// be visible yet: ObjectNotFound / FailedResourceAccess for a few seconds. Both are bounded
+/// by the caller, so a target that really is missing still fails.
+pub fn put_retry_reason<R>(e: &SdkError<PutScalingPolicyError, R>) -> Option<&'static str> {
+    match e {
+        SdkError::ServiceError(s) => match s.err() {
+            PutScalingPolicyError::ObjectNotFoundException(_) => {
+                Some("the scalable target just registered is not visible yet")
+            }
+            PutScalingPolicyError::FailedResourceAccessException(_) => {
+                Some("the service-linked role is not usable yet")
+            }
+            PutScalingPolicyError::ConcurrentUpdateException(_) => {
+                Some("another change to the target is in progress")
+            }
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,1036 @@
+//! The providers against AWS behaviours the emulator cannot produce (propagation delays,
+//! asynchronous deletes, quotas, eventual consistency), with simulated answers: the SDK's
+//! `aws-smithy-mocks` returns modelled outputs and errors in sequence, the real clients (with
+//! xtask's call-counting interceptor) send them, and each test asserts the calls made, in
+//! order, and the outcome. The clock is tokio's paused one, so backoffs take no real time and
+//! the waits measured are exactly the ones the code chose.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+use aws_smithy_types::error::ErrorMetadata;
+use stacks::config::Config;
+use stacks::{Resource, Spec, Target};
+use tokio::time::Instant;
+use xtask::aws::{CallLog, Clients};
+use xtask::engine::{Change, Ctx, Options, Provider};
+
+const REGION: &str = "eu-west-1";
+const ACCOUNT: &str = "123456789012";
+const WAIT: Duration = Duration::from_secs(600);
+
+/// The invoice app's resources for a `dev` environment with the default configuration.
+fn resources() -> Vec<Resource> {
+    let target = Target {
+        env: "dev",
+        account_id: ACCOUNT,
+        region: REGION,
+    };
+    stacks::invoice_app(&Config::default(), &target, &BTreeMap::new()).resources
+}
+
+fn resource(id: &str) -> Spec {
+    resources()
+        .into_iter()
+        .find(|r| r.id == id)
+        .unwrap_or_else(|| panic!("no resource {id} in the stack"))
+        .spec
+}
+
+/// An engine context whose clients answer from `rules` only (an unmatched call panics), and
+/// the log of every call they made.
+fn simulated(rules: &[&Rule]) -> (Ctx, Arc<CallLog>) {
+    let sdk = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "simulated",
+            "simulated",
+            None,
+            None,
+            "tests",
+        )))
+        .http_client(create_mock_http_client())
+        .retry_config(RetryConfig::standard().with_max_attempts(8))
+        .build();
+    let log = CallLog::new(false);
+    let mut aws = Clients::from_sdk(sdk, log.clone(), false);
+    let mock = || {
+        rules.iter().fold(
+            MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny),
+            |m, r| m.with_rule(r),
+        )
+    };
+    macro_rules! simulate {
+        ($($field:ident: $krate:ident),*) => {$(
+            aws.$field = $krate::Client::from_conf(
+                aws.$field.config().to_builder().interceptor(mock()).build(),
+            );
+        )*};
+    }
+    simulate!(
+        s3: aws_sdk_s3,
+        dynamodb: aws_sdk_dynamodb,
+        dynamodbstreams: aws_sdk_dynamodbstreams,
+        autoscaling: aws_sdk_applicationautoscaling,
+        iam: aws_sdk_iam,
+        lambda: aws_sdk_lambda,
+        apigateway: aws_sdk_apigateway
+    );
+    let ctx = Ctx {
+        aws,
+        account_id: ACCOUNT.into(),
+        region: REGION.into(),
+        wait_timeout: WAIT,
+        options: Options::default(),
+    };
+    (ctx, log)
+}
+
+/// `Service.Operation` of every call, in order.
+fn calls(log: &CallLog) -> Vec<String> {
+    log.calls()
+        .iter()
+        .map(|c| format!("{}.{}", c.service, c.operation))
+        .collect()
+}
+
+fn code_only<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
+    make: fn(ErrorMetadata) -> E,
+    code: &str,
+) -> E {
+    make(ErrorMetadata::builder().code(code).build())
+}
+
+fn change(field: &str) -> Change {
+    Change {
+        field: field.into(),
+        old: serde_json::Value::Null,
+        new: serde_json::Value::Null,
+        forces_replacement: false,
+    }
+}
+
+/// Records the (paused) clock each time a matching request is sent.
+#[derive(Clone, Default)]
+struct Times(Arc<Mutex<Vec<Instant>>>);
+
+impl Times {
+    fn stamp(&self) -> bool {
+        self.0.lock().unwrap().push(Instant::now());
+        true
+    }
+    fn gaps(&self) -> Vec<Duration> {
+        let t = self.0.lock().unwrap();
+        t.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+}
+
+mod dynamodb {
+    use super::*;
+    use aws_sdk_dynamodb::Client;
+    use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
+    use aws_sdk_dynamodb::operation::update_table::{UpdateTableInput, UpdateTableOutput};
+    use aws_sdk_dynamodb::types::{
+        GlobalSecondaryIndexDescription, IndexStatus, TableDescription, TableStatus,
+    };
+    use stacks::{AttrType, KeyAttr};
+    use xtask::providers::dynamodb_table::{DynamoDbTable, ObservedGsi, ObservedTable};
+
+    fn spec() -> stacks::TableSpec {
+        match resource(stacks::invoice_app::INVOICES_TABLE) {
+            Spec::Table(t) => t,
+            other => panic!("not a table: {other:?}"),
+        }
+    }
+
+    /// Live state as autoscaling leaves it: capacities inside the configured ranges, except
+    /// what a test moves out of them.
+    fn observed(spec: &stacks::TableSpec, table: (u32, u32), gsi: (u32, u32)) -> ObservedTable {
+        let key = |n: &str| {
+            Some(KeyAttr {
+                name: n.into(),
+                attr_type: AttrType::S,
+            })
+        };
+        ObservedTable {
+            name: spec.name.clone(),
+            arn: format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}", spec.name),
+            hash_key: key("InvoiceID"),
+            range_key: key("CustomerID"),
+            pay_per_request: false,
+            read: table.0,
+            write: table.1,
+            gsis: vec![ObservedGsi {
+                name: stacks::invoice_app::INVOICES_GSI.into(),
+                hash_key: key("CustomerID"),
+                range_key: None,
+                projection_all: true,
+                read: gsi.0,
+                write: gsi.1,
+            }],
+            stream: Some("arn:stream".into()),
+            sse_kms: true,
+            point_in_time_recovery: true,
+            deletion_protection: false,
+            tags: spec.tags.clone(),
+        }
+    }
+
+    fn active() -> Rule {
+        mock!(Client::describe_table).then_output(|| {
+            DescribeTableOutput::builder()
+                .table(
+                    TableDescription::builder()
+                        .table_status(TableStatus::Active)
+                        .global_secondary_indexes(
+                            GlobalSecondaryIndexDescription::builder()
+                                .index_name(stacks::invoice_app::INVOICES_GSI)
+                                .index_status(IndexStatus::Active)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        })
+    }
+
+    fn recording_update(sent: &Arc<Mutex<Vec<UpdateTableInput>>>) -> Rule {
+        let sent = sent.clone();
+        mock!(Client::update_table).then_compute_output(move |req| {
+            sent.lock().unwrap().push(req.clone());
+            UpdateTableOutput::builder().build()
+        })
+    }
+
+    /// Finding 1: autoscaling keeps the index inside its range, so the wanted index
+    /// throughput equals the live one; AWS rejects such an update ("will not change"). Only
+    /// the table's out-of-range capacity is sent.
+    #[tokio::test(start_paused = true)]
+    async fn an_unchanged_index_throughput_is_not_sent() {
+        let spec = spec();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let (describe, update) = (active(), recording_update(&sent));
+        let (ctx, log) = simulated(&[&describe, &update]);
+        // Table read 25 is above the autoscaling maximum; the index is inside its range.
+        let o = observed(&spec, (25, 5), (7, 5));
+        DynamoDbTable
+            .update(&ctx, &spec, &o, &[change("read_capacity")])
+            .await
+            .expect("update");
+        assert_eq!(
+            calls(&log),
+            [
+                "DynamoDB.DescribeTable",
+                "DynamoDB.UpdateTable",
+                "DynamoDB.DescribeTable"
+            ]
+        );
+        let sent = sent.lock().unwrap();
+        let tp = sent[0].provisioned_throughput().expect("table throughput");
+        assert_eq!(
+            tp.read_capacity_units(),
+            20,
+            "clamped to the range's maximum"
+        );
+        assert!(
+            sent[0].global_secondary_index_updates().is_empty(),
+            "index updates: {:?}",
+            sent[0].global_secondary_index_updates()
+        );
+    }
+
+    /// An index outside its range is brought back; nothing at all is sent when both are
+    /// already inside (a capacity change that autoscaling has absorbed).
+    #[tokio::test(start_paused = true)]
+    async fn only_an_index_whose_throughput_changes_is_updated() {
+        let spec = spec();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let (describe, update) = (active(), recording_update(&sent));
+        let (ctx, log) = simulated(&[&describe, &update]);
+        let o = observed(&spec, (5, 5), (30, 5));
+        DynamoDbTable
+            .update(
+                &ctx,
+                &spec,
+                &o,
+                &[change("gsi.CustomerID-Index.read_capacity")],
+            )
+            .await
+            .expect("update");
+        let sent = sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1);
+        assert!(
+            sent[0].provisioned_throughput().is_none(),
+            "table unchanged"
+        );
+        let updates = sent[0].global_secondary_index_updates();
+        assert_eq!(updates.len(), 1);
+        let u = updates[0].update().expect("an update action");
+        assert_eq!(u.index_name(), stacks::invoice_app::INVOICES_GSI);
+        assert_eq!(
+            u.provisioned_throughput()
+                .map(|t| (t.read_capacity_units(), t.write_capacity_units())),
+            Some((20, 5))
+        );
+
+        let (ctx, log2) = simulated(&[&describe, &update]);
+        let o = observed(&spec, (7, 5), (7, 5));
+        DynamoDbTable
+            .update(&ctx, &spec, &o, &[change("read_capacity")])
+            .await
+            .expect("update");
+        assert_eq!(calls(&log2), ["DynamoDB.DescribeTable"], "no UpdateTable");
+        assert_eq!(
+            calls(&log),
+            [
+                "DynamoDB.DescribeTable",
+                "DynamoDB.UpdateTable",
+                "DynamoDB.DescribeTable"
+            ]
+        );
+    }
+}
+
+/// The first resource of the stack whose spec `pick` accepts.
+fn first<T>(pick: impl Fn(Spec) -> Option<T>) -> T {
+    resources()
+        .into_iter()
+        .find_map(|r| pick(r.spec))
+        .expect("a resource of that kind")
+}
+
+mod lambda {
+    use super::*;
+    use aws_sdk_iam::operation::get_role::GetRoleOutput;
+    use aws_sdk_iam::types::Role;
+    use aws_sdk_lambda::Client;
+    use aws_sdk_lambda::operation::create_alias::CreateAliasOutput;
+    use aws_sdk_lambda::operation::create_function::{CreateFunctionError, CreateFunctionOutput};
+    use aws_sdk_lambda::operation::get_function_configuration::GetFunctionConfigurationOutput;
+    use aws_sdk_lambda::operation::list_versions_by_function::ListVersionsByFunctionOutput;
+    use aws_sdk_lambda::operation::publish_version::PublishVersionOutput;
+    use aws_sdk_lambda::operation::update_alias::UpdateAliasOutput;
+    use aws_sdk_lambda::operation::update_function_code::UpdateFunctionCodeOutput;
+    use aws_sdk_lambda::types::error::InvalidParameterValueException;
+    use aws_sdk_lambda::types::{LastUpdateStatus, State};
+    use xtask::providers::lambda_function::{self, LambdaFunction, ObservedFunction};
+
+    fn spec() -> stacks::FunctionSpec {
+        let mut s = first(|s| match s {
+            Spec::Function(f) => Some(f),
+            _ => None,
+        });
+        s.code_sha256_b64 = "AAEC".into();
+        s.code_sha256_hex = "000102".into();
+        s
+    }
+
+    fn observed(s: &stacks::FunctionSpec) -> ObservedFunction {
+        ObservedFunction {
+            arn: format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{}", s.name),
+            code_sha256_b64: "BBBB".into(),
+            config: lambda_function::desired(s),
+            tags: s.tags.clone(),
+            versions: vec![],
+            alias_target: Some("4".into()),
+        }
+    }
+
+    fn status(state: State, last: LastUpdateStatus) -> GetFunctionConfigurationOutput {
+        GetFunctionConfigurationOutput::builder()
+            .state(state)
+            .last_update_status(last)
+            .build()
+    }
+
+    fn publish_and_alias() -> (Rule, Rule, Rule) {
+        (
+            mock!(Client::publish_version)
+                .then_output(|| PublishVersionOutput::builder().version("5").build()),
+            mock!(Client::update_alias).then_output(|| UpdateAliasOutput::builder().build()),
+            mock!(Client::list_versions_by_function)
+                .then_output(|| ListVersionsByFunctionOutput::builder().build()),
+        )
+    }
+
+    /// Finding 2: a function whose last update failed keeps serving its old code and takes
+    /// the next update, which is what repairs it: the code update goes out at once, and the
+    /// wait after it (our own update) runs through InProgress to Successful.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_last_update_is_repaired_by_the_next_one() {
+        let s = spec();
+        let config = mock!(Client::get_function_configuration)
+            .sequence()
+            .output(|| status(State::Active, LastUpdateStatus::Failed))
+            .output(|| status(State::Active, LastUpdateStatus::InProgress))
+            .output(|| status(State::Active, LastUpdateStatus::Successful))
+            .build();
+        let code = mock!(Client::update_function_code)
+            .then_output(|| UpdateFunctionCodeOutput::builder().build());
+        let (publish, alias, versions) = publish_and_alias();
+        let (ctx, log) = simulated(&[&config, &code, &publish, &alias, &versions]);
+        LambdaFunction
+            .update(
+                &ctx,
+                &s,
+                &observed(&s),
+                &[change("code"), change("version"), change("alias")],
+            )
+            .await
+            .expect("the update repairs the function");
+        assert_eq!(
+            calls(&log),
+            [
+                "Lambda.GetFunctionConfiguration",
+                "Lambda.UpdateFunctionCode",
+                "Lambda.GetFunctionConfiguration",
+                "Lambda.GetFunctionConfiguration",
+                "Lambda.PublishVersion",
+                "Lambda.UpdateAlias",
+                "Lambda.ListVersionsByFunction",
+            ]
+        );
+    }
+
+    /// Our own update failed: that is final, nothing is published.
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_of_our_own_update_is_fatal() {
+        let s = spec();
+        let config = mock!(Client::get_function_configuration)
+            .sequence()
+            .output(|| status(State::Active, LastUpdateStatus::Successful))
+            .output(|| status(State::Active, LastUpdateStatus::Failed))
+            .build();
+        let code = mock!(Client::update_function_code)
+            .then_output(|| UpdateFunctionCodeOutput::builder().build());
+        let (publish, alias, versions) = publish_and_alias();
+        let (ctx, log) = simulated(&[&config, &code, &publish, &alias, &versions]);
+        let err = LambdaFunction
+            .update(
+                &ctx,
+                &s,
+                &observed(&s),
+                &[change("code"), change("version")],
+            )
+            .await
+            .expect_err("our update failed");
+        assert!(
+            format!("{err:#}").contains("LastUpdateStatus=Failed"),
+            "{err:#}"
+        );
+        assert_eq!(publish.num_calls(), 0);
+        assert_eq!(calls(&log).len(), 3);
+    }
+
+    /// An idle (Inactive) function is not busy: the update goes out without waiting.
+    #[tokio::test(start_paused = true)]
+    async fn an_inactive_function_is_updated_without_waiting() {
+        let s = spec();
+        let config = mock!(Client::get_function_configuration)
+            .sequence()
+            .output(|| status(State::Inactive, LastUpdateStatus::Successful))
+            .output(|| status(State::Active, LastUpdateStatus::Successful))
+            .build();
+        let code = mock!(Client::update_function_code)
+            .then_output(|| UpdateFunctionCodeOutput::builder().build());
+        let (publish, alias, versions) = publish_and_alias();
+        let (ctx, _log) = simulated(&[&config, &code, &publish, &alias, &versions]);
+        let start = Instant::now();
+        LambdaFunction
+            .update(
+                &ctx,
+                &s,
+                &observed(&s),
+                &[change("code"), change("version")],
+            )
+            .await
+            .expect("update");
+        assert_eq!(start.elapsed(), Duration::ZERO, "no wait at all");
+        assert_eq!(code.num_calls(), 1);
+        assert_eq!(publish.num_calls(), 1);
+    }
+
+    fn invalid_parameter() -> CreateFunctionError {
+        CreateFunctionError::InvalidParameterValueException(
+            InvalidParameterValueException::builder()
+                .message("simulated")
+                .meta(
+                    ErrorMetadata::builder()
+                        .code("InvalidParameterValueException")
+                        .build(),
+                )
+                .build(),
+        )
+    }
+
+    fn role_created(ago: Duration) -> Rule {
+        mock!(aws_sdk_iam::Client::get_role).then_output(move || {
+            let created = std::time::SystemTime::now() - ago;
+            GetRoleOutput::builder()
+                .role(
+                    Role::builder()
+                        .role_name("r")
+                        .path("/")
+                        .role_id("AROA")
+                        .arn("arn:aws:iam::123456789012:role/r")
+                        .create_date(aws_smithy_types::DateTime::from(created))
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        })
+    }
+
+    /// Finding 8, propagation: the role was created seconds ago, so Lambda's
+    /// InvalidParameterValueException is retried (the role's age is looked up once) and the
+    /// second attempt, one backoff later, succeeds.
+    #[tokio::test(start_paused = true)]
+    async fn invalid_parameter_with_a_new_role_is_retried() {
+        let s = spec();
+        let times = Times::default();
+        let t = times.clone();
+        let create = mock!(Client::create_function)
+            .match_requests(move |_| t.stamp())
+            .sequence()
+            .error(invalid_parameter)
+            .output(|| CreateFunctionOutput::builder().version("1").build())
+            .build();
+        let role = role_created(Duration::from_secs(10));
+        let config = mock!(Client::get_function_configuration)
+            .then_output(|| status(State::Active, LastUpdateStatus::Successful));
+        let alias =
+            mock!(Client::create_alias).then_output(|| CreateAliasOutput::builder().build());
+        let (ctx, log) = simulated(&[&create, &role, &config, &alias]);
+        LambdaFunction.create(&ctx, &s).await.expect("created");
+        assert_eq!(
+            calls(&log),
+            [
+                "Lambda.CreateFunction",
+                "IAM.GetRole",
+                "Lambda.CreateFunction",
+                "Lambda.GetFunctionConfiguration",
+                "Lambda.CreateAlias",
+            ]
+        );
+        // Role propagation backs off from one second (20% jitter at most).
+        let gap = times.gaps()[0];
+        assert!(
+            gap >= Duration::from_millis(800) && gap <= Duration::from_secs(1),
+            "{gap:?}"
+        );
+    }
+
+    /// Finding 8, a real mistake: the role is days old, so the same error is not IAM
+    /// propagation; it surfaces at once instead of after the retry deadline.
+    #[tokio::test(start_paused = true)]
+    async fn invalid_parameter_with_a_settled_role_surfaces_at_once() {
+        let s = spec();
+        let create = mock!(Client::create_function).then_error(invalid_parameter);
+        let role = role_created(Duration::from_secs(3 * 86_400));
+        let (ctx, log) = simulated(&[&create, &role]);
+        let start = Instant::now();
+        let err = LambdaFunction
+            .create(&ctx, &s)
+            .await
+            .expect_err("a mistake");
+        assert!(format!("{err:#}").contains("CreateFunction"), "{err:#}");
+        assert_eq!(calls(&log), ["Lambda.CreateFunction", "IAM.GetRole"]);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert!(lambda_function::YOUNG_ROLE < Duration::from_secs(3 * 86_400));
+    }
+}
+
+mod s3 {
+    use super::*;
+    use aws_sdk_s3::Client;
+    use aws_sdk_s3::operation::create_bucket::{CreateBucketError, CreateBucketOutput};
+    use aws_sdk_s3::operation::delete_bucket_policy::DeleteBucketPolicyOutput;
+    use aws_sdk_s3::operation::put_bucket_encryption::PutBucketEncryptionOutput;
+    use aws_sdk_s3::operation::put_bucket_lifecycle_configuration::PutBucketLifecycleConfigurationOutput;
+    use aws_sdk_s3::operation::put_bucket_ownership_controls::PutBucketOwnershipControlsOutput;
+    use aws_sdk_s3::operation::put_bucket_policy::PutBucketPolicyOutput;
+    use aws_sdk_s3::operation::put_bucket_tagging::{
+        PutBucketTaggingError, PutBucketTaggingOutput,
+    };
+    use aws_sdk_s3::operation::put_bucket_versioning::PutBucketVersioningOutput;
+    use aws_sdk_s3::operation::put_public_access_block::PutPublicAccessBlockOutput;
+    use xtask::providers::s3_bucket::S3Bucket;
+
+    /// Finding 3: re-creating a just-deleted name answers OperationAborted until the
+    /// deletion settles, and the new bucket answers NoSuchBucket for a moment: both are
+    /// retried, and every configuration call still goes out once it succeeds.
+    #[tokio::test(start_paused = true)]
+    async fn create_waits_out_operation_aborted_and_no_such_bucket() {
+        let spec = first(|s| match s {
+            Spec::Bucket(b) => Some(b),
+            _ => None,
+        });
+        let create = mock!(Client::create_bucket)
+            .sequence()
+            .error(|| code_only(CreateBucketError::generic, "OperationAborted"))
+            .times(2)
+            .output(|| CreateBucketOutput::builder().build())
+            .build();
+        let tagging = mock!(Client::put_bucket_tagging)
+            .sequence()
+            .error(|| code_only(PutBucketTaggingError::generic, "NoSuchBucket"))
+            .output(|| PutBucketTaggingOutput::builder().build())
+            .build();
+        let rest = [
+            mock!(Client::put_bucket_versioning)
+                .then_output(|| PutBucketVersioningOutput::builder().build()),
+            mock!(Client::put_bucket_encryption)
+                .then_output(|| PutBucketEncryptionOutput::builder().build()),
+            mock!(Client::put_public_access_block)
+                .then_output(|| PutPublicAccessBlockOutput::builder().build()),
+            mock!(Client::put_bucket_ownership_controls)
+                .then_output(|| PutBucketOwnershipControlsOutput::builder().build()),
+            mock!(Client::put_bucket_lifecycle_configuration)
+                .then_output(|| PutBucketLifecycleConfigurationOutput::builder().build()),
+            mock!(Client::put_bucket_policy)
+                .then_output(|| PutBucketPolicyOutput::builder().build()),
+            mock!(Client::delete_bucket_policy)
+                .then_output(|| DeleteBucketPolicyOutput::builder().build()),
+        ];
+        let mut rules = vec![&create, &tagging];
+        rules.extend(rest.iter());
+        let (ctx, log) = simulated(&rules);
+        S3Bucket.create(&ctx, &spec).await.expect("created");
+        let c = calls(&log);
+        assert_eq!(
+            c[..5],
+            [
+                "S3.CreateBucket",
+                "S3.CreateBucket",
+                "S3.CreateBucket",
+                "S3.PutBucketTagging",
+                "S3.PutBucketTagging"
+            ]
+        );
+        assert_eq!(c.len(), 11, "{c:?}");
+    }
+
+    /// A permanent error of CreateBucket is not retried.
+    #[tokio::test(start_paused = true)]
+    async fn other_create_errors_are_final() {
+        let spec = first(|s| match s {
+            Spec::Bucket(b) => Some(b),
+            _ => None,
+        });
+        let create = mock!(Client::create_bucket)
+            .then_error(|| code_only(CreateBucketError::generic, "InvalidBucketName"));
+        let (ctx, log) = simulated(&[&create]);
+        S3Bucket.create(&ctx, &spec).await.expect_err("final");
+        assert_eq!(calls(&log), ["S3.CreateBucket"]);
+    }
+}
+
+mod autoscaling {
+    use super::*;
+    use aws_sdk_applicationautoscaling::Client;
+    use aws_sdk_applicationautoscaling::operation::put_scaling_policy::{
+        PutScalingPolicyError, PutScalingPolicyOutput,
+    };
+    use aws_sdk_applicationautoscaling::types::error::{
+        FailedResourceAccessException, ObjectNotFoundException, ValidationException,
+    };
+    use xtask::providers::scaling_policy::ScalingPolicy;
+
+    fn spec() -> stacks::ScalingPolicySpec {
+        first(|s| match s {
+            Spec::ScalingPolicy(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    /// Finding 4: right after RegisterScalableTarget the target (or the service-linked role
+    /// it creates) is not visible yet; PutScalingPolicy is retried until it is.
+    #[tokio::test(start_paused = true)]
+    async fn put_scaling_policy_waits_for_the_new_target() {
+        let put = mock!(Client::put_scaling_policy)
+            .sequence()
+            .error(|| {
+                PutScalingPolicyError::ObjectNotFoundException(
+                    ObjectNotFoundException::builder().build(),
+                )
+            })
+            .error(|| {
+                PutScalingPolicyError::FailedResourceAccessException(
+                    FailedResourceAccessException::builder().build(),
+                )
+            })
+            .output(|| {
+                PutScalingPolicyOutput::builder()
+                    .policy_arn("arn:p")
+                    .build()
+                    .unwrap()
+            })
+            .build();
+        let (ctx, log) = simulated(&[&put]);
+        ScalingPolicy.create(&ctx, &spec()).await.expect("put");
+        assert_eq!(
+            calls(&log),
+            [
+                "Application Auto Scaling.PutScalingPolicy",
+                "Application Auto Scaling.PutScalingPolicy",
+                "Application Auto Scaling.PutScalingPolicy"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_validation_error_is_final() {
+        let put = mock!(Client::put_scaling_policy).then_error(|| {
+            PutScalingPolicyError::ValidationException(ValidationException::builder().build())
+        });
+        let (ctx, log) = simulated(&[&put]);
+        ScalingPolicy
+            .create(&ctx, &spec())
+            .await
+            .expect_err("final");
+        assert_eq!(calls(&log).len(), 1);
+    }
+}
+
+mod event_source_mapping {
+    use super::*;
+    use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
+    use aws_sdk_dynamodb::types::{StreamSpecification, StreamViewType, TableDescription};
+    use aws_sdk_dynamodbstreams::operation::list_streams::ListStreamsOutput;
+    use aws_sdk_dynamodbstreams::types::Stream;
+    use aws_sdk_lambda::Client;
+    use aws_sdk_lambda::operation::create_event_source_mapping::CreateEventSourceMappingOutput;
+    use aws_sdk_lambda::operation::delete_event_source_mapping::{
+        DeleteEventSourceMappingError, DeleteEventSourceMappingOutput,
+    };
+    use aws_sdk_lambda::operation::get_event_source_mapping::{
+        GetEventSourceMappingError, GetEventSourceMappingOutput,
+    };
+    use aws_sdk_lambda::operation::list_event_source_mappings::ListEventSourceMappingsOutput;
+    use aws_sdk_lambda::types::EventSourceMappingConfiguration;
+    use aws_sdk_lambda::types::error::{ResourceInUseException, ResourceNotFoundException};
+    use xtask::providers::event_source_mapping::EventSourceMapping;
+
+    const OLD: &str = "arn:aws:dynamodb:eu-west-1:123456789012:table/t/stream/2026-01-01";
+    const NEW: &str = "arn:aws:dynamodb:eu-west-1:123456789012:table/t/stream/2026-02-02";
+
+    fn spec() -> stacks::EventSourceMappingSpec {
+        first(|s| match s {
+            Spec::EventSourceMapping(m) => Some(m),
+            _ => None,
+        })
+    }
+
+    fn table(stream: &'static str, view: StreamViewType) -> Rule {
+        mock!(aws_sdk_dynamodb::Client::describe_table).then_output(move || {
+            DescribeTableOutput::builder()
+                .table(
+                    TableDescription::builder()
+                        .latest_stream_arn(stream)
+                        .stream_specification(
+                            StreamSpecification::builder()
+                                .stream_enabled(true)
+                                .stream_view_type(view.clone())
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+                .build()
+        })
+    }
+
+    fn streams(arns: &'static [&'static str]) -> Rule {
+        mock!(aws_sdk_dynamodbstreams::Client::list_streams).then_output(move || {
+            ListStreamsOutput::builder()
+                .set_streams(Some(
+                    arns.iter()
+                        .map(|a| Stream::builder().stream_arn(*a).build())
+                        .collect(),
+                ))
+                .build()
+        })
+    }
+
+    fn mapping(uuid: &str, stream: &str, function: &str) -> EventSourceMappingConfiguration {
+        EventSourceMappingConfiguration::builder()
+            .uuid(uuid)
+            .event_source_arn(stream)
+            .function_arn(format!(
+                "arn:aws:lambda:eu-west-1:123456789012:function:{function}:live"
+            ))
+            .state("Enabled")
+            .build()
+    }
+
+    fn deleting() -> GetEventSourceMappingOutput {
+        GetEventSourceMappingOutput::builder()
+            .state("Deleting")
+            .build()
+    }
+
+    fn gone() -> GetEventSourceMappingError {
+        GetEventSourceMappingError::ResourceNotFoundException(
+            ResourceNotFoundException::builder().build(),
+        )
+    }
+
+    /// Finding 5: a replace deletes (retrying ResourceInUse while the mapping is still
+    /// Updating), waits out `Deleting`, and only then creates the new mapping, which would
+    /// otherwise be refused as a duplicate.
+    #[tokio::test(start_paused = true)]
+    async fn replace_waits_for_the_old_mapping_to_be_deleted() {
+        let s = spec();
+        let describe = table(NEW, StreamViewType::NewImage);
+        let list = streams(&[NEW]);
+        let delete = mock!(Client::delete_event_source_mapping)
+            .sequence()
+            .error(|| {
+                DeleteEventSourceMappingError::ResourceInUseException(
+                    ResourceInUseException::builder().build(),
+                )
+            })
+            .output(|| {
+                DeleteEventSourceMappingOutput::builder()
+                    .state("Deleting")
+                    .build()
+            })
+            .build();
+        let get = mock!(Client::get_event_source_mapping)
+            .sequence()
+            .output(deleting)
+            .times(2)
+            .error(gone)
+            .build();
+        let create = mock!(Client::create_event_source_mapping).then_output(|| {
+            CreateEventSourceMappingOutput::builder()
+                .uuid("new")
+                .build()
+        });
+        let (ctx, log) = simulated(&[&describe, &list, &delete, &get, &create]);
+        let o = xtask::providers::event_source_mapping::ObservedMapping {
+            uuid: "old".into(),
+            stream_arn: NEW.into(),
+            function_arn: format!("arn:aws:lambda:eu-west-1:1:function:{}:3", s.function_name),
+            current_stream_arn: Some(NEW.into()),
+            stream_view_type: Some("NEW_IMAGE".into()),
+            starting_position: "LATEST".into(),
+            batch_size: 1,
+            batching_window_secs: 0,
+            bisect_on_error: false,
+            max_retries: 0,
+            report_batch_item_failures: false,
+        };
+        EventSourceMapping
+            .delete(&ctx, &s, &o)
+            .await
+            .expect("deleted");
+        EventSourceMapping.create(&ctx, &s).await.expect("created");
+        assert_eq!(
+            calls(&log),
+            [
+                "Lambda.DeleteEventSourceMapping",
+                "Lambda.DeleteEventSourceMapping",
+                "Lambda.GetEventSourceMapping",
+                "Lambda.GetEventSourceMapping",
+                "Lambda.GetEventSourceMapping",
+                "DynamoDB Streams.ListStreams",
+                "DynamoDB.DescribeTable",
+                "DynamoDB Streams.ListStreams",
+                "Lambda.CreateEventSourceMapping",
+            ]
+        );
+    }
+
+    /// Finding 6: the view type changed, so the table has a new stream and our mapping is
+    /// still on the old one. Read finds it there (none on the current stream), the diff
+    /// replaces it, and its delete removes it from the old stream.
+    #[tokio::test(start_paused = true)]
+    async fn a_mapping_left_on_an_old_stream_is_found_and_replaced() {
+        let s = spec();
+        let f = s.function_name.clone();
+        let describe = table(NEW, StreamViewType::NewImage);
+        let list_streams = streams(&[NEW, OLD]);
+        let (f1, f2) = (f.clone(), f.clone());
+        let on_new = mock!(Client::list_event_source_mappings)
+            .match_requests(|r| r.event_source_arn() == Some(NEW))
+            .then_output(|| ListEventSourceMappingsOutput::builder().build());
+        let on_old = mock!(Client::list_event_source_mappings)
+            .match_requests(|r| r.event_source_arn() == Some(OLD))
+            .then_output(move || {
+                ListEventSourceMappingsOutput::builder()
+                    .event_source_mappings(mapping("orphan", OLD, &f1))
+                    .event_source_mappings(mapping("someone-else", OLD, "other-fn"))
+                    .build()
+            });
+        let delete = mock!(Client::delete_event_source_mapping)
+            .match_requests(|r| r.uuid() == Some("orphan"))
+            .then_output(|| DeleteEventSourceMappingOutput::builder().build());
+        let get = mock!(Client::get_event_source_mapping).then_error(gone);
+        let (ctx, log) = simulated(&[&describe, &list_streams, &on_new, &on_old, &delete, &get]);
+        let o = EventSourceMapping
+            .read(&ctx, &s)
+            .await
+            .expect("read")
+            .expect("the mapping on the old stream");
+        assert_eq!(o.uuid, "orphan");
+        assert_eq!(o.stream_arn, OLD);
+        let d = EventSourceMapping::diff(&s, &o);
+        assert!(
+            d.0.iter()
+                .any(|c| c.field == "stream" && c.forces_replacement),
+            "{:?}",
+            d.0
+        );
+        EventSourceMapping
+            .delete(&ctx, &s, &o)
+            .await
+            .expect("deleted");
+        assert_eq!(delete.num_calls(), 1, "only our mapping, and once: {f2}");
+        assert_eq!(
+            calls(&log),
+            [
+                "DynamoDB.DescribeTable",
+                "Lambda.ListEventSourceMappings",
+                "DynamoDB Streams.ListStreams",
+                "Lambda.ListEventSourceMappings",
+                "Lambda.DeleteEventSourceMapping",
+                "Lambda.GetEventSourceMapping",
+                "DynamoDB Streams.ListStreams",
+                "Lambda.ListEventSourceMappings",
+            ]
+        );
+    }
+}
+
+mod iam {
+    use super::*;
+    use aws_sdk_iam::Client;
+    use aws_sdk_iam::operation::delete_role::{DeleteRoleError, DeleteRoleOutput};
+    use aws_sdk_iam::types::error::DeleteConflictException;
+    use xtask::engine::retry::Backoff;
+    use xtask::providers::iam_role::{IamRole, ObservedRole};
+
+    /// Finding 7: DeleteRole right after the policies were removed can still see them
+    /// (DeleteConflict); it is retried with the wait backoff until the role goes.
+    #[tokio::test(start_paused = true)]
+    async fn delete_role_retries_delete_conflict() {
+        let spec = first(|s| match s {
+            Spec::Role(r) => Some(r),
+            _ => None,
+        });
+        let times = Times::default();
+        let t = times.clone();
+        let delete = mock!(Client::delete_role)
+            .match_requests(move |_| t.stamp())
+            .sequence()
+            .error(|| {
+                DeleteRoleError::DeleteConflictException(DeleteConflictException::builder().build())
+            })
+            .times(2)
+            .output(|| DeleteRoleOutput::builder().build())
+            .build();
+        let (ctx, log) = simulated(&[&delete]);
+        let o = ObservedRole {
+            trust_policy: serde_json::Value::Null,
+            managed_policy_arns: Default::default(),
+            inline_policies: Default::default(),
+            tags: Default::default(),
+        };
+        IamRole.delete(&ctx, &spec, &o).await.expect("deleted");
+        assert_eq!(
+            calls(&log),
+            ["IAM.DeleteRole", "IAM.DeleteRole", "IAM.DeleteRole"]
+        );
+        // The waits are the shared wait policy's first two delays (up to 20% jitter).
+        let policy = Backoff::wait(WAIT);
+        for (n, gap) in times.gaps().into_iter().enumerate() {
+            let full = policy.first * 2u32.pow(n as u32);
+            assert!(gap <= full && gap >= full.mul_f64(0.8), "{n}: {gap:?}");
+        }
+    }
+}
+
+mod apigateway {
+    use super::*;
+    use aws_sdk_apigateway::Client;
+    use aws_sdk_apigateway::operation::update_account::{UpdateAccountError, UpdateAccountOutput};
+    use aws_sdk_apigateway::types::error::TooManyRequestsException;
+    use aws_sdk_iam::operation::attach_role_policy::AttachRolePolicyOutput;
+    use aws_sdk_iam::operation::create_role::CreateRoleOutput;
+    use xtask::providers::api_account::ApiAccount;
+    use xtask::providers::apigw::Quota;
+
+    fn throttled() -> UpdateAccountError {
+        UpdateAccountError::TooManyRequestsException(TooManyRequestsException::builder().build())
+    }
+
+    /// Finding 9: UpdateAccount is one call per 20 s per account. A TooManyRequests is
+    /// retried no sooner than that, and not forever.
+    #[tokio::test(start_paused = true)]
+    async fn update_account_is_paced_and_bounded() {
+        let times = Times::default();
+        let t = times.clone();
+        let update = mock!(Client::update_account)
+            .match_requests(move |_| t.stamp())
+            .sequence()
+            .error(throttled)
+            .times(2)
+            .output(|| UpdateAccountOutput::builder().build())
+            .build();
+        let role = mock!(aws_sdk_iam::Client::create_role)
+            .then_output(|| CreateRoleOutput::builder().build());
+        let attach = mock!(aws_sdk_iam::Client::attach_role_policy)
+            .then_output(|| AttachRolePolicyOutput::builder().build());
+        let (ctx, log) = simulated(&[&update, &role, &attach]);
+        let spec = stacks::ApiAccountSpec {
+            setup: true,
+            role_name: "apigw-logs".into(),
+        };
+        ApiAccount.create(&ctx, &spec).await.expect("account set");
+        assert_eq!(
+            calls(&log),
+            [
+                "IAM.CreateRole",
+                "IAM.AttachRolePolicy",
+                "API Gateway.UpdateAccount",
+                "API Gateway.UpdateAccount",
+                "API Gateway.UpdateAccount",
+            ]
+        );
+        for gap in times.gaps() {
+            assert!(gap >= Quota::UpdateAccount.interval(), "{gap:?}");
+        }
+
+        // Throttled every time: the retry gives up after its bounded attempts.
+        let update = mock!(Client::update_account).then_error(throttled);
+        let (ctx, _log) = simulated(&[&update, &role, &attach]);
+        ApiAccount.create(&ctx, &spec).await.expect_err("gives up");
+        assert!(
+            update.num_calls() > 1 && update.num_calls() <= 10,
+            "{}",
+            update.num_calls()
+        );
+    }
+
+    /// CreateRestApi for an EDGE API is one per 30 s; REGIONAL one per 3 s. Consecutive
+    /// creates in this process are spaced accordingly.
+    #[tokio::test(start_paused = true)]
+    async fn create_rest_api_is_paced_by_endpoint_type() {
+        let edge = Quota::create_rest_api("EDGE");
+        assert_eq!(edge, Quota::CreateEdgeRestApi);
+        assert_eq!(Quota::create_rest_api("REGIONAL"), Quota::CreateRestApi);
+        assert!(edge.interval() > Quota::CreateRestApi.interval());
+        edge.paced().await;
+        let start = Instant::now();
+        edge.paced().await;
+        assert!(start.elapsed() >= edge.interval(), "{:?}", start.elapsed());
+    }
+}
