@@ -11,6 +11,7 @@ pub mod iam_role;
 pub mod lambda_function;
 pub mod lambda_permission;
 pub mod log_group;
+pub mod permissions;
 pub mod rest_api;
 pub mod s3_bucket;
 pub mod s3_object;
