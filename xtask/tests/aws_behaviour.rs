@@ -1034,3 +1034,120 @@ mod apigateway {
         assert!(start.elapsed() >= edge.interval(), "{:?}", start.elapsed());
     }
 }
+
+mod event_source_mapping_propagation {
+    use super::*;
+    use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
+    use aws_sdk_dynamodb::types::TableDescription;
+    use aws_sdk_dynamodbstreams::operation::list_streams::ListStreamsOutput;
+    use aws_sdk_iam::operation::get_role::GetRoleOutput;
+    use aws_sdk_iam::types::Role;
+    use aws_sdk_lambda::Client;
+    use aws_sdk_lambda::operation::create_event_source_mapping::{
+        CreateEventSourceMappingError, CreateEventSourceMappingOutput,
+    };
+    use aws_sdk_lambda::operation::get_function_configuration::GetFunctionConfigurationOutput;
+    use aws_sdk_lambda::types::error::InvalidParameterValueException;
+    use xtask::providers::event_source_mapping::EventSourceMapping;
+
+    fn rules(role_age: Duration) -> Vec<Rule> {
+        vec![
+            mock!(aws_sdk_dynamodb::Client::describe_table).then_output(|| {
+                DescribeTableOutput::builder()
+                    .table(
+                        TableDescription::builder()
+                            .latest_stream_arn("arn:stream")
+                            .build(),
+                    )
+                    .build()
+            }),
+            mock!(aws_sdk_dynamodbstreams::Client::list_streams)
+                .then_output(|| ListStreamsOutput::builder().build()),
+            mock!(Client::get_function_configuration).then_output(|| {
+                GetFunctionConfigurationOutput::builder()
+                    .role("arn:aws:iam::123456789012:role/generate-pdf-dev")
+                    .build()
+            }),
+            mock!(aws_sdk_iam::Client::get_role).then_output(move || {
+                let created = std::time::SystemTime::now() - role_age;
+                GetRoleOutput::builder()
+                    .role(
+                        Role::builder()
+                            .role_name("generate-pdf-dev")
+                            .path("/")
+                            .role_id("AROA")
+                            .arn("arn:aws:iam::123456789012:role/generate-pdf-dev")
+                            .create_date(aws_smithy_types::DateTime::from(created))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+            }),
+        ]
+    }
+
+    fn invalid() -> CreateEventSourceMappingError {
+        CreateEventSourceMappingError::InvalidParameterValueException(
+            InvalidParameterValueException::builder().build(),
+        )
+    }
+
+    fn spec() -> stacks::EventSourceMappingSpec {
+        first(|s| match s {
+            Spec::EventSourceMapping(m) => Some(m),
+            _ => None,
+        })
+    }
+
+    /// The function's role is new: its stream permissions may still be propagating, so the
+    /// error is retried (the role is looked up once) until the mapping is created.
+    #[tokio::test(start_paused = true)]
+    async fn create_retries_while_the_role_is_new() {
+        let create = mock!(Client::create_event_source_mapping)
+            .sequence()
+            .error(invalid)
+            .times(2)
+            .output(|| CreateEventSourceMappingOutput::builder().uuid("u").build())
+            .build();
+        let mut all = rules(Duration::from_secs(5));
+        all.push(create);
+        let (ctx, log) = simulated(&all.iter().collect::<Vec<_>>());
+        EventSourceMapping
+            .create(&ctx, &spec())
+            .await
+            .expect("created");
+        assert_eq!(
+            calls(&log)[2..],
+            [
+                "Lambda.CreateEventSourceMapping",
+                "Lambda.GetFunctionConfiguration",
+                "IAM.GetRole",
+                "Lambda.CreateEventSourceMapping",
+                "Lambda.CreateEventSourceMapping",
+            ]
+        );
+    }
+
+    /// A settled role: the error is a real mistake and surfaces at once.
+    #[tokio::test(start_paused = true)]
+    async fn create_fails_at_once_with_a_settled_role() {
+        let create = mock!(Client::create_event_source_mapping).then_error(invalid);
+        let mut all = rules(Duration::from_secs(30 * 86_400));
+        all.push(create);
+        let (ctx, log) = simulated(&all.iter().collect::<Vec<_>>());
+        let start = Instant::now();
+        EventSourceMapping
+            .create(&ctx, &spec())
+            .await
+            .expect_err("a mistake");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(
+            calls(&log)[2..],
+            [
+                "Lambda.CreateEventSourceMapping",
+                "Lambda.GetFunctionConfiguration",
+                "IAM.GetRole",
+            ]
+        );
+    }
+}

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
-use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::operation::create_event_source_mapping::CreateEventSourceMappingError;
 use aws_sdk_lambda::operation::delete_event_source_mapping::DeleteEventSourceMappingError;
 use aws_sdk_lambda::operation::get_event_source_mapping::GetEventSourceMappingError;
@@ -277,6 +277,8 @@ impl Provider for EventSourceMapping {
         }
         let function = alias_arn(ctx, spec);
         let lambda = &ctx.aws.lambda;
+        let young = tokio::sync::OnceCell::new();
+        let (stream, function, young) = (&stream, &function, &young);
         retry(
             &format!("CreateEventSourceMapping {}", spec.name),
             Backoff {
@@ -284,11 +286,11 @@ impl Provider for EventSourceMapping {
                 max: Duration::from_secs(10),
                 deadline: ctx.wait_timeout.min(Duration::from_secs(90)),
             },
-            || {
-                lambda
+            || async move {
+                let sent = lambda
                     .create_event_source_mapping()
-                    .event_source_arn(&stream)
-                    .function_name(&function)
+                    .event_source_arn(stream)
+                    .function_name(function)
                     .starting_position(EventSourcePosition::from(spec.starting_position.as_str()))
                     .batch_size(spec.batch_size as i32)
                     .maximum_batching_window_in_seconds(spec.batching_window_secs as i32)
@@ -299,21 +301,31 @@ impl Provider for EventSourceMapping {
                             .then(|| vec![FunctionResponseType::ReportBatchItemFailures]),
                     )
                     .send()
-            },
-            // On AWS the role's stream permissions propagate like the role itself.
-            |e| match e {
-                SdkError::ServiceError(s)
-                    if matches!(
-                        s.err(),
-                        CreateEventSourceMappingError::InvalidParameterValueException(_)
-                    ) && s.err().code() == Some("InvalidParameterValueException") =>
-                {
-                    Some("the function's role may not have its stream permissions yet (IAM propagation)")
+                    .await;
+                match sent {
+                    Ok(out) => Ok(out),
+                    Err(e) => {
+                        let why = match &e {
+                            SdkError::ServiceError(s)
+                                if matches!(
+                                    s.err(),
+                                    CreateEventSourceMappingError::InvalidParameterValueException(
+                                        _
+                                    )
+                                ) =>
+                            {
+                                role_propagation(ctx, spec, young).await
+                            }
+                            _ => None,
+                        };
+                        Err((e, why))
+                    }
                 }
-                _ => None,
             },
+            |(_, why)| *why,
         )
         .await
+        .map_err(|(e, _)| e)
         .context("CreateEventSourceMapping")?;
         Ok(())
     }
@@ -449,6 +461,35 @@ pub async fn delete_mapping(ctx: &Ctx, uuid: &str) -> Result<()> {
         },
     )
     .await
+}
+
+/// Whether an InvalidParameterValueException of CreateEventSourceMapping may be IAM
+/// propagation: Lambda checks the function's role for the stream permissions, and like the
+/// role itself they propagate for a while after the role is created. Lambda uses the same
+/// variant for permanent mistakes, so, as for CreateFunction, the role's age decides (see
+/// `lambda_function`); it is looked up once per create.
+async fn role_propagation(
+    ctx: &Ctx,
+    spec: &EventSourceMappingSpec,
+    young: &tokio::sync::OnceCell<Option<&'static str>>,
+) -> Option<&'static str> {
+    *young
+        .get_or_init(|| async {
+            let role = ctx
+                .aws
+                .lambda
+                .get_function_configuration()
+                .function_name(&spec.function_name)
+                .send()
+                .await
+                .ok()
+                .and_then(|c| c.role().map(str::to_string))?;
+            let fresh = tokio::sync::OnceCell::new();
+            super::lambda_function::propagation_reason(ctx, &role, &fresh)
+                .await
+                .map(|_| "the function's role may not have its stream permissions yet (IAM propagation)")
+        })
+        .await
 }
 
 /// Mappings of our function on streams of the table other than `current`. DynamoDB keeps a

@@ -260,7 +260,7 @@ async fn role_is_young(ctx: &Ctx, role_arn: &str) -> bool {
 
 /// The retry reason for an InvalidParameterValueException naming `role_arn`: IAM propagation
 /// while the role is young, otherwise none. The role's age is looked up once per operation.
-async fn propagation_reason(
+pub(crate) async fn propagation_reason(
     ctx: &Ctx,
     role_arn: &str,
     young: &tokio::sync::OnceCell<bool>,
