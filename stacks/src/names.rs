@@ -10,6 +10,9 @@ pub const TAG_APP: &str = "app";
 pub const TAG_ENV: &str = "env";
 pub const TAG_MANAGED_BY: &str = "managed-by";
 pub const MANAGED_BY: &str = "xtask";
+/// The `managed-by` value of resources the CloudFormation engine deploys: the engine marker
+/// that keeps either engine from taking over an environment the other one owns.
+pub const MANAGED_BY_CLOUDFORMATION: &str = "xtask-cloudformation";
 /// Tags xtask sets on everything it creates; together they prove ownership.
 pub const RESERVED_TAGS: [&str; 3] = [TAG_APP, TAG_ENV, TAG_MANAGED_BY];
 
@@ -95,6 +98,11 @@ impl Names {
     /// The SSM parameter that serialises apply and destroy of this environment.
     pub fn lock_parameter(&self) -> String {
         format!("/{}{}/{}/xtask-lock", self.prefix, self.app, self.env)
+    }
+
+    /// The CloudFormation stack of this environment under `--engine cloudformation`.
+    pub fn cloudformation_stack(&self) -> String {
+        format!("{}{}-{}", self.prefix, self.app, self.env)
     }
 
     /// The ownership tags every taggable resource of this environment carries.

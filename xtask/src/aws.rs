@@ -102,9 +102,12 @@ impl CallLog {
 /// Operations that only look. Anything else counts as a write, so a new kind of call can only
 /// make the zero-write check stricter, never hide a write.
 pub fn is_read_operation(operation: &str) -> bool {
-    ["Get", "Describe", "List", "Head", "Query", "Scan"]
-        .iter()
-        .any(|p| operation.starts_with(p))
+    // ValidateTemplate checks a template and changes nothing.
+    [
+        "Get", "Describe", "List", "Head", "Query", "Scan", "Validate",
+    ]
+    .iter()
+    .any(|p| operation.starts_with(p))
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +201,7 @@ pub struct Clients {
     pub lambda: aws_sdk_lambda::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub apigateway: aws_sdk_apigateway::Client,
+    pub cloudformation: aws_sdk_cloudformation::Client,
     pub log: Arc<CallLog>,
     pub emulator: bool,
 }
@@ -260,6 +264,9 @@ impl Clients {
             .interceptor(counter.clone())
             .build();
         let apigateway = aws_sdk_apigateway::config::Builder::from(&sdk)
+            .interceptor(counter.clone())
+            .build();
+        let cloudformation = aws_sdk_cloudformation::config::Builder::from(&sdk)
             .interceptor(counter)
             .build();
         Clients {
@@ -273,6 +280,7 @@ impl Clients {
             lambda: aws_sdk_lambda::Client::from_conf(lambda),
             logs: aws_sdk_cloudwatchlogs::Client::from_conf(logs),
             apigateway: aws_sdk_apigateway::Client::from_conf(apigateway),
+            cloudformation: aws_sdk_cloudformation::Client::from_conf(cloudformation),
             sdk,
             log,
             emulator,

@@ -7,6 +7,7 @@
 pub mod artifacts;
 pub mod aws;
 pub mod build;
+pub mod cfn;
 pub mod cmd;
 pub mod emulator;
 pub mod engine;

@@ -33,6 +33,8 @@ enum Command {
     Apply(cmd::apply::Args),
     /// Delete everything the environment owns, after purging bucket versions.
     Destroy(cmd::destroy::Args),
+    /// Write the environment's CloudFormation template (the same stack as the direct engine).
+    Synth(cmd::synth::Args),
     /// Build and package the Lambda functions.
     Build(cmd::build::Args),
     /// Print the invoke URL, endpoints, API key id, table, bucket and alias names (reads only).
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
             Command::Apply(a) => cmd::apply::run(g, a).await,
             Command::Destroy(a) => cmd::destroy::run(g, a).await,
             Command::Build(a) => cmd::build::run(g, a).await,
+            Command::Synth(a) => cmd::synth::run(g, a).await,
             Command::Outputs(a) => cmd::outputs::run(g, a).await,
             Command::Emulator(c) => cmd::emulator::run(g, c).await,
             Command::Test(a) => cmd::test::run(a).await,

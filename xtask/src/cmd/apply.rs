@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use stacks::Stack;
 
-use super::{exit, nodes};
+use super::{Engine, exit, nodes};
 use crate::artifacts::{CodeArgs, CodeSource};
 use crate::engine::apply::{Status, apply, check_runnable};
 use crate::engine::plan::Plan;
@@ -29,6 +29,9 @@ pub struct Args {
     /// Take the environment lock even if another run holds it (only when that run is dead).
     #[arg(long)]
     pub break_lock: bool,
+    /// The deployment engine: `direct` (default) or `cloudformation` (a change set).
+    #[arg(long, value_enum, default_value_t = Engine::Direct)]
+    pub engine: Engine,
     #[command(flatten)]
     pub code: CodeArgs,
 }
@@ -39,6 +42,9 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         override_deletion_protection: false,
     };
     let session = Session::open(g, options, &CodeSource::Deploy(args.code.clone())).await?;
+    if args.engine == Engine::Cloudformation {
+        return crate::cfn::flow::apply(g, &session, args.yes).await;
+    }
     let stack = session.stack.clone();
     reconcile(g, &session, &stack, "apply", args.yes, args.break_lock).await
 }
@@ -67,6 +73,7 @@ pub async fn reconcile(
     break_lock: bool,
 ) -> Result<u8> {
     let ctx = &session.ctx;
+    crate::cfn::flow::refuse_cloudformation_owned(session).await?;
     let concurrency = session.config.deploy.concurrency;
     let started = Instant::now();
     let title = if command == "destroy" {

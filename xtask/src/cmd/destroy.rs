@@ -21,6 +21,9 @@ pub struct Args {
     /// Take the environment lock even if another run holds it (only when that run is dead).
     #[arg(long)]
     pub break_lock: bool,
+    /// The engine that deployed the environment: `direct` (default) or `cloudformation`.
+    #[arg(long, value_enum, default_value_t = super::Engine::Direct)]
+    pub engine: super::Engine,
 }
 
 pub async fn run(g: &Global, args: &Args) -> Result<u8> {
@@ -29,6 +32,9 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         override_deletion_protection: args.override_deletion_protection,
     };
     let session = Session::open(g, options, &CodeSource::None).await?;
+    if args.engine == super::Engine::Cloudformation {
+        return crate::cfn::flow::destroy(g, &session, args.yes).await;
+    }
     let stack = session.stack.clone().into_absent();
     reconcile(g, &session, &stack, "destroy", args.yes, args.break_lock).await
 }

@@ -8,6 +8,7 @@ pub mod emulator;
 pub mod invoke;
 pub mod outputs;
 pub mod plan;
+pub mod synth;
 pub mod test;
 pub mod up;
 
@@ -28,6 +29,16 @@ pub mod exit {
     pub const CHANGES: u8 = 2;
     /// Interrupted by Ctrl-C.
     pub const INTERRUPTED: u8 = 130;
+}
+
+/// Which engine deploys the environment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// xtask reconciles each resource itself (no state but AWS and the ownership tags).
+    #[default]
+    Direct,
+    /// CloudFormation runs a change set of the `synth` template.
+    Cloudformation,
 }
 
 /// Binds every resource of a stack to its provider.

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::{exit, nodes};
+use super::{Engine, exit, nodes};
 use crate::artifacts::{CodeArgs, CodeSource};
 use crate::engine::{Options, plan, render};
 use crate::session::{Global, Session};
@@ -15,6 +15,9 @@ pub struct Args {
     /// Plan the deletion of everything this environment owns (what destroy would do).
     #[arg(long)]
     pub destroy: bool,
+    /// The deployment engine: `direct` (default) or `cloudformation` (a change set).
+    #[arg(long, value_enum, default_value_t = Engine::Direct)]
+    pub engine: Engine,
     #[command(flatten)]
     pub code: CodeArgs,
 }
@@ -26,6 +29,15 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         CodeSource::Deploy(args.code.clone())
     };
     let session = Session::open(g, Options::default(), &code).await?;
+    if args.engine == Engine::Cloudformation {
+        if args.destroy {
+            anyhow::bail!(
+                "plan --destroy --engine cloudformation: run `destroy --engine cloudformation`, which shows the stack's resources before asking"
+            );
+        }
+        return crate::cfn::flow::plan(g, &session, args.detailed_exitcode).await;
+    }
+    crate::cfn::flow::refuse_cloudformation_owned(&session).await?;
     let stack = if args.destroy {
         session.stack.clone().into_absent()
     } else {

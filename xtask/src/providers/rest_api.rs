@@ -80,10 +80,14 @@ pub struct ObservedApi {
 /// The request validator this provider creates for methods with required parameters.
 pub const PARAMS_VALIDATOR: &str = "xtask-required-parameters";
 
-const QUERY: &str = "method.request.querystring.";
-const ALLOW_ORIGIN: &str = "method.response.header.Access-Control-Allow-Origin";
-const ALLOW_HEADERS: &str = "method.response.header.Access-Control-Allow-Headers";
-const ALLOW_METHODS: &str = "method.response.header.Access-Control-Allow-Methods";
+pub const QUERY: &str = "method.request.querystring.";
+pub const ALLOW_ORIGIN: &str = "method.response.header.Access-Control-Allow-Origin";
+pub const ALLOW_HEADERS: &str = "method.response.header.Access-Control-Allow-Headers";
+pub const ALLOW_METHODS: &str = "method.response.header.Access-Control-Allow-Methods";
+/// The request headers a CORS preflight allows (quoted, as API Gateway wants static values).
+pub const CORS_ALLOWED_HEADERS: &str = "'Content-Type,X-Api-Key,Accept'";
+/// The mock integration's request template that makes a preflight answer 200.
+pub const MOCK_TEMPLATE: &str = r#"{"statusCode": 200}"#;
 
 fn route_key(method: &str, path: &str) -> String {
     format!("{method} {path}")
@@ -143,7 +147,7 @@ fn desired_responses(spec: &RestApiSpec) -> BTreeMap<String, ResponseState> {
 }
 
 /// Allowed methods of a path, for the preflight's Access-Control-Allow-Methods.
-fn methods_of(spec: &RestApiSpec, path: &str) -> String {
+pub fn methods_of(spec: &RestApiSpec, path: &str) -> String {
     let mut m: Vec<&str> = spec
         .routes
         .iter()
@@ -704,7 +708,7 @@ async fn put_route(
                 .resource_id(resource)
                 .http_method(method)
                 .r#type(IntegrationType::Mock)
-                .request_templates("application/json", r#"{"statusCode": 200}"#)
+                .request_templates("application/json", MOCK_TEMPLATE)
                 .send()
                 .await
                 .with_context(|| format!("PutIntegration {key}"))?;
@@ -725,7 +729,7 @@ async fn put_route(
                 .http_method(method)
                 .status_code("200")
                 .response_parameters(ALLOW_ORIGIN, format!("'{origin}'"))
-                .response_parameters(ALLOW_HEADERS, "'Content-Type,X-Api-Key,Accept'")
+                .response_parameters(ALLOW_HEADERS, CORS_ALLOWED_HEADERS)
                 .response_parameters(ALLOW_METHODS, format!("'{}'", methods_of(spec, path)))
                 .send()
                 .await

@@ -78,7 +78,7 @@ where
 
 pub struct S3Bucket;
 
-const LIFECYCLE_RULE_ID: &str = "expire-noncurrent-versions";
+pub const LIFECYCLE_RULE_ID: &str = "expire-noncurrent-versions";
 const TLS_SID: &str = "DenyInsecureTransport";
 /// DeleteObjects accepts at most this many keys per request.
 const DELETE_BATCH: usize = 1000;
@@ -589,7 +589,7 @@ pub async fn count_versions(ctx: &Ctx, bucket: &str) -> Result<(usize, usize)> {
 }
 
 /// Deletes every object version and delete marker, a page (at most 1,000 keys) at a time.
-async fn purge(ctx: &Ctx, bucket: &str) -> Result<()> {
+pub async fn purge(ctx: &Ctx, bucket: &str) -> Result<()> {
     let s3 = &ctx.aws.s3;
     loop {
         // Always re-list from the start: deleting shifts the pagination markers.
