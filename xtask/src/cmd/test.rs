@@ -27,7 +27,10 @@ pub struct Args {
 
 /// PyPI packages some tests run as independent checkers: `(module to import, requirement)`.
 /// A test that needs one fails (never skips) when it is missing.
-pub const TEST_TOOLS: &[(&str, &str)] = &[];
+pub const TEST_TOOLS: &[(&str, &str)] = &[
+    // IAM policy linter: tests/environments.rs runs it over every policy each config produces.
+    ("parliament", "parliament>=1.6,<2"),
+];
 
 pub async fn run(args: &Args) -> Result<u8> {
     let root = project_root();
@@ -86,11 +89,21 @@ fn ensure_test_tools(python: &std::path::Path) -> Result<()> {
     }
     eprintln!("installing the tests' checkers: {}", missing.join(" "));
     let status = Command::new(python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .args(&missing)
         .stdin(std::process::Stdio::null())
         .status()
         .with_context(|| format!("running {} -m pip", python.display()))?;
-    anyhow::ensure!(status.success(), "pip install {} failed: {status}", missing.join(" "));
+    anyhow::ensure!(
+        status.success(),
+        "pip install {} failed: {status}",
+        missing.join(" ")
+    );
     Ok(())
 }
