@@ -30,8 +30,6 @@ pub const ALIAS: &str = "live";
 pub const RUNTIME: &str = "provided.al2023";
 pub const HANDLER: &str = "bootstrap";
 pub const INLINE_POLICY_NAME: &str = "least-privilege";
-/// Logs go through the AWS managed basic execution policy.
-pub const BASIC_EXECUTION_POLICY: &str = "service-role/AWSLambdaBasicExecutionRole";
 
 /// Where the stack is deployed: what ARNs are made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +69,10 @@ pub struct Arns {
     pub invoices_streams: String,
     pub processed_table: String,
     pub pdf_objects: String,
+    /// Per function: the streams of its own log group (which the deployer creates, so the
+    /// role needs no `logs:CreateLogGroup`). Replaces AWSLambdaBasicExecutionRole, whose
+    /// logs grants are on `*`.
+    pub log_streams: BTreeMap<&'static str, String>,
 }
 
 impl Arns {
@@ -84,53 +86,68 @@ impl Arns {
             invoices_table,
             processed_table: table(names.processed_table()),
             pdf_objects: format!("arn:{p}:s3:::{}/*", names.pdf_bucket()),
+            log_streams: FUNCTIONS
+                .into_iter()
+                .map(|f| {
+                    let group = names.function_log_group(f);
+                    (
+                        f,
+                        format!("arn:{p}:logs:{region}:{account_id}:log-group:{group}:*"),
+                    )
+                })
+                .collect(),
         }
     }
 }
 
 /// The least-privilege inline policy of one function: `(actions, resources)` per statement,
-/// exactly what its handler calls, on exactly the ARNs it touches. `None` for an unknown name.
+/// exactly what its handler calls, on exactly the ARNs it touches, plus writing to its own log
+/// group. `None` for an unknown name.
 pub fn function_permissions(
     function: &str,
     a: &Arns,
 ) -> Option<Vec<(Vec<&'static str>, Vec<String>)>> {
-    Some(match function {
-        // GetItem: a retried request with the same InvoiceID is answered from the stored item.
-        "insert-invoice" => vec![(
-            vec!["dynamodb:GetItem", "dynamodb:PutItem"],
+    let logs = (
+        vec!["logs:CreateLogStream", "logs:PutLogEvents"],
+        vec![a.log_streams.get(function)?.clone()],
+    );
+    let mut statements = match function {
+        // Query: the invoice is looked up by its hash key InvoiceID alone (whichever customer
+        // holds it), so a retried request is answered from the stored item. PutItem covers
+        // both puts of the insert's transaction (the invoice and its InvoiceID guard).
+        "insert-invoice" | "insert-mock-data" => vec![(
+            vec!["dynamodb:PutItem", "dynamodb:Query"],
             vec![a.invoices_table.clone()],
         )],
         "list-invoices" => vec![(vec!["dynamodb:Query"], vec![a.invoices_gsi.clone()])],
         // The four stream actions are what the event source mapping's poller uses, under the
-        // function's role.
+        // function's role. ListStreams accepts no resource but `*` (IAM ignores a statement
+        // that names anything else for it), so it gets its own statement.
         "generate-pdf" => vec![
             (
                 vec![
                     "dynamodb:DescribeStream",
                     "dynamodb:GetRecords",
                     "dynamodb:GetShardIterator",
-                    "dynamodb:ListStreams",
                 ],
                 vec![a.invoices_streams.clone()],
             ),
+            (vec!["dynamodb:ListStreams"], vec!["*".to_string()]),
             (vec!["s3:PutObject"], vec![a.pdf_objects.clone()]),
             (vec!["dynamodb:PutItem"], vec![a.processed_table.clone()]),
         ],
         // The handler looks the invoice up too, to tell "no such invoice" (404) from "PDF not
-        // ready yet" (409): GetItem on both tables. GetObject is what the presigned URL uses.
+        // ready yet" (409): GetItem on the processed table, Query by InvoiceID on the
+        // invoices table. GetObject is what the presigned URL uses.
         "download-pdf" => vec![
-            (
-                vec!["dynamodb:GetItem"],
-                vec![a.processed_table.clone(), a.invoices_table.clone()],
-            ),
+            (vec!["dynamodb:GetItem"], vec![a.processed_table.clone()]),
+            (vec!["dynamodb:Query"], vec![a.invoices_table.clone()]),
             (vec!["s3:GetObject"], vec![a.pdf_objects.clone()]),
         ],
-        "insert-mock-data" => vec![(
-            vec!["dynamodb:BatchWriteItem", "dynamodb:GetItem"],
-            vec![a.invoices_table.clone()],
-        )],
         _ => return None,
-    })
+    };
+    statements.push(logs);
+    Some(statements)
 }
 
 /// [`function_permissions`] as an IAM policy document.
@@ -442,9 +459,8 @@ fn functions(
             spec: Spec::Role(RoleSpec {
                 name: role.clone(),
                 service: "lambda.amazonaws.com".into(),
-                managed_policy_arns: vec![format!(
-                    "arn:{partition}:iam::aws:policy/{BASIC_EXECUTION_POLICY}"
-                )],
+                // Logging is in the inline policy, scoped to the function's log group.
+                managed_policy_arns: vec![],
                 inline_policy_name: INLINE_POLICY_NAME.into(),
                 inline_policy: function_policy(function, &arns).expect("a known function"),
                 tags: tags.clone(),
@@ -563,47 +579,95 @@ mod tests {
         "arn:aws:dynamodb:eu-west-1:123456789012:table/processed-invoices-table-dev";
     const PDFS: &str = "arn:aws:s3:::invoice-app-pdfs-dev-123456789012/*";
 
+    /// The two logging grants on a function's own log group streams.
+    fn logs(function: &str) -> [(String, String); 2] {
+        let arn =
+            format!("arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/{function}-dev:*");
+        [
+            ("logs:CreateLogStream".into(), arn.clone()),
+            ("logs:PutLogEvents".into(), arn),
+        ]
+    }
+
+    /// `pairs` plus the function's logging grants.
+    fn with_logs(function: &str, list: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut v = pairs(list);
+        v.extend(logs(function));
+        v.sort();
+        v
+    }
+
     #[test]
     fn each_function_gets_exactly_its_actions_on_exact_arns() {
         let a = arns();
         let p = |f| grants(&function_policy(f, &a).unwrap());
         assert_eq!(
             p("insert-invoice"),
-            pairs(&[
-                ("dynamodb:GetItem", INVOICES),
-                ("dynamodb:PutItem", INVOICES)
-            ])
+            with_logs(
+                "insert-invoice",
+                &[("dynamodb:PutItem", INVOICES), ("dynamodb:Query", INVOICES)]
+            )
         );
         let gsi = format!("{INVOICES}/index/CustomerID-Index");
-        assert_eq!(p("list-invoices"), pairs(&[("dynamodb:Query", &gsi)]));
+        assert_eq!(
+            p("list-invoices"),
+            with_logs("list-invoices", &[("dynamodb:Query", &gsi)])
+        );
         let streams = format!("{INVOICES}/stream/*");
         assert_eq!(
             p("generate-pdf"),
-            pairs(&[
-                ("dynamodb:DescribeStream", &streams),
-                ("dynamodb:GetRecords", &streams),
-                ("dynamodb:GetShardIterator", &streams),
-                ("dynamodb:ListStreams", &streams),
-                ("s3:PutObject", PDFS),
-                ("dynamodb:PutItem", PROCESSED),
-            ])
+            with_logs(
+                "generate-pdf",
+                &[
+                    ("dynamodb:DescribeStream", &streams),
+                    ("dynamodb:GetRecords", &streams),
+                    ("dynamodb:GetShardIterator", &streams),
+                    ("dynamodb:ListStreams", "*"),
+                    ("s3:PutObject", PDFS),
+                    ("dynamodb:PutItem", PROCESSED),
+                ]
+            )
         );
         assert_eq!(
             p("download-pdf"),
-            pairs(&[
-                ("dynamodb:GetItem", PROCESSED),
-                ("dynamodb:GetItem", INVOICES),
-                ("s3:GetObject", PDFS),
-            ])
+            with_logs(
+                "download-pdf",
+                &[
+                    ("dynamodb:GetItem", PROCESSED),
+                    ("dynamodb:Query", INVOICES),
+                    ("s3:GetObject", PDFS),
+                ]
+            )
         );
         assert_eq!(
             p("insert-mock-data"),
-            pairs(&[
-                ("dynamodb:BatchWriteItem", INVOICES),
-                ("dynamodb:GetItem", INVOICES)
-            ])
+            with_logs(
+                "insert-mock-data",
+                &[("dynamodb:PutItem", INVOICES), ("dynamodb:Query", INVOICES)]
+            )
         );
         assert!(function_policy("unknown", &a).is_none());
+    }
+
+    #[test]
+    fn list_streams_alone_is_granted_on_every_resource() {
+        // IAM accepts only `*` for ListStreams: it must not share a statement with actions
+        // that are scoped to the stream.
+        let policy = function_policy("generate-pdf", &arns()).unwrap();
+        let statements = policy["Statement"].as_array().unwrap();
+        let with_list_streams: Vec<&Value> = statements
+            .iter()
+            .filter(|s| {
+                s["Action"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("dynamodb:ListStreams"))
+            })
+            .collect();
+        assert_eq!(
+            with_list_streams,
+            [&json!({"Effect": "Allow", "Action": ["dynamodb:ListStreams"], "Resource": ["*"]})]
+        );
     }
 
     #[test]
@@ -612,12 +676,17 @@ mod tests {
         for f in FUNCTIONS {
             for (action, resource) in grants(&function_policy(f, &a).unwrap()) {
                 assert!(!action.contains('*'), "{f}: {action}");
+                if action == "dynamodb:ListStreams" {
+                    continue;
+                }
                 assert!(resource.starts_with("arn:aws:"), "{f}: {resource}");
                 assert_ne!(resource, "*");
-                // Only the object and stream suffixes may end in a wildcard.
+                // Only the object, stream and log stream suffixes may end in a wildcard.
                 if resource.ends_with('*') {
                     assert!(
-                        resource.ends_with("/stream/*") || resource.ends_with("-123456789012/*"),
+                        resource.ends_with("/stream/*")
+                            || resource.ends_with("-123456789012/*")
+                            || resource.ends_with(&format!("/aws/lambda/{f}-dev:*")),
                         "{f}: {resource}"
                     );
                 }

@@ -499,13 +499,26 @@ impl TestEmulator {
         }
     }
 
+    /// A server acting as another account (`MOTO_ACCOUNT_ID`): what an environment pinned to
+    /// an account with `allowed_account_ids` needs to be rehearsed as written.
+    pub async fn start_as_account(account_id: &str) -> TestEmulator {
+        match Self::try_start_with(&[("MOTO_ACCOUNT_ID", account_id)]).await {
+            Ok(emu) => emu,
+            Err(e) => panic!("starting a test emulator: {e}"),
+        }
+    }
+
     /// Like [`TestEmulator::start`], returning the error instead of panicking.
     pub async fn try_start() -> Result<TestEmulator, EmulatorError> {
+        Self::try_start_with(&[]).await
+    }
+
+    async fn try_start_with(env: &[(&str, &str)]) -> Result<TestEmulator, EmulatorError> {
         let python = test_python().await?;
         let mut last_err = None;
         for _ in 0..TEST_START_ATTEMPTS {
             let port = free_port()?;
-            match Self::spawn_on(&python.exe, port).await {
+            match Self::spawn_on(&python.exe, port, env).await {
                 Ok(emu) => return Ok(emu),
                 // Lost the port to someone else: try another one.
                 Err(e @ EmulatorError::ExitedEarly { .. }) => last_err = Some(e),
@@ -515,7 +528,11 @@ impl TestEmulator {
         Err(last_err.expect("at least one attempt"))
     }
 
-    async fn spawn_on(python: &Path, port: u16) -> Result<TestEmulator, EmulatorError> {
+    async fn spawn_on(
+        python: &Path,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Result<TestEmulator, EmulatorError> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let log = std::env::temp_dir().join(format!(
             "xtask-test-moto-{}-{}-{port}.log",
@@ -534,6 +551,7 @@ impl TestEmulator {
                 &port.to_string(),
             ])
             .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(out)
             .stderr(err)

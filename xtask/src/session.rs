@@ -137,7 +137,7 @@ impl Session {
                 config.allowed_account_ids.join(", ")
             );
         }
-        let stack = stacks::invoice_app(
+        let mut stack = stacks::invoice_app(
             &config,
             &stacks::Target {
                 env: &g.env,
@@ -146,6 +146,13 @@ impl Session {
             },
             &code,
         );
+        if let Some(endpoint) = plain_http_endpoint(&target, aws.sdk.endpoint_url()) {
+            for note in without_tls_only_policies(&mut stack) {
+                eprintln!(
+                    "note: {note}: the endpoint {endpoint} speaks plain HTTP, where AWS would use TLS"
+                );
+            }
+        }
         let ctx = Ctx {
             aws,
             account_id,
@@ -160,6 +167,41 @@ impl Session {
             stack,
         })
     }
+}
+
+/// The endpoint every client talks to when it is plain HTTP: the local emulator, or any
+/// environment pointed elsewhere with `AWS_ENDPOINT_URL` (a rehearsal against moto). AWS's own
+/// endpoints are HTTPS, so this is `None` for every real deployment.
+pub fn plain_http_endpoint(target: &Target, sdk_endpoint: Option<&str>) -> Option<String> {
+    let endpoint = match target {
+        Target::Emulator { endpoint, .. } => Some(endpoint.as_str()),
+        Target::Aws { .. } => sdk_endpoint,
+    }?;
+    endpoint
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+        .then(|| endpoint.to_string())
+}
+
+/// The one part of a stack a plain-HTTP endpoint cannot follow: a bucket policy denying
+/// requests without TLS denies every request made there (moto enforces bucket policies, and
+/// answers the denial with a bare 403), xtask's own uploads included. Such buckets are
+/// deployed without that policy, and each one is named in the returned notes so the output
+/// says what was left out. Nothing else in the stack changes.
+pub fn without_tls_only_policies(stack: &mut Stack) -> Vec<String> {
+    let mut notes = Vec::new();
+    for r in &mut stack.resources {
+        if let stacks::Spec::Bucket(b) = &mut r.spec
+            && b.tls_only
+        {
+            b.tls_only = false;
+            notes.push(format!(
+                "{} ({}) is deployed without its TLS-only bucket policy",
+                r.id, b.name
+            ));
+        }
+    }
+    notes
 }
 
 /// Asks on a terminal; refuses when there is nobody to ask.
@@ -179,4 +221,64 @@ pub fn confirm(question: &str, expected: &str, yes: bool) -> Result<()> {
         bail!("cancelled: nothing was changed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_http_endpoints_are_plain_http() {
+        let aws = Target::Aws { region: None };
+        assert_eq!(plain_http_endpoint(&aws, None), None);
+        assert_eq!(plain_http_endpoint(&aws, Some("https://s3.example")), None);
+        assert_eq!(
+            plain_http_endpoint(&aws, Some("HTTP://127.0.0.1:4566")),
+            Some("HTTP://127.0.0.1:4566".into())
+        );
+        let emulator = Target::Emulator {
+            endpoint: "http://127.0.0.1:5000".into(),
+            region: "us-east-1".into(),
+        };
+        assert_eq!(
+            plain_http_endpoint(&emulator, None),
+            Some("http://127.0.0.1:5000".into())
+        );
+    }
+
+    #[test]
+    fn only_tls_only_bucket_policies_are_left_out() {
+        let config = stacks::config::parse(
+            Path::new("dev.toml"),
+            "[buckets]\ntls_only = true\n",
+            "dev",
+            &[],
+        )
+        .unwrap();
+        let target = stacks::Target {
+            env: "dev",
+            account_id: "123456789012",
+            region: "eu-west-1",
+        };
+        let original = stacks::invoice_app(&config, &target, &Default::default());
+        let mut stack = original.clone();
+        let notes = without_tls_only_policies(&mut stack);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].starts_with("s3_bucket.artifacts (invoice-app-artifacts-dev-123456789012)")
+        );
+        for (before, after) in original.resources.iter().zip(&stack.resources) {
+            match (&before.spec, &after.spec) {
+                (stacks::Spec::Bucket(b), stacks::Spec::Bucket(a)) => {
+                    assert!(b.tls_only && !a.tls_only);
+                    let mut restored = a.clone();
+                    restored.tls_only = true;
+                    assert_eq!(&restored, b);
+                }
+                _ => assert_eq!(before, after),
+            }
+        }
+        // Nothing to leave out the second time.
+        assert!(without_tls_only_policies(&mut stack).is_empty());
+    }
 }

@@ -289,10 +289,8 @@ async fn functions_deploy_update_exactly_what_changed_purge_versions_and_destroy
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            attached.attached_policies()[0].policy_arn(),
-            Some("arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole")
-        );
+        // Logging is granted inline on the function's own log group, not by a managed policy.
+        assert_eq!(attached.attached_policies(), [], "{f}");
     }
     let env = |f: &str| {
         let h = &h;
@@ -324,45 +322,66 @@ async fn functions_deploy_update_exactly_what_changed_purge_versions_and_destroy
         ["LOG_LEVEL", "PDF_BUCKET", "PROCESSED_TABLE"]
     );
 
-    // Least privilege, exactly.
+    // Least privilege, exactly: each function's own actions, plus writing its own log group.
+    let logs =
+        |f: &str| format!("arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/lambda/{f}-{ENV}:*");
+    let with_logs = |f: &str, grants: &[(&str, &str)]| {
+        let logs = logs(f);
+        let mut all: Vec<(&str, &str)> = grants.to_vec();
+        all.push(("logs:CreateLogStream", &logs));
+        all.push(("logs:PutLogEvents", &logs));
+        set(&all)
+    };
     assert_eq!(
         h.grants("insert-invoice").await,
-        set(&[
-            ("dynamodb:GetItem", INVOICES_ARN),
-            ("dynamodb:PutItem", INVOICES_ARN)
-        ])
+        with_logs(
+            "insert-invoice",
+            &[
+                ("dynamodb:PutItem", INVOICES_ARN),
+                ("dynamodb:Query", INVOICES_ARN)
+            ]
+        )
     );
     let gsi = format!("{INVOICES_ARN}/index/CustomerID-Index");
     assert_eq!(
         h.grants("list-invoices").await,
-        set(&[("dynamodb:Query", &gsi)])
+        with_logs("list-invoices", &[("dynamodb:Query", &gsi)])
     );
     let streams = format!("{INVOICES_ARN}/stream/*");
     assert_eq!(
         h.grants("generate-pdf").await,
-        set(&[
-            ("dynamodb:DescribeStream", &streams),
-            ("dynamodb:GetRecords", &streams),
-            ("dynamodb:GetShardIterator", &streams),
-            ("dynamodb:ListStreams", &streams),
-            ("s3:PutObject", PDF_OBJECTS),
-            ("dynamodb:PutItem", PROCESSED_ARN),
-        ])
+        with_logs(
+            "generate-pdf",
+            &[
+                ("dynamodb:DescribeStream", &streams),
+                ("dynamodb:GetRecords", &streams),
+                ("dynamodb:GetShardIterator", &streams),
+                ("dynamodb:ListStreams", "*"),
+                ("s3:PutObject", PDF_OBJECTS),
+                ("dynamodb:PutItem", PROCESSED_ARN),
+            ]
+        )
     );
     assert_eq!(
         h.grants("download-pdf").await,
-        set(&[
-            ("dynamodb:GetItem", PROCESSED_ARN),
-            ("dynamodb:GetItem", INVOICES_ARN),
-            ("s3:GetObject", PDF_OBJECTS),
-        ])
+        with_logs(
+            "download-pdf",
+            &[
+                ("dynamodb:GetItem", PROCESSED_ARN),
+                ("dynamodb:Query", INVOICES_ARN),
+                ("s3:GetObject", PDF_OBJECTS),
+            ]
+        )
     );
     assert_eq!(
         h.grants("insert-mock-data").await,
-        set(&[
-            ("dynamodb:BatchWriteItem", INVOICES_ARN),
-            ("dynamodb:GetItem", INVOICES_ARN)
-        ])
+        with_logs(
+            "insert-mock-data",
+            &[
+                ("dynamodb:PutItem", INVOICES_ARN),
+                ("dynamodb:Query", INVOICES_ARN)
+            ]
+        )
     );
 
     // The trigger: on the table's current stream, to generate-pdf's alias.
@@ -573,9 +592,15 @@ async fn a_widened_role_policy_is_drift_and_is_restored() {
     );
     h.apply(&[]);
     let gsi = format!("{INVOICES_ARN}/index/CustomerID-Index");
+    let logs =
+        format!("arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/lambda/list-invoices-{ENV}:*");
     assert_eq!(
         h.grants("list-invoices").await,
-        set(&[("dynamodb:Query", &gsi)])
+        set(&[
+            ("dynamodb:Query", &gsi),
+            ("logs:CreateLogStream", &logs),
+            ("logs:PutLogEvents", &logs),
+        ])
     );
     let (code, _) = h.plan(&[]);
     assert_eq!(code, 0);

@@ -151,12 +151,14 @@ async fn invoice_lifecycle_insert_list_pdf_download_and_mock_data() {
     assert_eq!(line["resourcePath"], "/list-invoices");
     assert!(!line["apiKeyId"].as_str().unwrap().is_empty());
 
-    // The mock data function seeds 100 invoices once.
+    // The mock data function seeds 100 invoices once. Invoices only: each also has its
+    // InvoiceID guard item (the one with an OwnerCustomerID).
     let ddb = aws_sdk_dynamodb::Client::new(&sdk(&up).await);
     let count = || async {
         ddb.scan()
             .table_name("invoices-table-local")
             .select(aws_sdk_dynamodb::types::Select::Count)
+            .filter_expression("attribute_not_exists(OwnerCustomerID)")
             .send()
             .await
             .unwrap()

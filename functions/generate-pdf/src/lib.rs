@@ -12,11 +12,12 @@
 
 use aws_lambda_events::event::dynamodb::EventRecord;
 use invoice_core::ProcessedRecord;
-use invoice_core::model::Invoice;
+use invoice_core::model::{Invoice, is_guard};
 use invoice_core::pdf::{self, Seller};
 use invoice_core::store::{PdfStore, ProcessedStore};
 use invoice_core::validate::validate;
 use serde::Serialize;
+use serde_dynamo::AttributeValue;
 use serde_json::Value;
 
 /// The partial batch response Lambda expects with `ReportBatchItemFailures`.
@@ -100,6 +101,13 @@ pub async fn process_record<S: PdfStore, P: ProcessedStore>(
         "INSERT" | "MODIFY" => {}
         "REMOVE" => return Outcome::Skipped("REMOVE event".into()),
         other => return Outcome::Skipped(format!("unknown event name {other:?}")),
+    }
+    // The invoices table also holds InvoiceID guard items (see invoice_core::model); they are
+    // bookkeeping, not invoices.
+    if let Some(AttributeValue::S(customer)) = record.change.keys.get("CustomerID")
+        && is_guard(customer)
+    {
+        return Outcome::Skipped("InvoiceID guard item, not an invoice".into());
     }
     if record.change.new_image.is_empty() {
         return Outcome::Skipped("no NewImage (stream view type must include new images)".into());

@@ -177,3 +177,27 @@ async fn each_bad_record_is_skipped_for_its_own_reason() {
         reasons[3]
     );
 }
+
+#[tokio::test]
+async fn invoice_id_guard_items_are_skipped_not_rendered() {
+    let path = format!(
+        "{}/tests/fixtures/guard_record.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let world = World::new();
+    let record = &event["Records"][0];
+    let deps = Deps {
+        pdfs: &world.pdfs,
+        processed: &world.processed,
+        seller: &world.seller,
+    };
+    assert_eq!(
+        generate_pdf::process_record(&deps, record).await,
+        generate_pdf::Outcome::Skipped("InvoiceID guard item, not an invoice".into())
+    );
+    let response = world.run(event).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert!(world.pdfs.keys().is_empty());
+    assert!(world.processed.all().is_empty());
+}

@@ -32,7 +32,7 @@ async fn process(
     let body = http::body_bytes(&request)?;
     let invoice = parse_invoice(&body)?;
     let outcome = insert_idempotent(store, &invoice).await?;
-    let status = match outcome {
+    let status = match &outcome {
         InsertOutcome::Created => "created",
         InsertOutcome::Unchanged => "unchanged",
         InsertOutcome::Conflict(_) => "conflict",
@@ -43,11 +43,18 @@ async fn process(
         status,
         "insert"
     );
-    if status == "conflict" {
-        return Err(ApiError::conflict(format!(
-            "invoice {} already exists with different content",
-            invoice.invoice_id
-        )));
+    if let InsertOutcome::Conflict(existing) = outcome {
+        // Which customer holds it is not this client's business.
+        return Err(ApiError::conflict(
+            if existing.customer_id == invoice.customer_id {
+                format!(
+                    "invoice {} already exists with different content",
+                    invoice.invoice_id
+                )
+            } else {
+                format!("invoice {} belongs to another customer", invoice.invoice_id)
+            },
+        ));
     }
     Ok(http::json_response(
         200,

@@ -92,6 +92,14 @@ async fn reposting_different_content_conflicts() {
     changed["CustomerID"] = json!("CUST6");
     let answer = call(&store, event_with_body(Some(&changed.to_string()))).await;
     assert_eq!(answer.status, 409);
+    assert_eq!(answer.body["error"]["code"], "conflict");
+    // Says whose it is not: only that it is someone else's.
+    let message = answer.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.ends_with("belongs to another customer"),
+        "{message}"
+    );
+    assert!(!message.contains("CUST5"), "{message}");
     assert_eq!(store.len(), 1);
 }
 

@@ -6,11 +6,16 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::AsyncSleep as _;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use crate::error::StoreError;
-use crate::model::{CUSTOMER_INDEX, Invoice, ProcessedRecord};
+use crate::model::{CUSTOMER_INDEX, GUARD_OWNER, INVOICE_ID_GUARD, Invoice, ProcessedRecord};
+
+/// Runs of an insert's transaction when a concurrent one on the same guard cancels it.
+const TRANSACTION_ATTEMPTS: u64 = 4;
 use crate::store::{InvoicePage, InvoiceStore, ProcessedStore};
 
 fn backend<E, R>(err: SdkError<E, R>) -> StoreError
@@ -48,37 +53,86 @@ impl DynamoInvoiceStore {
 }
 
 impl InvoiceStore for DynamoInvoiceStore {
+    /// One transaction writes the invoice and its InvoiceID guard: the guard's condition
+    /// fails when another customer holds the InvoiceID (even one whose first write is racing
+    /// this one), the invoice's when this exact key exists. Either way nothing is written and
+    /// the caller looks up what is there.
     async fn insert_new(&self, invoice: &Invoice) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .put_item()
+        let invoice_put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(to_item(invoice)?))
             // With a composite key, attribute_not_exists on the hash key means "no item with
             // this exact (InvoiceID, CustomerID)".
             .condition_expression("attribute_not_exists(InvoiceID)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::AlreadyExists)
+            .build()
+            .map_err(|err| StoreError::Backend(err.to_string()))?;
+        let guard_put = Put::builder()
+            .table_name(&self.table)
+            .item("InvoiceID", AttributeValue::S(invoice.invoice_id.clone()))
+            .item("CustomerID", AttributeValue::S(INVOICE_ID_GUARD.to_owned()))
+            .item(GUARD_OWNER, AttributeValue::S(invoice.customer_id.clone()))
+            // The owner may write again (its invoice deleted by hand, say); nobody else.
+            .condition_expression("attribute_not_exists(InvoiceID) OR #owner = :owner")
+            .expression_attribute_names("#owner", GUARD_OWNER)
+            .expression_attribute_values(":owner", AttributeValue::S(invoice.customer_id.clone()))
+            .build()
+            .map_err(|err| StoreError::Backend(err.to_string()))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .put(invoice_put.clone())
+                        .build(),
+                )
+                .transact_items(TransactWriteItem::builder().put(guard_put.clone()).build())
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(()),
+                Err(err) => err,
+            };
+            let reasons: Vec<String> = match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(e)) => e
+                    .cancellation_reasons()
+                    .iter()
+                    .filter_map(|r| r.code().map(str::to_owned))
+                    .collect(),
+                _ => return Err(backend(err)),
+            };
+            if reasons.iter().any(|c| c == "ConditionalCheckFailed") {
+                return Err(StoreError::AlreadyExists);
             }
-            Err(err) => Err(backend(err)),
+            // A concurrent transaction on the same guard: DynamoDB cancels one of them
+            // without evaluating conditions. Running it again evaluates them against the
+            // winner's committed items.
+            if attempt < TRANSACTION_ATTEMPTS && reasons.iter().any(|c| c == "TransactionConflict")
+            {
+                // The client's own sleep (no runtime dependency here); without one, retry at once.
+                if let Some(sleep) = self.client.config().sleep_impl() {
+                    sleep
+                        .sleep(std::time::Duration::from_millis(20 * attempt))
+                        .await;
+                }
+                continue;
+            }
+            return Err(backend(err));
         }
     }
 
     async fn find_by_id(&self, invoice_id: &str) -> Result<Option<Invoice>, StoreError> {
+        // The guard shares the InvoiceID and sorts first (its CustomerID starts with \u{1}):
+        // ask for the items after it.
         let output = self
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("InvoiceID = :id")
+            .key_condition_expression("InvoiceID = :id AND CustomerID > :guard")
             .expression_attribute_values(":id", AttributeValue::S(invoice_id.to_owned()))
+            .expression_attribute_values(":guard", AttributeValue::S(INVOICE_ID_GUARD.to_owned()))
             .consistent_read(true)
             .limit(1)
             .send()

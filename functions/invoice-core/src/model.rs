@@ -10,6 +10,19 @@ use serde::{Deserialize, Serialize};
 /// Name of the invoices table's global secondary index keyed by `CustomerID`.
 pub const CUSTOMER_INDEX: &str = "CustomerID-Index";
 
+/// `CustomerID` of the guard item that reserves an `InvoiceID` for the customer who stored it
+/// first (the table's key is `(InvoiceID, CustomerID)`, so nothing else stops a second
+/// customer). It starts with a control character, which [`crate::validate::check_id`] refuses
+/// in any client's `CustomerID`: no request can create, list or query it as a customer.
+pub const INVOICE_ID_GUARD: &str = "\u{1}invoice-id-guard";
+/// Attribute of the guard item naming the customer the `InvoiceID` belongs to.
+pub const GUARD_OWNER: &str = "OwnerCustomerID";
+
+/// Whether an item with this `CustomerID` is an InvoiceID guard rather than an invoice.
+pub fn is_guard(customer_id: &str) -> bool {
+    customer_id == INVOICE_ID_GUARD
+}
+
 /// One invoice. Money is in integer minor units of [`Invoice::currency`] (cents for EUR).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invoice {

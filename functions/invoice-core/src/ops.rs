@@ -18,10 +18,10 @@ pub enum InsertOutcome {
 /// Stores `invoice` unless its `InvoiceID` is taken, comparing with what is there otherwise.
 ///
 /// The table's key is (`InvoiceID`, `CustomerID`), so a conditional put alone would accept the
-/// same `InvoiceID` for a second customer. The lookup by `InvoiceID` catches that; the
-/// conditional put then settles races between identical-key writers. Two concurrent first
-/// writes of one `InvoiceID` for *different* customers can still both succeed: closing that
-/// needs a transaction with a guard item, which the existing table layout does not have.
+/// same `InvoiceID` for a second customer. The lookup by `InvoiceID` answers retries cheaply;
+/// [`InvoiceStore::insert_new`] settles races, including two concurrent first writes of one
+/// `InvoiceID` for different customers (the DynamoDB store's guard item): the loser finds the
+/// winner's invoice and gets [`InsertOutcome::Conflict`].
 pub async fn insert_idempotent(
     store: &impl InvoiceStore,
     invoice: &Invoice,

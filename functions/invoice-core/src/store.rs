@@ -20,8 +20,9 @@ pub struct InvoicePage {
 
 /// The invoices table (hash key `InvoiceID`, range key `CustomerID`, GSI `CustomerID-Index`).
 pub trait InvoiceStore: Send + Sync {
-    /// Writes the invoice unless an item with its key exists
-    /// ([`StoreError::AlreadyExists`] then).
+    /// Writes the invoice unless its `InvoiceID` is taken, by this customer or any other
+    /// ([`StoreError::AlreadyExists`] then), atomically: of two concurrent first writes of
+    /// one `InvoiceID`, one fails.
     fn insert_new(&self, invoice: &Invoice) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The invoice with this `InvoiceID`, whichever customer it belongs to. Strongly

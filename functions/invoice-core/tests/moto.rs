@@ -10,12 +10,13 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType,
 };
 use invoice_core::dynamo::{DynamoInvoiceStore, DynamoProcessedStore};
-use invoice_core::model::CUSTOMER_INDEX;
+use invoice_core::model::{CUSTOMER_INDEX, GUARD_OWNER, INVOICE_ID_GUARD};
 use invoice_core::ops::{InsertOutcome, insert_idempotent};
 use invoice_core::s3::S3PdfStore;
 use invoice_core::store::{InvoiceStore, PdfStore, Presigner, ProcessedStore};
@@ -258,6 +259,101 @@ async fn invoices_round_trip_with_conditional_insert() {
             .unwrap(),
         InsertOutcome::Created
     );
+}
+
+/// Two customers' first writes of one InvoiceID, sent together: exactly one is stored, the
+/// other is told it conflicts, and the guard item that decided it is no invoice to anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_inserts_of_one_invoice_id_store_one_customer() {
+    let moto = Moto::start();
+    let client = moto.dynamodb();
+    create_tables(&client).await;
+    let store = DynamoInvoiceStore::new(client.clone(), "Invoices");
+    // Several rounds, because one round can be serialised by luck.
+    for round in 0..8 {
+        let id = format!("RACE{round}");
+        let (a, b) = (invoice(&id, "CUST-A"), invoice(&id, "CUST-B"));
+        let (ra, rb) = tokio::join!(insert_idempotent(&store, &a), insert_idempotent(&store, &b));
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        let winner = match (&ra, &rb) {
+            (InsertOutcome::Created, InsertOutcome::Conflict(held)) => {
+                assert_eq!(**held, a, "{id}");
+                &a
+            }
+            (InsertOutcome::Conflict(held), InsertOutcome::Created) => {
+                assert_eq!(**held, b, "{id}");
+                &b
+            }
+            other => panic!("{id}: expected one created and one conflict, got {other:?}"),
+        };
+        assert_eq!(store.find_by_id(&id).await.unwrap().as_ref(), Some(winner));
+        // One invoice item plus its guard under the InvoiceID, the guard owned by the winner.
+        let items = client
+            .query()
+            .table_name("Invoices")
+            .key_condition_expression("InvoiceID = :id")
+            .expression_attribute_values(":id", AttributeValue::S(id.clone()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .items
+            .unwrap_or_default();
+        let mut customers: Vec<(String, Option<String>)> = items
+            .iter()
+            .map(|item| {
+                (
+                    item["CustomerID"].as_s().unwrap().clone(),
+                    item.get(GUARD_OWNER).map(|o| o.as_s().unwrap().clone()),
+                )
+            })
+            .collect();
+        customers.sort();
+        assert_eq!(
+            customers,
+            [
+                (
+                    INVOICE_ID_GUARD.to_string(),
+                    Some(winner.customer_id.clone())
+                ),
+                (winner.customer_id.clone(), None),
+            ],
+            "{id}"
+        );
+    }
+    // The guards are in the table and its index, yet no customer's listing shows them.
+    for customer in ["CUST-A", "CUST-B"] {
+        let page = store.list_by_customer(customer, 100, None).await.unwrap();
+        assert!(
+            page.invoices
+                .iter()
+                .all(|i| i.customer_id == customer && i.invoice_id.starts_with("RACE")),
+            "{page:?}"
+        );
+    }
+    let a = store.list_by_customer("CUST-A", 100, None).await.unwrap();
+    let b = store.list_by_customer("CUST-B", 100, None).await.unwrap();
+    assert_eq!(a.invoices.len() + b.invoices.len(), 8);
+    // The owner may write its InvoiceID again once its invoice is gone; the other may not.
+    let held = store.find_by_id("RACE0").await.unwrap().unwrap();
+    client
+        .delete_item()
+        .table_name("Invoices")
+        .key("InvoiceID", AttributeValue::S("RACE0".into()))
+        .key("CustomerID", AttributeValue::S(held.customer_id.clone()))
+        .send()
+        .await
+        .unwrap();
+    let other = if held.customer_id == "CUST-A" {
+        "CUST-B"
+    } else {
+        "CUST-A"
+    };
+    assert_eq!(
+        store.insert_new(&invoice("RACE0", other)).await,
+        Err(StoreError::AlreadyExists)
+    );
+    store.insert_new(&held).await.unwrap();
 }
 
 #[tokio::test]

@@ -11,8 +11,8 @@ use stacks::Stack;
 
 use super::{Engine, exit, nodes};
 use crate::artifacts::{CodeArgs, CodeSource};
-use crate::engine::apply::{Status, apply, check_runnable};
-use crate::engine::plan::Plan;
+use crate::engine::apply::{Outcome, Status, apply, check_runnable};
+use crate::engine::plan::{Action, Plan};
 use crate::engine::{Options, plan, render};
 use crate::lock::Lock;
 use crate::session::{Global, Session, confirm};
@@ -156,7 +156,8 @@ pub async fn reconcile(
     let Some(outcomes) = outcomes else {
         return Ok(exit::INTERRUPTED);
     };
-    let failed = outcomes.iter().filter(|o| o.status != Status::Done).count();
+    let done = Done::count(&outcomes);
+    let failed = done.failed + done.skipped;
     let calls = ctx.aws.log.counts();
     if g.json && !g.text_to_stderr {
         println!(
@@ -164,21 +165,20 @@ pub async fn reconcile(
             render::json(&plan, command, Some(&outcomes), calls.clone())
         );
     }
-    let s = plan.summary();
     eprintln!(
-        "{} {}: {} created, {} updated, {} replaced, {} deleted{} in {:.1}s ({} API calls: {} reads, {} writes, {} retries)",
+        "{} {}: {}{} in {:.1}s ({} API calls: {} reads, {} writes, {} retries)",
         if command == "destroy" {
             "Destroy"
         } else {
             "Apply"
         },
         if failed == 0 { "complete" } else { "FAILED" },
-        s.create,
-        s.update,
-        s.replace,
-        s.delete,
+        done.text(),
         if failed > 0 {
-            format!(", {failed} failed or skipped")
+            format!(
+                ", {} failed, {} skipped (see the errors above)",
+                done.failed, done.skipped
+            )
         } else {
             String::new()
         },
@@ -189,4 +189,82 @@ pub async fn reconcile(
         calls.retries
     );
     Ok(if failed == 0 { exit::OK } else { exit::ERROR })
+}
+
+/// What an apply did, counted from its outcomes rather than its plan: a create that failed or
+/// was skipped is not "created".
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Done {
+    pub created: usize,
+    pub updated: usize,
+    pub replaced: usize,
+    pub deleted: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl Done {
+    pub fn count(outcomes: &[Outcome]) -> Done {
+        let mut d = Done::default();
+        for o in outcomes {
+            match (o.status, o.action) {
+                (Status::Failed, _) => d.failed += 1,
+                (Status::Skipped, _) => d.skipped += 1,
+                (Status::Done, Action::Create) => d.created += 1,
+                (Status::Done, Action::Update) => d.updated += 1,
+                (Status::Done, Action::Replace) => d.replaced += 1,
+                (Status::Done, Action::Delete) => d.deleted += 1,
+                (Status::Done, Action::NoOp | Action::Conflict) => {}
+            }
+        }
+        d
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "{} created, {} updated, {} replaced, {} deleted",
+            self.created, self.updated, self.replaced, self.deleted
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(action: Action, status: Status) -> Outcome {
+        Outcome {
+            id: "r".into(),
+            action,
+            status,
+            millis: 0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn counts_what_happened_not_what_was_planned() {
+        let outcomes = [
+            outcome(Action::Create, Status::Done),
+            outcome(Action::Create, Status::Done),
+            outcome(Action::Create, Status::Failed),
+            outcome(Action::Create, Status::Skipped),
+            outcome(Action::Update, Status::Done),
+            outcome(Action::Delete, Status::Skipped),
+            outcome(Action::Replace, Status::Done),
+        ];
+        let d = Done::count(&outcomes);
+        assert_eq!(
+            d,
+            Done {
+                created: 2,
+                updated: 1,
+                replaced: 1,
+                deleted: 0,
+                failed: 1,
+                skipped: 2,
+            }
+        );
+        assert_eq!(d.text(), "2 created, 1 updated, 1 replaced, 0 deleted");
+    }
 }

@@ -30,6 +30,8 @@ pub struct Args {
 pub const TEST_TOOLS: &[(&str, &str)] = &[
     // tests/cfn.rs lints the CloudFormation template of every config.
     ("cfnlint", "cfn-lint"),
+    // IAM policy linter: tests/environments.rs runs it over every policy each config produces.
+    ("parliament", "parliament>=1.6,<2"),
 ];
 
 pub async fn run(args: &Args) -> Result<u8> {

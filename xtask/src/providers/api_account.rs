@@ -60,6 +60,18 @@ fn role_arn(ctx: &Ctx, name: &str) -> String {
     )
 }
 
+/// The trust policy of the role xtask creates: API Gateway may assume it.
+pub fn trust_policy() -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": "apigateway.amazonaws.com"},
+            "Action": "sts:AssumeRole"
+        }]
+    })
+}
+
 /// What to tell someone whose account has no API Gateway CloudWatch role.
 pub fn missing_role_message(ctx: &Ctx, role: Option<&str>) -> String {
     let role = role.unwrap_or("apigateway-cloudwatch-logs");
@@ -121,14 +133,7 @@ impl Provider for ApiAccount {
             bail!("{}", missing_role_message(ctx, Some(&spec.role_name)));
         }
         let iam = &ctx.aws.iam;
-        let trust = json!({
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Effect": "Allow",
-                "Principal": {"Service": "apigateway.amazonaws.com"},
-                "Action": "sts:AssumeRole"
-            }]
-        });
+        let trust = trust_policy();
         match iam
             .create_role()
             .role_name(&spec.role_name)

@@ -81,5 +81,19 @@ pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&s
     }
 }
 
+/// What a failed call's response said, for error messages: HTTP status and AWS error code.
+/// The SDK's own text for a service error whose response carries no code (moto's bare 403
+/// when a bucket policy denies a request, say) is only "unhandled error".
+pub fn response_summary<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> String {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    match (status, error_code(err)) {
+        (Some(status), Some(code)) => format!("HTTP {status} {code}"),
+        (Some(status), None) => format!("HTTP {status} with no error code in the response"),
+        (None, _) => "no response".into(),
+    }
+}
+
 /// The ARN partition of a region (one definition, shared with the stack's ARNs).
 pub use stacks::names::partition;

@@ -16,7 +16,7 @@ use aws_sdk_s3::types::ChecksumAlgorithm;
 use serde_json::Value;
 use stacks::ObjectSpec;
 
-use super::error_code;
+use super::{error_code, response_summary};
 use crate::engine::{Change, Ctx, Diff, Provider};
 
 pub struct S3Object;
@@ -93,7 +93,13 @@ impl Provider for S3Object {
             .content_type("application/zip")
             .send()
             .await
-            .with_context(|| format!("PutObject {} (ChecksumSHA256 verified by S3)", spec.key))?;
+            .map_err(|e| {
+                let answer = response_summary(&e);
+                anyhow::Error::new(e).context(format!(
+                    "PutObject {} (ChecksumSHA256 verified by S3): {answer}",
+                    spec.key
+                ))
+            })?;
         Ok(())
     }
 
