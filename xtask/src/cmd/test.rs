@@ -86,11 +86,21 @@ fn ensure_test_tools(python: &std::path::Path) -> Result<()> {
     }
     eprintln!("installing the tests' checkers: {}", missing.join(" "));
     let status = Command::new(python)
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .args(&missing)
         .stdin(std::process::Stdio::null())
         .status()
         .with_context(|| format!("running {} -m pip", python.display()))?;
-    anyhow::ensure!(status.success(), "pip install {} failed: {status}", missing.join(" "));
+    anyhow::ensure!(
+        status.success(),
+        "pip install {} failed: {status}",
+        missing.join(" ")
+    );
     Ok(())
 }
