@@ -1,8 +1,14 @@
 //! AWS clients for one command run, and the interceptor that counts and logs every call.
 //!
 //! One [`CallLog`] sees every SDK operation of every client: `--verbose` prints from it, the
-//! summary reports reads and writes from it, and the tests assert "zero writes" with it.
+//! summary reports reads and writes from it, and the tests assert "zero writes" with it. The
+//! engine attributes each call to the resource and stage it ran for ([`scoped`]), which is
+//! what the engine benchmark builds its critical path from.
 
+pub mod transport;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,8 +18,8 @@ use aws_credential_types::Credentials;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
-    FinalizerInterceptorContextRef,
+    BeforeDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextRef,
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
@@ -29,6 +35,49 @@ pub struct Call {
     pub attempts: u32,
     pub millis: u64,
     pub ok: bool,
+    /// The engine stage and resource this call was made for, when the engine made it.
+    #[serde(skip)]
+    pub scope: Option<Scope>,
+    /// When the call started.
+    #[serde(skip)]
+    pub started: Option<Instant>,
+    /// When each attempt's answer arrived: AWS rate limits apply to attempts, not to calls.
+    #[serde(skip)]
+    pub answered: Vec<Instant>,
+}
+
+/// What the engine was doing when it made a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// A number per plan or apply pass, from [`next_stage`].
+    pub stage: u64,
+    /// `plan` or `apply`.
+    pub kind: &'static str,
+    /// The resource id.
+    pub node: String,
+}
+
+tokio::task_local! {
+    static SCOPE: Scope;
+}
+
+/// Runs `f` with every AWS call it makes attributed to `scope`.
+pub async fn scoped<F: Future>(scope: Scope, f: F) -> F::Output {
+    SCOPE.scope(scope, f).await
+}
+
+/// The plan pass the current task reads for, if any.
+pub fn current_plan_stage() -> Option<u64> {
+    SCOPE
+        .try_with(|s| (s.kind == "plan").then_some(s.stage))
+        .ok()
+        .flatten()
+}
+
+/// A fresh stage number, so the calls of two plans of one run stay apart.
+pub fn next_stage() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Every SDK call of this process, in completion order.
@@ -36,6 +85,8 @@ pub struct Call {
 pub struct CallLog {
     calls: Mutex<Vec<Call>>,
     verbose: bool,
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -53,7 +104,15 @@ impl CallLog {
         Arc::new(CallLog {
             calls: Mutex::new(Vec::new()),
             verbose,
+            in_flight: AtomicUsize::new(0),
+            peak_in_flight: AtomicUsize::new(0),
         })
+    }
+
+    /// The most calls in flight at once since the last call of this method.
+    pub fn take_peak_in_flight(&self) -> usize {
+        self.peak_in_flight
+            .swap(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst)
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -122,6 +181,45 @@ impl Storable for Attempts {
     type Storer = StoreReplace<Self>;
 }
 
+/// Creates that carry neither a unique name nor a client token: AWS makes one more of them for
+/// every attempt that reaches it, so an SDK retry after a lost answer would make a duplicate
+/// (two event source mappings deliver every record twice). A REST API's, API key's, usage
+/// plan's and request validator's names are not unique on API Gateway.
+pub const UNNAMED_CREATES: &[&str] = &[
+    "CreateEventSourceMapping",
+    "PublishVersion",
+    "CreateDeployment",
+    "CreateApiKey",
+    "CreateUsagePlan",
+    "CreateRestApi",
+    "CreateRequestValidator",
+];
+
+/// An unnamed create whose answer was lost (no answer, a timeout, or a 5xx): AWS may have
+/// executed it, so it is not sent again until someone has looked for what it made.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation}: the answer was lost and AWS may have made it; not sent again before looking")]
+pub struct LostAnswer {
+    pub operation: String,
+}
+
+/// Whether `e` is (or was caused by) a [`LostAnswer`].
+pub fn lost_answer(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<LostAnswer>())
+}
+
+#[derive(Debug, Clone)]
+struct Ambiguous;
+impl Storable for Ambiguous {
+    type Storer = StoreReplace<Self>;
+}
+
+#[derive(Debug, Clone)]
+struct Answered(Vec<Instant>);
+impl Storable for Answered {
+    type Storer = StoreReplace<Self>;
+}
+
 #[derive(Debug, Clone)]
 struct Counter(Arc<CallLog>);
 
@@ -136,6 +234,23 @@ impl Intercept for Counter {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         cfg.interceptor_state().store_put(Started(Instant::now()));
+        let now = self.0.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.0.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn read_after_transmit(
+        &self,
+        _context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let mut answered = cfg
+            .load::<Answered>()
+            .map(|a| a.0.clone())
+            .unwrap_or_default();
+        answered.push(Instant::now());
+        cfg.interceptor_state().store_put(Answered(answered));
         Ok(())
     }
 
@@ -147,6 +262,32 @@ impl Intercept for Counter {
     ) -> Result<(), BoxError> {
         let n = cfg.load::<Attempts>().map(|a| a.0).unwrap_or(0);
         cfg.interceptor_state().store_put(Attempts(n + 1));
+        if cfg.load::<Ambiguous>().is_some() {
+            let operation = cfg
+                .load::<Metadata>()
+                .map(|m| m.name().to_string())
+                .unwrap_or_default();
+            if UNNAMED_CREATES.contains(&operation.as_str()) {
+                return Err(Box::new(LostAnswer { operation }));
+            }
+        }
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // No answer at all, or a server error: the request may have been executed.
+        let ambiguous = match context.inner().response() {
+            None => context.inner().is_failed(),
+            Some(r) => r.status().is_server_error(),
+        };
+        if ambiguous {
+            cfg.interceptor_state().store_put(Ambiguous);
+        }
         Ok(())
     }
 
@@ -160,12 +301,19 @@ impl Intercept for Counter {
             .load::<Metadata>()
             .map(|m| (m.service().to_string(), m.name().to_string()))
             .unwrap_or_else(|| ("unknown".into(), "unknown".into()));
-        let millis = cfg
-            .load::<Started>()
-            .map(|s| s.0.elapsed())
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let started = cfg.load::<Started>().map(|s| s.0);
+        let millis = started
+            .map(|s| s.elapsed())
             .unwrap_or(Duration::ZERO)
             .as_millis() as u64;
         self.0.record(Call {
+            scope: SCOPE.try_with(Scope::clone).ok(),
+            started,
+            answered: cfg
+                .load::<Answered>()
+                .map(|a| a.0.clone())
+                .unwrap_or_default(),
             write: !is_read_operation(&operation),
             service,
             operation,
@@ -208,6 +356,16 @@ pub struct Clients {
 
 impl Clients {
     pub async fn new(target: &Target, log: Arc<CallLog>) -> Clients {
+        Clients::with_latency(target, log, None).await
+    }
+
+    /// Like [`Clients::new`], with `latency` added to every attempt (the engine benchmark's
+    /// stand-in for the distance to AWS).
+    pub async fn with_latency(
+        target: &Target,
+        log: Arc<CallLog>,
+        latency: Option<Duration>,
+    ) -> Clients {
         // Throttling and transient errors are retried by the SDK itself with jittered backoff;
         // domain-level waits (table ACTIVE, ...) go through `engine::retry`.
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -228,7 +386,13 @@ impl Clients {
                     ));
             }
         }
-        let sdk = loader.load().await;
+        let mut sdk = loader.load().await;
+        if let (Some(latency), Some(http)) = (latency, sdk.http_client()) {
+            sdk = sdk
+                .into_builder()
+                .http_client(transport::delayed(http, latency))
+                .build();
+        }
         Clients::from_sdk(sdk, log, emulator)
     }
 
@@ -263,9 +427,12 @@ impl Clients {
         let logs = aws_sdk_cloudwatchlogs::config::Builder::from(&sdk)
             .interceptor(counter.clone())
             .build();
-        let apigateway = aws_sdk_apigateway::config::Builder::from(&sdk)
-            .interceptor(counter.clone())
-            .build();
+        let mut apigateway =
+            aws_sdk_apigateway::config::Builder::from(&sdk).interceptor(counter.clone());
+        if let Some(http) = sdk.http_client() {
+            apigateway = apigateway.http_client(transport::paced(http, transport::Pacer::new()));
+        }
+        let apigateway = apigateway.build();
         let cloudformation = aws_sdk_cloudformation::config::Builder::from(&sdk)
             .interceptor(counter)
             .build();

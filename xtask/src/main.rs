@@ -44,7 +44,8 @@ enum Command {
     /// Run the whole app locally: emulator, build, apply, then serve the API, the functions and
     /// the stream trigger until Ctrl-C.
     Up(cmd::up::Args),
-    /// Load figures of a running `up`: wrk on two endpoints, insert -> PDF latency.
+    /// Load figures of a running `up` (wrk on two endpoints, insert -> PDF latency); `bench
+    /// engine`: plan and apply depth under AWS-like latency.
     Bench(cmd::bench::Args),
     /// Run every test of the workspace, installing the emulator first if needed.
     Test(cmd::test::Args),

@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: load figures of the local data plane, against a running `cargo xtask up`.
+//! `cargo xtask bench`: load figures of the local data plane, against a running `cargo xtask up`;
+//! `cargo xtask bench engine` measures plan and apply instead (see [`engine`]).
 //!
 //! A benchmark, not a test: it asserts nothing and prints what it measured.
 //! 1. `wrk` (Debian package `wrk`) for `--duration` seconds with `--connections` connections
@@ -26,8 +27,13 @@ use crate::engine::Options;
 use crate::local::deployed;
 use crate::session::{Global, Session, emulator_config, load_config, project_root};
 
+pub mod engine;
+
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub what: Option<What>,
     /// Port the running `cargo xtask up` serves on.
     #[arg(long, default_value_t = 3000)]
     pub port: u16,
@@ -42,7 +48,17 @@ pub struct Args {
     pub pdf_samples: u32,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum What {
+    /// Plan, apply, no-op, code change and destroy against a private emulator with a latency
+    /// added to every AWS call: calls, depth, concurrency, critical path, throttling.
+    Engine(engine::Args),
+}
+
 pub async fn run(g: &Global, args: &Args) -> Result<u8> {
+    if let Some(What::Engine(a)) = &args.what {
+        return engine::run(g, a).await;
+    }
     let (config, _) = load_config(g)?;
     if emulator_config(&config).is_none() {
         bail!("`bench` measures the local data plane; use --env local");

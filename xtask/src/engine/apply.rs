@@ -166,6 +166,7 @@ async fn run_group(
     progress: &mut Progress,
     outcomes: &mut Vec<Outcome>,
 ) {
+    let stage = crate::aws::next_stage();
     let mut finished: HashMap<String, Status> = HashMap::new();
     let mut running = FuturesUnordered::new();
     loop {
@@ -196,7 +197,12 @@ async fn run_group(
                 );
                 running.push(async move {
                     let start = Instant::now();
-                    let result = execute(ctx, &node, r).await;
+                    let scope = crate::aws::Scope {
+                        stage,
+                        kind: "apply",
+                        node: r.id.clone(),
+                    };
+                    let result = crate::aws::scoped(scope, execute(ctx, &node, r)).await;
                     (r, result, start.elapsed())
                 });
                 continue;

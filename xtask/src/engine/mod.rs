@@ -5,6 +5,7 @@
 //! stack resource into a type-erased [`Node`]; everything here works on nodes.
 
 pub mod apply;
+pub mod lookup;
 pub mod plan;
 pub mod render;
 pub mod retry;
@@ -14,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
@@ -193,6 +194,8 @@ pub struct Bound<P: Provider> {
     pub ensure: Ensure,
     pub spec: P::Spec,
     observed: OnceLock<Option<Arc<P::Observed>>>,
+    /// The ownership tags the plan checked against, for a create that must look again.
+    owner_tags: OnceLock<BTreeMap<String, String>>,
 }
 
 impl<P: Provider> Bound<P> {
@@ -205,6 +208,7 @@ impl<P: Provider> Bound<P> {
             ensure: resource.ensure,
             spec,
             observed: OnceLock::new(),
+            owner_tags: OnceLock::new(),
         }
     }
 
@@ -241,6 +245,7 @@ impl<P: Provider> Node for Bound<P> {
         ctx: &Ctx,
         owner_tags: &BTreeMap<String, String>,
     ) -> Result<Observation> {
+        let _ = self.owner_tags.set(owner_tags.clone());
         let live = self.provider.read(ctx, &self.spec).await?;
         let observation = match &live {
             None => Observation {
@@ -277,16 +282,77 @@ impl<P: Provider> Node for Bound<P> {
     }
 
     async fn create(&self, ctx: &Ctx) -> Result<()> {
-        self.provider.create(ctx, &self.spec).await
+        let failed = match self.provider.create(ctx, &self.spec).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        // A create whose answer was lost may still have been executed, and the SDK's retry of
+        // it then fails ("already exists"). Look before failing: what is there now and carries
+        // our tags is ours, and only what still differs from the spec is left to do.
+        let live = match self.provider.read(ctx, &self.spec).await {
+            Ok(Some(live)) => live,
+            // Nothing was made: an unnamed create that was held back may now be sent again.
+            Ok(None) if crate::aws::lost_answer(&failed) => {
+                tracing::warn!(id = %self.id, "a create's answer was lost and it made nothing: creating again");
+                return self
+                    .provider
+                    .create(ctx, &self.spec)
+                    .await
+                    .with_context(|| format!("after {failed:#}"));
+            }
+            _ => return Err(failed),
+        };
+        let ours = match (P::tags(&live), self.owner_tags.get()) {
+            (None, _) => true,
+            (Some(live_tags), Some(owner)) => owns(owner, live_tags),
+            (Some(_), None) => false,
+        };
+        let changes = P::diff(&self.spec, &live).0;
+        if !ours || changes.iter().any(|c| c.forces_replacement) {
+            return Err(failed);
+        }
+        tracing::warn!(
+            id = %self.id,
+            error = %format!("{failed:#}"),
+            remaining = changes.len(),
+            "the create failed but the resource exists with our tags: finishing it"
+        );
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.provider
+            .update(ctx, &self.spec, &live, &changes)
+            .await
+            .with_context(|| format!("{failed:#}"))
     }
 
     async fn update(&self, ctx: &Ctx, changes: &[Change]) -> Result<()> {
         let observed = self
             .observed()
             .ok_or_else(|| anyhow::anyhow!("{}: update planned without live state", self.id))?;
-        self.provider
+        let failed = match self
+            .provider
             .update(ctx, &self.spec, &observed, changes)
             .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) if crate::aws::lost_answer(&e) => e,
+            Err(e) => return Err(e),
+        };
+        // An unnamed create inside the update (a version, a deployment) lost its answer: look
+        // at what is there now and do only what is still missing.
+        let Some(live) = self.provider.read(ctx, &self.spec).await? else {
+            return Err(failed);
+        };
+        let remaining = P::diff(&self.spec, &live).0;
+        tracing::warn!(id = %self.id, remaining = remaining.len(), "an update's answer was lost: finishing from live state");
+        if remaining.is_empty() {
+            return Ok(());
+        }
+        self.provider
+            .update(ctx, &self.spec, &live, &remaining)
+            .await
+            .with_context(|| format!("after {failed:#}"))
     }
 
     async fn delete(&self, ctx: &Ctx) -> Result<()> {

@@ -147,7 +147,11 @@ pub fn topo_order(nodes: &[Arc<dyn Node>]) -> Result<Vec<usize>> {
     Ok(order)
 }
 
-/// Reads every node (concurrently, at most `concurrency` at once) and decides its action.
+/// How many more reads than writes may be in flight.
+const READ_FANOUT: usize = 4;
+
+/// Reads every node (concurrently, at most `READ_FANOUT * concurrency` at once) and decides
+/// its action.
 pub async fn plan(
     ctx: &Ctx,
     env: &str,
@@ -157,13 +161,21 @@ pub async fn plan(
 ) -> Result<Plan> {
     let order = topo_order(&nodes)?;
     let nodes: Vec<Arc<dyn Node>> = order.into_iter().map(|i| nodes[i].clone()).collect();
+    let stage = crate::aws::next_stage();
+    let scope = |node: &dyn Node| crate::aws::Scope {
+        stage,
+        kind: "plan",
+        node: node.id().to_string(),
+    };
     let observations = futures::stream::iter(nodes.iter().cloned())
         .map(|n| async move {
-            n.observe(ctx, owner_tags)
+            crate::aws::scoped(scope(n.as_ref()), n.observe(ctx, owner_tags))
                 .await
                 .with_context(|| format!("reading {} ({})", n.id(), n.name()))
         })
-        .buffered(concurrency.max(1))
+        // Reads change nothing and cost one round-trip each: let more of them overlap than
+        // writes, so a plan is about as deep as its slowest resource.
+        .buffered(concurrency.max(1) * READ_FANOUT)
         .collect::<Vec<_>>()
         .await
         .into_iter()
@@ -171,6 +183,7 @@ pub async fn plan(
 
     let mut resources: Vec<Planned> = Vec::with_capacity(nodes.len());
     let mut by_id: HashMap<String, usize> = HashMap::new();
+    let mut inspect: Vec<(usize, Arc<dyn Node>)> = Vec::new();
     for (node, obs) in nodes.iter().zip(observations) {
         let obs: super::Observation = obs;
         // Untaggable resources belong to the owner of what they hang off.
@@ -222,25 +235,8 @@ pub async fn plan(
             // Neither wanted nor there: not part of the plan at all.
             continue;
         }
-        let mut blocked = None;
-        if action == Action::Delete {
-            details.extend(
-                node.deletion_details(ctx)
-                    .await
-                    .with_context(|| format!("inspecting {} before deletion", node.id()))?,
-            );
-        }
-        if action == Action::Replace
-            && !ctx.options.allow_data_loss
-            && node
-                .holds_data(ctx)
-                .await
-                .with_context(|| format!("checking whether {} holds data", node.id()))?
-        {
-            blocked = Some(
-                "holds data that replacing it would destroy; pass --allow-data-loss to replace it anyway"
-                    .to_string(),
-            );
+        if action == Action::Delete || (action == Action::Replace && !ctx.options.allow_data_loss) {
+            inspect.push((resources.len(), node.clone()));
         }
         by_id.insert(node.id().to_string(), resources.len());
         resources.push(Planned {
@@ -250,10 +246,40 @@ pub async fn plan(
             action,
             changes,
             details,
-            blocked,
+            blocked: None,
             depends_on: node.depends_on().to_vec(),
         });
     }
+    // What a deletion would purge and whether a replacement loses data: each resource's own
+    // question, asked of all of them at once.
+    let inspected = futures::future::join_all(inspect.iter().map(|(i, node)| {
+        let action = resources[*i].action;
+        crate::aws::scoped(scope(node.as_ref()), async move {
+            if action == Action::Delete {
+                node.deletion_details(ctx)
+                    .await
+                    .with_context(|| format!("inspecting {} before deletion", node.id()))
+                    .map(|d| (d, false))
+            } else {
+                node.holds_data(ctx)
+                    .await
+                    .with_context(|| format!("checking whether {} holds data", node.id()))
+                    .map(|h| (Vec::new(), h))
+            }
+        })
+    }))
+    .await;
+    for ((i, _), found) in inspect.iter().zip(inspected) {
+        let (details, holds_data) = found?;
+        resources[*i].details.extend(details);
+        if holds_data {
+            resources[*i].blocked = Some(
+                "holds data that replacing it would destroy; pass --allow-data-loss to replace it anyway"
+                    .to_string(),
+            );
+        }
+    }
+    super::lookup::forget(stage);
     let nodes = nodes
         .into_iter()
         .filter(|n| by_id.contains_key(n.id()))

@@ -127,7 +127,31 @@ pub fn no_sdk_retries() -> aws_sdk_apigateway::config::Builder {
 
 /// The REST API called `name`, if any (all pages of GetRestApis).
 pub async fn find_rest_api(ctx: &Ctx, name: &str) -> Result<Option<RestApi>> {
-    find_rest_api_with(&ctx.aws.apigateway, name).await
+    // Every API Gateway resource starts here: one listing per plan pass serves them all.
+    let all = crate::engine::lookup::once("apigateway.GetRestApis", || {
+        all_rest_apis(&ctx.aws.apigateway)
+    })
+    .await?;
+    Ok(all.into_iter().find(|a| a.name() == Some(name)))
+}
+
+async fn all_rest_apis(gw: &aws_sdk_apigateway::Client) -> Result<Vec<RestApi>> {
+    let mut all = Vec::new();
+    let mut position = None;
+    loop {
+        let page = gw
+            .get_rest_apis()
+            .limit(500)
+            .set_position(position)
+            .send()
+            .await
+            .context("GetRestApis")?;
+        all.extend(page.items().iter().cloned());
+        match page.position() {
+            Some(p) if !p.is_empty() && !page.items().is_empty() => position = Some(p.to_string()),
+            _ => return Ok(all),
+        }
+    }
 }
 
 /// [`find_rest_api`] with a bare client (the local data plane has no engine context).
@@ -164,6 +188,16 @@ pub async fn rest_api_id(ctx: &Ctx, name: &str) -> Result<String> {
 
 /// The id of the API key called `name`, if any.
 pub async fn find_api_key(
+    ctx: &Ctx,
+    name: &str,
+) -> Result<Option<aws_sdk_apigateway::types::ApiKey>> {
+    crate::engine::lookup::once(&format!("apigateway.GetApiKeys.{name}"), || {
+        find_api_key_now(ctx, name)
+    })
+    .await
+}
+
+async fn find_api_key_now(
     ctx: &Ctx,
     name: &str,
 ) -> Result<Option<aws_sdk_apigateway::types::ApiKey>> {

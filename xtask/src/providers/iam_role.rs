@@ -136,12 +136,12 @@ impl Provider for IamRole {
             .map(parse_policy)
             .transpose()?
             .unwrap_or(Value::Null);
-        let (attached, inline_names, tags) = tokio::join!(
+        // GetRole carries the role's tags (up to IAM's 50 per role): no ListRoleTags needed.
+        let (attached, inline_names) = tokio::join!(
             iam.list_attached_role_policies()
                 .role_name(&spec.name)
                 .send(),
             iam.list_role_policies().role_name(&spec.name).send(),
-            iam.list_role_tags().role_name(&spec.name).send(),
         );
         let managed_policy_arns = attached
             .context("ListAttachedRolePolicies")?
@@ -150,21 +150,24 @@ impl Provider for IamRole {
             .filter_map(|p| p.policy_arn().map(str::to_string))
             .collect();
         let mut inline_policies = BTreeMap::new();
-        for name in inline_names.context("ListRolePolicies")?.policy_names() {
-            let doc = iam
-                .get_role_policy()
+        let inline_names = inline_names.context("ListRolePolicies")?;
+        let docs = futures::future::join_all(inline_names.policy_names().iter().map(|name| {
+            iam.get_role_policy()
                 .role_name(&spec.name)
                 .policy_name(name)
                 .send()
-                .await
-                .with_context(|| format!("GetRolePolicy {name}"))?;
+        }))
+        .await;
+        for (name, doc) in inline_names.policy_names().iter().zip(docs) {
+            let doc = doc.with_context(|| format!("GetRolePolicy {name}"))?;
             let parsed = parse_policy(doc.policy_document())
                 .with_context(|| format!("inline policy {name} of role {}", spec.name))?;
             inline_policies.insert(name.clone(), normalize_policy(&parsed));
         }
-        let tags = tags
-            .context("ListRoleTags")?
-            .tags()
+        let tags = role
+            .role()
+            .map(|r| r.tags())
+            .unwrap_or_default()
             .iter()
             .map(|t| (t.key().to_string(), t.value().to_string()))
             .collect();

@@ -30,20 +30,34 @@ impl Provider for ScalableTarget {
     const KIND: &'static str = "scalable_target";
 
     async fn read(&self, ctx: &Ctx, spec: &ScalableTargetSpec) -> Result<Option<ObservedTarget>> {
-        let out = ctx
-            .aws
-            .autoscaling
-            .describe_scalable_targets()
-            .service_namespace(ServiceNamespace::Dynamodb)
-            .resource_ids(&spec.resource_id)
-            .scalable_dimension(ScalableDimension::from(spec.dimension.as_str()))
-            .send()
-            .await
-            .context("DescribeScalableTargets")?;
-        Ok(out
-            .scalable_targets()
+        // One listing of the namespace per plan pass serves every target of the stack.
+        let all = crate::engine::lookup::once("autoscaling.DescribeScalableTargets", || async {
+            let mut all = Vec::new();
+            let mut token = None;
+            loop {
+                let page = ctx
+                    .aws
+                    .autoscaling
+                    .describe_scalable_targets()
+                    .service_namespace(ServiceNamespace::Dynamodb)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .context("DescribeScalableTargets")?;
+                all.extend(page.scalable_targets().iter().cloned());
+                match page.next_token() {
+                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                    _ => return Ok(all),
+                }
+            }
+        })
+        .await?;
+        Ok(all
             .iter()
-            .find(|t| t.resource_id() == spec.resource_id)
+            .find(|t| {
+                t.resource_id() == spec.resource_id
+                    && t.scalable_dimension().as_str() == spec.dimension
+            })
             .map(|t| ObservedTarget {
                 min: t.min_capacity().max(0) as u32,
                 max: t.max_capacity().max(0) as u32,

@@ -43,21 +43,35 @@ impl Provider for ScalingPolicy {
     const KIND: &'static str = "scaling_policy";
 
     async fn read(&self, ctx: &Ctx, spec: &ScalingPolicySpec) -> Result<Option<ObservedPolicy>> {
-        let out = ctx
-            .aws
-            .autoscaling
-            .describe_scaling_policies()
-            .service_namespace(ServiceNamespace::Dynamodb)
-            .policy_names(&spec.name)
-            .resource_id(&spec.resource_id)
-            .scalable_dimension(ScalableDimension::from(spec.dimension.as_str()))
-            .send()
-            .await
-            .context("DescribeScalingPolicies")?;
-        Ok(out
-            .scaling_policies()
+        // One listing of the namespace per plan pass serves every policy of the stack.
+        let all = crate::engine::lookup::once("autoscaling.DescribeScalingPolicies", || async {
+            let mut all = Vec::new();
+            let mut token = None;
+            loop {
+                let page = ctx
+                    .aws
+                    .autoscaling
+                    .describe_scaling_policies()
+                    .service_namespace(ServiceNamespace::Dynamodb)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .context("DescribeScalingPolicies")?;
+                all.extend(page.scaling_policies().iter().cloned());
+                match page.next_token() {
+                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                    _ => return Ok(all),
+                }
+            }
+        })
+        .await?;
+        Ok(all
             .iter()
-            .find(|p| p.policy_name() == spec.name)
+            .find(|p| {
+                p.policy_name() == spec.name
+                    && p.resource_id() == spec.resource_id
+                    && p.scalable_dimension().as_str() == spec.dimension
+            })
             .map(|p| {
                 let c = p.target_tracking_scaling_policy_configuration();
                 ObservedPolicy {

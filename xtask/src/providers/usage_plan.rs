@@ -52,6 +52,13 @@ fn quota(spec: &UsagePlanSpec) -> (i32, String) {
 }
 
 async fn find(ctx: &Ctx, name: &str) -> Result<Option<aws_sdk_apigateway::types::UsagePlan>> {
+    crate::engine::lookup::once(&format!("apigateway.GetUsagePlans.{name}"), || {
+        find_now(ctx, name)
+    })
+    .await
+}
+
+async fn find_now(ctx: &Ctx, name: &str) -> Result<Option<aws_sdk_apigateway::types::UsagePlan>> {
     let mut position = None;
     loop {
         let page = ctx

@@ -1,0 +1,526 @@
+//! `cargo xtask bench engine`: how deep plan and apply go, measured against a private emulator
+//! with a latency added to every AWS call.
+//!
+//! A benchmark, not a test: it asserts nothing and prints what it measured. On AWS each
+//! control-plane call costs tens to hundreds of milliseconds, so the number of calls made one
+//! after another ("round-trips deep": wall time / latency) decides how long a plan or an apply
+//! takes; the emulator answers in about a millisecond, so the latency is added in the process
+//! (`aws::transport::delayed`). Each phase reports:
+//! - calls and writes (from the call log every client reports to);
+//! - deep: wall time / latency;
+//! - most in flight: the peak of concurrent calls;
+//! - critical path: the calls a perfect scheduler could not overlap, if each resource made its
+//!   calls one after another: per plan pass the resource with most reads, per apply pass the
+//!   longest dependency chain weighted by each resource's calls, plus calls outside the engine
+//!   (the lock);
+//! - throttled: attempts that API Gateway's documented per-account limits would have refused.
+//!
+//! The functions are stand-in zips (moto stores code it never runs), so no build is needed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
+use stacks::Stack;
+
+use crate::aws::{Call, CallLog, Clients, Target, transport};
+use crate::cmd::{apply::reconcile, exit, nodes};
+use crate::emulator::TestEmulator;
+use crate::engine::{Ctx, Options, plan};
+use crate::session::{Global, Session, load_config};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Added to every AWS call (each attempt), e.g. `100ms`, `0.25s`.
+    #[arg(long, default_value = "100ms", value_parser = parse_latency)]
+    pub latency: Duration,
+}
+
+fn parse_latency(s: &str) -> Result<Duration, String> {
+    let (number, scale) = if let Some(ms) = s.strip_suffix("ms") {
+        (ms, 1e-3)
+    } else if let Some(secs) = s.strip_suffix('s') {
+        (secs, 1.0)
+    } else {
+        return Err(format!("`{s}`: give a unit, e.g. 100ms or 0.1s"));
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration"))?;
+    if !(value * scale).is_finite() || value * scale <= 0.0 {
+        return Err("the latency must be positive".into());
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+/// The figures of one phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub phase: &'static str,
+    pub calls: usize,
+    pub writes: usize,
+    /// Wall time divided by the latency.
+    pub deep: f64,
+    pub wall_ms: u64,
+    pub most_in_flight: usize,
+    pub critical_path: usize,
+    /// The same path with each resource weighing the round-trips its calls spanned (calls a
+    /// resource makes in parallel count once): what a perfect scheduler would reach.
+    pub critical_deep: f64,
+    /// The resources along the longest apply chain, in order.
+    pub critical_chain: Vec<String>,
+    pub throttled: usize,
+    pub retries: usize,
+    /// Calls per operation (`Service.Operation`), to see where the calls go.
+    pub by_operation: BTreeMap<String, usize>,
+}
+
+pub async fn run(g: &Global, args: &Args) -> Result<u8> {
+    let (config, _) = load_config(g)?;
+    if config.emulator.is_none() {
+        bail!(
+            "`bench engine` runs against its own emulator: use an environment with [emulator] (--env local)"
+        );
+    }
+    let emu = TestEmulator::try_start()
+        .await
+        .context("starting a private emulator for the benchmark")?;
+    eprintln!(
+        "bench engine: private emulator at {}, {} ms per AWS call",
+        emu.endpoint(),
+        args.latency.as_millis()
+    );
+    let zips = tempfile::tempdir().context("creating a directory for stand-in zips")?;
+    let log = CallLog::new(g.verbose);
+    let region = if config.region.is_empty() {
+        "us-east-1".to_string()
+    } else {
+        config.region.clone()
+    };
+    let aws = Clients::with_latency(
+        &Target::Emulator {
+            endpoint: emu.endpoint(),
+            region: region.clone(),
+        },
+        log.clone(),
+        Some(args.latency),
+    )
+    .await;
+    let identity = aws
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .context("asking the emulator for its account")?;
+    let account_id = identity.account().unwrap_or_default().to_string();
+    warm_up(&aws).await;
+    let ctx = Ctx {
+        aws,
+        account_id: account_id.clone(),
+        region: region.clone(),
+        wait_timeout: Duration::from_secs(config.deploy.wait_timeout_secs),
+        options: Options {
+            allow_data_loss: true,
+            override_deletion_protection: true,
+        },
+    };
+    let stack_for = |variant: usize| -> Result<Stack> {
+        stand_in_zips(zips.path(), variant)?;
+        Ok(stack_with_code(
+            &config,
+            &g.env,
+            &account_id,
+            &region,
+            zips.path(),
+        ))
+    };
+    let session = |stack: Stack| Session {
+        env: g.env.clone(),
+        config: config.clone(),
+        ctx: ctx.clone(),
+        stack,
+    };
+    // Plan text of each phase goes to stderr; stdout is the table (or the JSON).
+    let quiet = Global {
+        json: false,
+        text_to_stderr: true,
+        ..g.clone()
+    };
+    let concurrency = config.deploy.concurrency;
+    let mut phases = Vec::new();
+    let meter = Meter {
+        log: &log,
+        latency: args.latency,
+    };
+
+    let first = session(stack_for(0)?);
+    let s = &first.stack;
+    phases.push(
+        meter
+            .phase("plan on empty", s, || async {
+                plan::plan(&ctx, &g.env, nodes(s), &s.ownership_tags, concurrency)
+                    .await
+                    .map(|_| ())
+            })
+            .await?,
+    );
+    phases.push(
+        meter
+            .phase("apply from empty", s, || {
+                applied(reconcile(&quiet, &first, s, "apply", true, false))
+            })
+            .await?,
+    );
+    phases.push(
+        meter
+            .phase("no-op plan", s, || async {
+                let p = plan::plan(&ctx, &g.env, nodes(s), &s.ownership_tags, concurrency).await?;
+                if p.has_changes() {
+                    bail!("the plan after apply still has changes");
+                }
+                Ok(())
+            })
+            .await?,
+    );
+    phases.push(
+        meter
+            .phase("no-op apply", s, || {
+                applied(reconcile(&quiet, &first, s, "apply", true, false))
+            })
+            .await?,
+    );
+    // Every zip changes with the variant, but only one function's code reference is taken
+    // from the new set: a one-function code change.
+    let changed = session(one_function_changed(&first.stack, stack_for(1)?));
+    let s = &changed.stack;
+    phases.push(
+        meter
+            .phase("one-function code change", s, || {
+                applied(reconcile(&quiet, &changed, s, "apply", true, false))
+            })
+            .await?,
+    );
+    let absent = session(changed.stack.clone().into_absent());
+    let s = &absent.stack;
+    phases.push(
+        meter
+            .phase("destroy", s, || {
+                applied(reconcile(&quiet, &absent, s, "destroy", true, false))
+            })
+            .await?,
+    );
+    drop(emu);
+
+    if g.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "latency_ms": args.latency.as_millis() as u64,
+                "resources": first.stack.resources.len(),
+                "phases": phases,
+            }))?
+        );
+    } else {
+        print!("{}", table(&phases, args.latency));
+    }
+    Ok(exit::OK)
+}
+
+/// One cheap read per service before measuring: the emulator builds each service's backend
+/// on first use (IAM loads about a thousand managed policies), which AWS does not make anyone
+/// wait for.
+async fn warm_up(aws: &Clients) {
+    let _ = tokio::join!(
+        aws.s3.list_buckets().send(),
+        aws.dynamodb.list_tables().limit(1).send(),
+        aws.iam.list_roles().max_items(1).send(),
+        aws.lambda.list_functions().max_items(1).send(),
+        aws.logs.describe_log_groups().limit(1).send(),
+        aws.apigateway.get_rest_apis().limit(1).send(),
+        aws.autoscaling
+            .describe_scalable_targets()
+            .service_namespace(aws_sdk_applicationautoscaling::types::ServiceNamespace::Dynamodb)
+            .send(),
+        aws.ssm.describe_parameters().max_results(1).send(),
+    );
+}
+
+/// Fails the phase when the command did not succeed: figures of a failed apply mean nothing.
+async fn applied(f: impl std::future::Future<Output = Result<u8>>) -> Result<()> {
+    match f.await? {
+        exit::OK => Ok(()),
+        code => bail!("the command exited {code}"),
+    }
+}
+
+/// Builds the stack with the stand-in zips of `dir`.
+fn stack_with_code(
+    config: &stacks::Config,
+    env: &str,
+    account_id: &str,
+    region: &str,
+    dir: &Path,
+) -> Stack {
+    let code = stacks::invoice_app::FUNCTIONS
+        .iter()
+        .filter_map(|f| {
+            let bytes = std::fs::read(dir.join(format!("{f}.zip"))).ok()?;
+            let (sha256_hex, sha256_b64) = crate::build::sha256_hex_and_b64(&bytes);
+            Some((
+                f.to_string(),
+                stacks::Code {
+                    zip_path: dir.join(format!("{f}.zip")),
+                    sha256_hex,
+                    sha256_b64,
+                },
+            ))
+        })
+        .collect();
+    stacks::invoice_app(
+        config,
+        &stacks::Target {
+            env,
+            account_id,
+            region,
+        },
+        &code,
+    )
+}
+
+/// `new` with only the first function's code reference taken over into `old`.
+fn one_function_changed(old: &Stack, new: Stack) -> Stack {
+    let function = stacks::invoice_app::function_id(stacks::invoice_app::FUNCTIONS[0]);
+    let mut stack = old.clone();
+    let changed = new
+        .resources
+        .into_iter()
+        .find(|r| r.id == function)
+        .expect("the stack has the function");
+    for r in &mut stack.resources {
+        if r.id == function {
+            *r = changed.clone();
+        }
+    }
+    stack
+}
+
+/// Writes `<dir>/<function>.zip` holding a stand-in bootstrap; `variant` changes its bytes.
+fn stand_in_zips(dir: &Path, variant: usize) -> Result<()> {
+    for f in stacks::invoice_app::FUNCTIONS {
+        let body = format!("#!/bin/sh\n# stand-in for {f}, variant {variant}\n");
+        let zip = crate::build::zip_bootstrap(Path::new("bootstrap"), body.as_bytes())?;
+        let path = dir.join(format!("{f}.zip"));
+        std::fs::write(&path, zip).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+struct Meter<'a> {
+    log: &'a CallLog,
+    latency: Duration,
+}
+
+impl Meter<'_> {
+    async fn phase<F, Fut>(&self, name: &'static str, stack: &Stack, f: F) -> Result<Phase>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        eprintln!("bench engine: {name}...");
+        let before = self.log.calls().len();
+        self.log.take_peak_in_flight();
+        let started = Instant::now();
+        f().await.with_context(|| format!("phase `{name}`"))?;
+        let wall = started.elapsed();
+        let calls: Vec<Call> = self.log.calls().into_iter().skip(before).collect();
+        let (critical_spans, _) = critical_path(&calls, stack, Some(self.latency));
+        let (critical_path, critical_chain) = critical_path(&calls, stack, None);
+        let attempts: Vec<(String, tokio::time::Instant)> = calls
+            .iter()
+            // The SDK's service name, e.g. "API Gateway".
+            .filter(|c| {
+                c.service
+                    .replace(' ', "")
+                    .eq_ignore_ascii_case("apigateway")
+            })
+            .flat_map(|c| {
+                c.answered
+                    .iter()
+                    .map(|t| (c.operation.clone(), tokio::time::Instant::from_std(*t)))
+            })
+            .collect();
+        let mut by_operation = BTreeMap::new();
+        for c in &calls {
+            *by_operation
+                .entry(format!("{}.{}", c.service, c.operation))
+                .or_insert(0) += 1;
+        }
+        Ok(Phase {
+            phase: name,
+            calls: calls.len(),
+            writes: calls.iter().filter(|c| c.write).count(),
+            deep: (wall.as_secs_f64() / self.latency.as_secs_f64() * 10.0).round() / 10.0,
+            wall_ms: wall.as_millis() as u64,
+            most_in_flight: self.log.take_peak_in_flight(),
+            critical_path,
+            critical_deep: critical_spans as f64 / 10.0,
+            critical_chain,
+            // Attempts are timed when their answer arrives; 20 ms absorbs the emulator's
+            // own time between two answers.
+            throttled: transport::api_gateway_throttled(&attempts, Duration::from_millis(20)),
+            retries: calls
+                .iter()
+                .map(|c| c.attempts.saturating_sub(1) as usize)
+                .sum(),
+            by_operation,
+        })
+    }
+}
+
+/// The calls no scheduler could overlap (see the module docs), and the longest apply chain.
+/// With `span`, a resource weighs the tenths of round-trips (of that latency) its calls spanned
+/// instead of their number.
+fn critical_path(calls: &[Call], stack: &Stack, span: Option<Duration>) -> (usize, Vec<String>) {
+    let deps: HashMap<&str, Vec<&str>> = stack
+        .resources
+        .iter()
+        .map(|r| {
+            (
+                r.id.as_str(),
+                r.depends_on.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    // stage -> (kind, node -> calls)
+    let mut stages: BTreeMap<u64, (&str, HashMap<&str, usize>)> = BTreeMap::new();
+    // (first start, last end) of each resource's calls per stage
+    let mut spans: HashMap<(u64, &str), (Instant, Instant)> = HashMap::new();
+    let mut outside = 0;
+    for c in calls {
+        match &c.scope {
+            Some(s) => {
+                *stages
+                    .entry(s.stage)
+                    .or_insert((s.kind, HashMap::new()))
+                    .1
+                    .entry(s.node.as_str())
+                    .or_insert(0) += 1;
+                if let Some(start) = c.started {
+                    let end = start + Duration::from_millis(c.millis);
+                    let e = spans
+                        .entry((s.stage, s.node.as_str()))
+                        .or_insert((start, end));
+                    e.0 = e.0.min(start);
+                    e.1 = e.1.max(end);
+                }
+            }
+            None => outside += if span.is_some() { 10 } else { 1 },
+        }
+    }
+    if let Some(latency) = span {
+        for (stage, (_, weights)) in stages.iter_mut() {
+            for (node, w) in weights.iter_mut() {
+                if let Some((a, b)) = spans.get(&(*stage, *node)) {
+                    *w = ((*b - *a).as_secs_f64() / latency.as_secs_f64() * 10.0).round() as usize;
+                }
+            }
+        }
+    }
+    let mut total = outside;
+    let mut longest_chain: Vec<String> = Vec::new();
+    let mut longest = 0;
+    for (kind, weights) in stages.values() {
+        if *kind == "plan" {
+            total += weights.values().copied().max().unwrap_or(0);
+            continue;
+        }
+        // Longest path ending at each node, dependencies first (memoised).
+        fn chain<'a>(
+            id: &'a str,
+            deps: &HashMap<&'a str, Vec<&'a str>>,
+            weights: &HashMap<&str, usize>,
+            memo: &mut HashMap<&'a str, (usize, Vec<&'a str>)>,
+        ) -> (usize, Vec<&'a str>) {
+            if let Some(m) = memo.get(id) {
+                return m.clone();
+            }
+            let mut best = (0, Vec::new());
+            for &d in deps.get(id).into_iter().flatten() {
+                let c = chain(d, deps, weights, memo);
+                if c.0 > best.0 {
+                    best = c;
+                }
+            }
+            let w = weights.get(id).copied().unwrap_or(0);
+            if w > 0 {
+                best.0 += w;
+                best.1.push(id);
+            }
+            memo.insert(id, best.clone());
+            best
+        }
+        let mut memo = HashMap::new();
+        let best = deps
+            .keys()
+            .map(|&id| chain(id, &deps, weights, &mut memo))
+            .max_by_key(|c| c.0)
+            .unwrap_or_default();
+        total += best.0;
+        if best.0 > longest {
+            longest = best.0;
+            longest_chain = best
+                .1
+                .iter()
+                .map(|id| format!("{id} ({})", weights[id]))
+                .collect();
+        }
+    }
+    (total, longest_chain)
+}
+
+fn table(phases: &[Phase], latency: Duration) -> String {
+    let mut out = format!(
+        "\nEngine benchmark, {} ms per AWS call\n\n| phase | calls | writes | deep (wall / latency) | most in flight | critical path (calls) | critical path (deep) | deep / critical deep | throttled | retries |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        latency.as_millis()
+    );
+    for p in phases {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.1} | {} | {} | {:.1} | {:.2} | {} | {} |\n",
+            p.phase,
+            p.calls,
+            p.writes,
+            p.deep,
+            p.most_in_flight,
+            p.critical_path,
+            p.critical_deep,
+            p.deep / p.critical_deep.max(0.1),
+            p.throttled,
+            p.retries
+        ));
+    }
+    for p in phases.iter().filter(|p| !p.critical_chain.is_empty()) {
+        out.push_str(&format!(
+            "\n{}: longest apply chain (calls): {}\n",
+            p.phase,
+            p.critical_chain.join(" -> ")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_need_a_unit_and_a_positive_value() {
+        assert_eq!(parse_latency("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_latency("0.25s"), Ok(Duration::from_millis(250)));
+        assert!(parse_latency("100").is_err());
+        assert!(parse_latency("0ms").is_err());
+        assert!(parse_latency("fast").is_err());
+    }
+}
