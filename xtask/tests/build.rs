@@ -1,10 +1,14 @@
 //! Tests of `xtask::build`: ELF checks on checked-in binaries, zip reproducibility, discovery
-//! on a fixture workspace and an end-to-end host build of that workspace.
+//! on a fixture workspace, end-to-end host and Lambda builds of that workspace, and the feature
+//! unification that lets the functions' host build reuse xtask's compiled dependencies.
 //!
-//! The Lambda (cargo-zigbuild) end-to-end test runs only when `cargo-zigbuild` and zig are
-//! already installed (on PATH or in `<repo>/.xtask/venv`), or when `XTASK_TEST_ZIGBUILD=install`
-//! lets it install them from PyPI; otherwise it prints why it is skipped.
+//! The Lambda (cargo-zigbuild) end-to-end test installs cargo-zigbuild and ziglang from PyPI
+//! into `<repo>/.xtask/venv` when they are missing, as `cargo xtask build` does (~15 s once),
+//! and fails if that is impossible: it is never skipped. The fixture's two binaries have no
+//! dependencies, so the build itself takes seconds; the real functions' release build is
+//! measured by `cargo xtask build --env dev`, not by a test.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
@@ -221,7 +225,7 @@ fn packaging_is_skipped_when_the_binary_is_unchanged() {
 // ---------------------------------------------------------------------------------- discovery
 
 #[test]
-fn discovers_only_crates_with_a_bootstrap_binary() {
+fn discovers_only_crates_marked_as_functions() {
     let root = fixtures().join("workspace");
     let found = build::discover(&root).unwrap();
     assert_eq!(
@@ -249,6 +253,25 @@ fn discovery_errors_name_the_directory() {
     fs::write(dir.path().join("functions/broken/Cargo.toml"), "[package\n").unwrap();
     let err = build::discover(dir.path()).unwrap_err().to_string();
     assert!(err.contains("broken/Cargo.toml"), "{err}");
+}
+
+#[test]
+fn a_function_without_a_binary_named_after_it_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("functions/f/Cargo.toml");
+    fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+    fs::copy(
+        fixtures().join("function-with-bootstrap-bin.toml"),
+        &manifest,
+    )
+    .unwrap();
+    let err = build::discover(dir.path()).unwrap_err();
+    assert!(matches!(err, Error::NoFunctionBinary { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("functions/f/Cargo.toml") && msg.contains("[[bin]] named `f`"),
+        "{msg}"
+    );
 }
 
 // ---------------------------------------------------------------------------------- end to end
@@ -284,7 +307,7 @@ fn host_build_end_to_end_is_incremental() {
     let ws = copy_workspace();
     let opts = BuildOptions::new(ws.path(), Target::Host);
 
-    let first = build::build(&opts).unwrap();
+    let first = build::build(&opts).unwrap().artifacts;
     let names: Vec<_> = first.iter().map(|a| a.function.as_str()).collect();
     assert_eq!(names, ["hello-a", "hello-b"]);
     for artifact in &first {
@@ -298,14 +321,14 @@ fn host_build_end_to_end_is_incremental() {
             (name.as_str(), mode, entries),
             ("bootstrap", Some(0o100755), 1)
         );
-        // Every function's binary is called bootstrap: each zip must hold its own.
+        // One cargo run built both: each zip must hold its own function's binary.
         assert!(contains(&content, &artifact.function), "{artifact}");
         assert_eq!(artifact.binary_size, content.len() as u64);
     }
     assert_ne!(first[0].sha256_hex, first[1].sha256_hex);
 
     // Nothing changed: nothing compiled, nothing repackaged, same hashes.
-    let second = build::build(&opts).unwrap();
+    let second = build::build(&opts).unwrap().artifacts;
     for (a, b) in first.iter().zip(&second) {
         assert!(!b.rebuilt && !b.compiled, "{b}");
         assert_eq!(a.sha256_hex, b.sha256_hex);
@@ -315,7 +338,7 @@ fn host_build_end_to_end_is_incremental() {
     let main = ws.path().join("functions/hello-b/src/main.rs");
     let source = fs::read_to_string(&main).unwrap();
     fs::write(&main, source.replace("hello-b", "hello-b v2")).unwrap();
-    let third = build::build(&opts).unwrap();
+    let third = build::build(&opts).unwrap().artifacts;
     assert!(!third[0].rebuilt, "{}", third[0]);
     assert!(third[1].rebuilt, "{}", third[1]);
     assert_ne!(third[1].sha256_hex, first[1].sha256_hex);
@@ -325,7 +348,7 @@ fn host_build_end_to_end_is_incremental() {
         only: Some(vec!["hello-a".into()]),
         ..opts.clone()
     };
-    let built = build::build(&only_a).unwrap();
+    let built = build::build(&only_a).unwrap().artifacts;
     assert_eq!(built.len(), 1);
     assert_eq!(built[0].function, "hello-a");
     let unknown = BuildOptions {
@@ -340,36 +363,170 @@ fn host_build_end_to_end_is_incremental() {
 }
 
 #[test]
-fn lambda_build_end_to_end_when_zigbuild_is_available() {
-    let venv = repo_root().join(".xtask/venv");
-    let install = std::env::var("XTASK_TEST_ZIGBUILD").is_ok_and(|v| v == "install");
-    if !install && build::find_zigbuild(&venv).is_none() {
-        eprintln!(
-            "skipped: cargo-zigbuild or zig not found on PATH or in {} \
-             (set XTASK_TEST_ZIGBUILD=install to install them from PyPI)",
-            venv.display()
-        );
-        return;
-    }
+fn lambda_build_end_to_end() {
     let ws = copy_workspace();
     let opts = BuildOptions {
-        venv_dir: venv,
+        // The repository's venv, so the tools are installed once, not per test run.
+        venv_dir: repo_root().join(".xtask/venv"),
         ..BuildOptions::new(ws.path(), Target::Lambda)
     };
-    let artifacts = build::build(&opts).unwrap();
-    assert_eq!(artifacts.len(), 2);
-    for artifact in &artifacts {
+    let report = build::build(&opts).unwrap();
+    assert_eq!(report.profile, "release");
+    let names: Vec<_> = report
+        .artifacts
+        .iter()
+        .map(|a| a.function.as_str())
+        .collect();
+    assert_eq!(names, ["hello-a", "hello-b"]);
+    for artifact in &report.artifacts {
         let ceiling = artifact.glibc.expect("a glibc binary");
         assert!(ceiling <= (2, 34), "{artifact}");
-        let (_, mode, content, _) = unzip(&artifact.zip_path);
-        assert_eq!(mode, Some(0o100755));
+        let (name, mode, content, _) = unzip(&artifact.zip_path);
+        assert_eq!((name.as_str(), mode), ("bootstrap", Some(0o100755)));
+        assert!(contains(&content, &artifact.function), "{artifact}");
         assert_eq!(
             inspect(Path::new("bootstrap"), &content).unwrap().machine,
             "x86_64"
         );
     }
+    let table = report.table();
+    assert!(
+        table.contains(
+            "lambda build (release profile, x86_64-unknown-linux-gnu.2.34): 2 functions in"
+        ),
+        "{table}"
+    );
     let again = build::build(&opts).unwrap();
-    assert!(again.iter().all(|a| !a.rebuilt && !a.compiled));
+    assert!(again.artifacts.iter().all(|a| !a.rebuilt && !a.compiled));
+}
+
+/// `cargo tree` of the real workspace: every package with the features cargo resolves for it
+/// when building `selection` (`-p ...` and `-e ...` arguments).
+fn resolved_features(selection: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .current_dir(repo_root())
+        .args([
+            "tree", "--locked", "--prefix", "none", "--format", "{p}|{f}",
+        ])
+        .args(selection)
+        .output()
+        .expect("running cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree {selection:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut packages: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let line = line.trim_end_matches(" (*)");
+        let Some((package, features)) = line.split_once('|') else {
+            continue;
+        };
+        let package = package.trim_end_matches(" (proc-macro)").to_owned();
+        packages
+            .entry(package)
+            .or_default()
+            .insert(features.to_owned());
+    }
+    packages
+}
+
+/// The packages `base` and `other` both build whose features differ, described.
+fn feature_drift(
+    base: &BTreeMap<String, BTreeSet<String>>,
+    other: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<String> {
+    base.iter()
+        .filter_map(|(package, features)| {
+            let theirs = other.get(package)?;
+            (theirs != features).then(|| format!("{package}: {features:?} vs {theirs:?}"))
+        })
+        .collect()
+}
+
+/// `cargo xtask` compiles the SDK and everything under it once (debug). The functions' host
+/// build (`cargo xtask up`, the end-to-end tests) and the test builds reuse that compile
+/// only if cargo resolves exactly the same features for every shared package; one differing
+/// feature (say tokio's `test-util`) recompiles the whole SDK. xtask's manifest lists what the
+/// others add ("feature unification"); this fails when they drift apart.
+#[test]
+fn host_builds_share_xtask_s_dependencies() {
+    let xtask_run = resolved_features(&["-p", "xtask", "-e", "normal,build"]);
+    assert!(
+        xtask_run.keys().any(|p| p.starts_with("aws-sdk-dynamodb ")),
+        "{:?}",
+        xtask_run.keys().collect::<Vec<_>>()
+    );
+
+    let functions = build::discover(&repo_root()).unwrap();
+    let selected: Vec<_> = functions.iter().collect();
+    let host_args = build::cargo_args(&BuildOptions::new(repo_root(), Target::Host), &selected);
+    let mut selection: Vec<&str> = Vec::new();
+    for pair in host_args.windows(2) {
+        if pair[0] == "-p" {
+            selection.extend(["-p", pair[1].as_str()]);
+        }
+    }
+    assert!(selection.contains(&"xtask"), "{host_args:?}");
+    selection.extend(["-e", "normal,build"]);
+    let host_build = resolved_features(&selection);
+    assert!(host_build.keys().any(|p| p.starts_with("lambda_runtime ")));
+
+    // What `cargo xtask test` runs: `cargo test --workspace`; and xtask's tests alone.
+    let workspace_tests = resolved_features(&["--workspace", "-e", "normal,build,dev"]);
+    let xtask_tests = resolved_features(&["-p", "xtask", "-p", "stacks", "-e", "normal,build,dev"]);
+
+    let drift = feature_drift(&xtask_run, &host_build);
+    assert!(
+        drift.is_empty(),
+        "the functions' host build needs other features than xtask's build; add them to \
+         xtask's feature unification list:\n{}",
+        drift.join("\n")
+    );
+    for (what, tests) in [
+        ("cargo test --workspace", &workspace_tests),
+        ("cargo test -p xtask -p stacks", &xtask_tests),
+    ] {
+        let drift = feature_drift(&xtask_run, tests);
+        assert!(
+            drift.is_empty(),
+            "`{what}` needs other features than xtask's build; add them to xtask's feature \
+             unification list:\n{}",
+            drift.join("\n")
+        );
+    }
+}
+
+/// The Lambda build of the real functions resolves only what they use: no aws-lc (ring is the
+/// crypto provider), no regex (no env-filter), no SSO client, no legacy hyper 0.14 stack.
+#[test]
+fn lambda_builds_leave_out_what_the_functions_do_not_use() {
+    let functions = build::discover(&repo_root()).unwrap();
+    let mut selection = vec!["-e", "normal", "--target", "x86_64-unknown-linux-gnu"];
+    for f in &functions {
+        selection.extend(["-p", f.name.as_str()]);
+    }
+    let lambda = resolved_features(&selection);
+    let unwanted = [
+        "aws-lc-rs ",
+        "aws-lc-sys ",
+        "regex ",
+        "regex-automata ",
+        "aws-sdk-sso ",
+        "hyper v0.14",
+        "rustls v0.21",
+    ];
+    let found: Vec<_> = lambda
+        .keys()
+        .filter(|p| unwanted.iter().any(|u| p.starts_with(u)))
+        .collect();
+    assert!(found.is_empty(), "{found:?}");
+    assert!(lambda.keys().any(|p| p.starts_with("ring ")));
+
+    // list-invoices alone links the DynamoDB client but not S3's.
+    let list = resolved_features(&["-e", "normal", "-p", "list-invoices"]);
+    assert!(list.keys().any(|p| p.starts_with("aws-sdk-dynamodb ")));
+    assert!(!list.keys().any(|p| p.starts_with("aws-sdk-s3 ")));
 }
 
 /// Installs ziglang and cargo-zigbuild from PyPI into a fresh venv: needs the network and
@@ -384,30 +541,4 @@ fn ensure_zigbuild_installs_into_a_fresh_venv() {
     assert!(build::find_zigbuild(&venv).is_some());
     // Idempotent: a second call finds what the first installed.
     assert_eq!(build::ensure_zigbuild(&venv).unwrap(), exe);
-}
-
-/// Builds the real functions for Lambda and prints the summary: a manual measurement, not a
-/// check (`XTASK_BUILD_ROOT` picks another checkout, `XTASK_BUILD_TARGET=host` the host build,
-/// `XTASK_BUILD_ONLY=a,b` some functions).
-#[test]
-#[ignore = "compiles the real functions (minutes when cold); run by hand with --nocapture"]
-fn real_functions_build() {
-    let root = std::env::var_os("XTASK_BUILD_ROOT").map_or_else(repo_root, PathBuf::from);
-    let target = match std::env::var("XTASK_BUILD_TARGET").as_deref() {
-        Ok("host") => Target::Host,
-        _ => Target::Lambda,
-    };
-    let opts = BuildOptions {
-        venv_dir: repo_root().join(".xtask/venv"),
-        only: std::env::var("XTASK_BUILD_ONLY")
-            .ok()
-            .map(|names| names.split(',').map(str::to_owned).collect()),
-        ..BuildOptions::new(&root, target)
-    };
-    let started = std::time::Instant::now();
-    let artifacts = build::build(&opts).unwrap();
-    for artifact in &artifacts {
-        println!("{artifact}");
-    }
-    println!("total {:.1}s", started.elapsed().as_secs_f64());
 }

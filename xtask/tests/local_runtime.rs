@@ -460,7 +460,7 @@ async fn real_insert_invoice_handler_writes_to_the_emulator() {
     assert!(again["statusCode"].as_u64().unwrap() < 300, "{again}");
     assert_eq!(warm.pid, cold.pid);
     eprintln!(
-        "insert-invoice (local-lambda build): cold init {:?}, first invocation {:?}, warm invocation {:?}, peak RSS {:?} kB",
+        "insert-invoice (host build): cold init {:?}, first invocation {:?}, warm invocation {:?}, peak RSS {:?} kB",
         cold.init, cold.duration, warm.duration, warm.max_rss_kb
     );
 }

@@ -1,6 +1,10 @@
 //! AWS SDK clients and handler configuration from the environment.
-
-use aws_config::{BehaviorVersion, SdkConfig};
+//!
+//! The clients are built without the SDK's default features, so the HTTPS client is chosen
+//! here: hyper with rustls on the `ring` crypto provider. aws-lc-rs (the SDK default) adds
+//! about a megabyte to every binary and minutes of C compilation to a cold build, and buys
+//! nothing a Lambda function calling DynamoDB and S3 needs (post-quantum key exchange, FIPS).
+//! Trust roots are read from the system when the first connection is made, not at start-up.
 
 /// A required environment variable was missing or empty.
 #[derive(Debug, thiserror::Error)]
@@ -16,17 +20,28 @@ pub fn required_env(name: &'static str) -> Result<String, MissingEnv> {
 }
 
 /// Shared SDK configuration; honours `AWS_ENDPOINT_URL` like every AWS SDK.
-pub async fn sdk_config() -> SdkConfig {
-    aws_config::load_defaults(BehaviorVersion::latest()).await
+#[cfg(feature = "aws")]
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+
+    let https = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(https)
+        .load()
+        .await
 }
 
-pub fn dynamodb_client(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
+#[cfg(feature = "dynamodb")]
+pub fn dynamodb_client(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(config)
 }
 
 /// An S3 client. With a custom endpoint (the local emulator, usually an IP address)
 /// virtual-hosted bucket names cannot resolve, so path-style addressing is forced.
-pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
+#[cfg(feature = "s3")]
+pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     let custom_endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
         .iter()
         .any(|name| std::env::var(name).is_ok_and(|v| !v.is_empty()));

@@ -9,11 +9,13 @@
 //! - [`error`]: the API error type and the storage error type.
 //! - [`http`]: API Gateway request parsing and JSON/text responses.
 //! - [`store`]: storage traits the handlers are written against, and [`ops`] built on them.
-//! - [`dynamo`] and [`s3`]: the AWS implementations of those traits.
+//! - [`dynamo`] (feature `dynamodb`) and [`s3`] (feature `s3`): the AWS implementations of
+//!   those traits; a handler enables only the ones it calls, so it links only those SDK clients.
 //! - [`pdf`] (feature `pdf`): deterministic A4 invoice rendering with an embedded subset font.
 //! - [`memory`] (feature `test-util`): in-memory stores for tests.
 
 pub mod aws;
+#[cfg(feature = "dynamodb")]
 pub mod dynamo;
 pub mod error;
 pub mod http;
@@ -25,6 +27,7 @@ pub mod money;
 pub mod ops;
 #[cfg(feature = "pdf")]
 pub mod pdf;
+#[cfg(feature = "s3")]
 pub mod s3;
 pub mod store;
 pub mod validate;

@@ -1,27 +1,35 @@
 //! `cargo xtask build`: compile the Lambda functions and package each as a reproducible zip.
 //!
-//! A function is any crate directly under `functions/` with a `[[bin]]` named `bootstrap`
-//! (the name `provided.al2023` executes); library crates such as `invoice-core` are skipped,
-//! and nobody keeps a list by hand. For Lambda the binaries are cross-linked with
-//! `cargo zigbuild --target x86_64-unknown-linux-gnu.2.34` so they run on the runtime's glibc
-//! 2.34 whatever the build machine has ([`zigbuild`]); every binary's ELF is checked
-//! ([`elf`]) before it is zipped ([`package`]).
+//! A function is a crate directly under `functions/` whose manifest says so
+//! (`[package.metadata.lambda] function = true`) and whose binary is named after it
+//! (`[[bin]] name = "insert-invoice"`); library crates such as `invoice-core` are skipped, and
+//! nobody keeps a list by hand. Each binary is zipped as `bootstrap`, the name
+//! `provided.al2023` executes ([`package`]), after its ELF is checked ([`elf`]).
+//!
+//! One cargo invocation builds every selected function, so cargo compiles the shared
+//! dependencies once and links the binaries in parallel (distinct binary names are what make
+//! that possible: five `bootstrap`s would collide in one output directory).
+//!
+//! - For Lambda: `cargo zigbuild --release --target x86_64-unknown-linux-gnu.2.34`, linked
+//!   against glibc 2.34 whatever the build machine has ([`zigbuild`]), with the size-tuned
+//!   release profile of the workspace `Cargo.toml`.
+//! - For the host (`cargo xtask up`, the end-to-end tests): `cargo build` with the dev profile,
+//!   selecting xtask's package too (`-p xtask`, none of its targets). Selecting it makes cargo
+//!   resolve features as for xtask's own build, and xtask's manifest asks for a superset of
+//!   what the functions need, so the host build finds the SDK and everything under it already
+//!   compiled by `cargo xtask` instead of compiling it a second time (checked by the test
+//!   `host_builds_share_xtask_s_dependencies`).
 //!
 //! Incremental at both levels: cargo skips compiling what is fresh, and a zip is rewritten only
 //! when the binary's SHA-256 differs from the one recorded beside it
 //! (`<out_dir>/<name>.zip.json`), so an unchanged tree rebuilds and repackages nothing and the
 //! deployer sees the same `CodeSha256` as last time.
-//!
-//! Each function is compiled by its own cargo invocation: every function's binary is called
-//! `bootstrap`, so one invocation for all of them would make cargo write them all to the same
-//! `target/.../release/bootstrap` (an "output filename collision"). One at a time, each is read
-//! right after its cargo run, before the next one overwrites it.
 
 mod elf;
 mod package;
 mod zigbuild;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, BufRead, BufReader};
@@ -55,7 +63,7 @@ pub enum Error {
         path: PathBuf,
         source: toml::de::Error,
     },
-    #[error("no function crates under {} (a function is a crate with a [[bin]] named \"bootstrap\")", dir.display())]
+    #[error("no function crates under {} (a function is a crate with `[package.metadata.lambda] function = true`)", dir.display())]
     NoFunctions { dir: PathBuf },
     #[error("unknown function `{name}`; available functions: {}", available.join(", "))]
     UnknownFunction {
@@ -86,8 +94,13 @@ pub enum Error {
     Spawn { what: String, source: io::Error },
     #[error("{what} failed ({status})")]
     CommandFailed { what: String, status: ExitStatus },
-    #[error("cargo reported no `bootstrap` executable for crate {crate_name}")]
+    #[error("cargo reported no `{crate_name}` executable for crate {crate_name}")]
     NoExecutable { crate_name: String },
+    #[error(
+        "{} marks a lambda function but has no [[bin]] named `{name}` (the binary is named after the function)",
+        manifest.display()
+    )]
+    NoFunctionBinary { manifest: PathBuf, name: String },
     #[error("python3 is not on PATH; it is needed to install ziglang and cargo-zigbuild")]
     PythonMissing,
     #[error("{tool} not found: {hint}")]
@@ -111,13 +124,16 @@ impl Error {
     }
 }
 
-/// The cargo profile of [`Target::Host`] builds.
-pub const HOST_PROFILE: &str = "local-lambda";
+/// The cargo profile of [`Target::Host`] builds: xtask's own, so they share its dependencies.
+pub const HOST_PROFILE: &str = "dev";
+/// The cargo profile of [`Target::Lambda`] builds.
+pub const LAMBDA_PROFILE: &str = "release";
 
-/// A crate under `functions/` that builds a Lambda `bootstrap`.
+/// A crate under `functions/` that builds a Lambda function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionCrate {
-    /// Package name, e.g. `insert-invoice`; also the function's name in the stack.
+    /// Package name, e.g. `insert-invoice`; also the function's name in the stack and the name
+    /// of its binary.
     pub name: String,
     pub dir: PathBuf,
 }
@@ -128,13 +144,13 @@ pub enum Target {
     /// Lambda `provided.al2023` x86_64: `cargo zigbuild --release --target` [`LAMBDA_TRIPLE`],
     /// checked against glibc 2.34.
     Lambda,
-    /// A plain host `cargo build --profile local-lambda`: enough for the local emulator, which stores the
-    /// code but never runs it.
+    /// A plain host `cargo build` (dev profile), run by the local environment's Lambda
+    /// runtime; shares xtask's compiled dependencies.
     Host,
 }
 
 impl Target {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Target::Lambda => "lambda",
             Target::Host => "host",
@@ -153,6 +169,9 @@ pub struct BuildOptions {
     pub out_dir: PathBuf,
     /// The project venv holding `cargo-zigbuild` and `ziglang` (`<root>/.xtask/venv`).
     pub venv_dir: PathBuf,
+    /// Packages selected with the functions in a host build (never built themselves) so that
+    /// cargo unifies features as in their own build: `["xtask"]` when the workspace has one.
+    pub host_share_with: Vec<String>,
 }
 
 impl BuildOptions {
@@ -165,12 +184,18 @@ impl BuildOptions {
             Target::Host => "lambda-host",
         });
         let venv_dir = workspace_root.join(".xtask").join("venv");
+        let host_share_with = if workspace_root.join("xtask").join("Cargo.toml").is_file() {
+            vec!["xtask".to_owned()]
+        } else {
+            Vec::new()
+        };
         BuildOptions {
             workspace_root,
             target,
             only: None,
             out_dir,
             venv_dir,
+            host_share_with,
         }
     }
 }
@@ -190,7 +215,7 @@ pub struct Artifact {
     pub rebuilt: bool,
     /// Whether cargo compiled the binary in this run (false: cargo found it fresh).
     pub compiled: bool,
-    /// Size of the `bootstrap` binary in bytes.
+    /// Size of the function's binary (zipped as `bootstrap`) in bytes.
     pub binary_size: u64,
     /// Highest `GLIBC_x.y` the binary requires.
     pub glibc: Option<(u32, u32)>,
@@ -199,10 +224,7 @@ pub struct Artifact {
 impl fmt::Display for Artifact {
     /// One summary line: `insert-invoice: bin 5.1 MiB, zip 2.0 MiB, glibc 2.34, sha256 1a2b3c4d5e6f (repackaged)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let glibc = match self.glibc {
-            Some((major, minor)) => format!("{major}.{minor}"),
-            None => "none".into(),
-        };
+        let glibc = glibc_label(self.glibc);
         write!(
             f,
             "{}: bin {}, zip {}, glibc {}, sha256 {} ({})",
@@ -218,6 +240,90 @@ impl fmt::Display for Artifact {
             }
         )
     }
+}
+
+impl Report {
+    /// The build table: one row per function (binary and zip size, glibc ceiling, what was
+    /// redone), then the total time.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<18} {:>10} {:>10} {:>6}  {:<9} {}\n",
+            "function", "binary", "zip", "glibc", "cargo", "zip file"
+        );
+        for a in &self.artifacts {
+            out.push_str(&format!(
+                "{:<18} {:>10} {:>10} {:>6}  {:<9} {}\n",
+                a.function,
+                mib(a.binary_size),
+                mib(a.size),
+                glibc_label(a.glibc),
+                if a.compiled { "compiled" } else { "fresh" },
+                if a.rebuilt { "repackaged" } else { "unchanged" },
+            ));
+        }
+        out.push_str(&format!(
+            "{} build ({} profile{}): {} function{} in {:.1} s (cargo {:.1} s)\n",
+            self.target.label(),
+            self.profile,
+            match self.target {
+                Target::Lambda => format!(", {LAMBDA_TRIPLE}"),
+                Target::Host => String::new(),
+            },
+            self.artifacts.len(),
+            if self.artifacts.len() == 1 { "" } else { "s" },
+            self.total_secs,
+            self.compile_secs,
+        ));
+        out
+    }
+
+    /// The same as [`Report::table`], as one JSON document (sizes in bytes).
+    pub fn to_json(&self) -> serde_json::Value {
+        let functions: Vec<_> = self
+            .artifacts
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "function": a.function,
+                    "binary_bytes": a.binary_size,
+                    "zip_bytes": a.size,
+                    "glibc": a.glibc.map(|(major, minor)| format!("{major}.{minor}")),
+                    "zip": a.zip_path,
+                    "sha256": a.sha256_hex,
+                    "code_sha256": a.code_sha256_b64,
+                    "compiled": a.compiled,
+                    "repackaged": a.rebuilt,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "target": self.target.label(),
+            "profile": self.profile,
+            "triple": match self.target {
+                Target::Lambda => Some(LAMBDA_TRIPLE),
+                Target::Host => None,
+            },
+            "functions": functions,
+            "compile_secs": round1(self.compile_secs),
+            "total_secs": round1(self.total_secs),
+        })
+    }
+}
+
+fn glibc_label(glibc: Option<(u32, u32)>) -> String {
+    match glibc {
+        Some((major, minor)) => format!("{major}.{minor}"),
+        None => "none".into(),
+    }
+}
+
+/// Sizes in the table: MiB with two decimals, precise enough to compare builds.
+fn mib(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+fn round1(secs: f64) -> f64 {
+    (secs * 10.0).round() / 10.0
 }
 
 /// Every function crate directly under `<workspace_root>/functions`, sorted by name.
@@ -255,26 +361,54 @@ pub fn discover(workspace_root: &Path) -> Result<Vec<FunctionCrate>> {
         else {
             continue; // a virtual manifest: not a crate
         };
-        let has_bootstrap = table
+        let is_function = table
+            .get("package")
+            .and_then(|p| p.get("metadata"))
+            .and_then(|m| m.get("lambda"))
+            .and_then(|l| l.get("function"))
+            .and_then(|f| f.as_bool())
+            .unwrap_or(false);
+        if !is_function {
+            continue; // a library, or a binary that is not a function
+        }
+        let has_binary = table
             .get("bin")
             .and_then(|b| b.as_array())
             .is_some_and(|bins| {
                 bins.iter()
-                    .any(|bin| bin.get("name").and_then(|n| n.as_str()) == Some(ENTRY_NAME))
+                    .any(|bin| bin.get("name").and_then(|n| n.as_str()) == Some(name))
             });
-        if has_bootstrap {
-            found.push(FunctionCrate {
+        if !has_binary {
+            return Err(Error::NoFunctionBinary {
+                manifest,
                 name: name.to_owned(),
-                dir: entry.path(),
             });
         }
+        found.push(FunctionCrate {
+            name: name.to_owned(),
+            dir: entry.path(),
+        });
     }
     found.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(found)
 }
 
-/// Builds and packages the selected functions; one progress line per function on stderr.
-pub fn build(opts: &BuildOptions) -> Result<Vec<Artifact>> {
+/// What [`build`] did: the artifacts, in discovery order, and where the time went.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub target: Target,
+    /// The cargo profile the binaries were built with.
+    pub profile: &'static str,
+    pub artifacts: Vec<Artifact>,
+    /// Seconds in cargo (compiling and linking every selected function).
+    pub compile_secs: f64,
+    /// Seconds in total: tools, cargo, ELF checks and packaging.
+    pub total_secs: f64,
+}
+
+/// Builds the selected functions with one cargo invocation and packages each.
+pub fn build(opts: &BuildOptions) -> Result<Report> {
+    let started = Instant::now();
     let all = discover(&opts.workspace_root)?;
     if all.is_empty() {
         return Err(Error::NoFunctions {
@@ -295,22 +429,35 @@ pub fn build(opts: &BuildOptions) -> Result<Vec<Artifact>> {
         source,
     })?;
 
+    let compile_started = Instant::now();
+    let mut executables = compile(opts, &selected, &env)?;
+    let compile_secs = compile_started.elapsed().as_secs_f64();
+
     let mut artifacts = Vec::with_capacity(selected.len());
     for function in selected {
-        let started = Instant::now();
         let in_function = |source| Error::Function {
             function: function.name.clone(),
             source: Box::new(source),
         };
-        let (exe, fresh) = compile(opts, function, &env).map_err(in_function)?;
+        let (exe, fresh) = executables
+            .remove(&function.name)
+            .ok_or_else(|| Error::NoExecutable {
+                crate_name: function.name.clone(),
+            })
+            .map_err(in_function)?;
         let artifact = package_one(opts, &function.name, &exe, !fresh).map_err(in_function)?;
-        eprintln!(
-            "build: {artifact} in {:.1}s",
-            started.elapsed().as_secs_f64()
-        );
         artifacts.push(artifact);
     }
-    Ok(artifacts)
+    Ok(Report {
+        target: opts.target,
+        profile: match opts.target {
+            Target::Lambda => LAMBDA_PROFILE,
+            Target::Host => HOST_PROFILE,
+        },
+        artifacts,
+        compile_secs,
+        total_secs: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// The functions named in `only` (all of them for `None`), in discovery order.
@@ -331,52 +478,75 @@ fn select<'a>(all: &'a [FunctionCrate], only: Option<&[String]>) -> Result<Vec<&
         .collect())
 }
 
-/// Runs cargo for one function; returns the `bootstrap` path and whether cargo found it fresh.
+/// The cargo arguments that build `functions` for `opts.target`.
+pub fn cargo_args(opts: &BuildOptions, functions: &[&FunctionCrate]) -> Vec<String> {
+    let mut args: Vec<String> = match opts.target {
+        Target::Lambda => ["zigbuild", "--target", LAMBDA_TRIPLE, "--release"]
+            .map(String::from)
+            .to_vec(),
+        Target::Host => vec!["build".into()],
+    };
+    for f in functions {
+        args.extend(["-p".into(), f.name.clone()]);
+    }
+    if opts.target == Target::Host {
+        // Selected for feature resolution only: the `--bin` filters below build none of its
+        // targets.
+        for package in &opts.host_share_with {
+            args.extend(["-p".into(), package.clone()]);
+        }
+    }
+    for f in functions {
+        args.extend(["--bin".into(), f.name.clone()]);
+    }
+    // Machine-readable artifact paths on stdout; cargo's progress and rendered diagnostics
+    // still go to our stderr.
+    args.push("--message-format=json-render-diagnostics".into());
+    args
+}
+
+/// Runs cargo once for all `functions`; returns each function's executable and whether cargo
+/// found it fresh.
 fn compile(
     opts: &BuildOptions,
-    function: &FunctionCrate,
+    functions: &[&FunctionCrate],
     env: &[(OsString, OsString)],
-) -> Result<(PathBuf, bool)> {
+) -> Result<BTreeMap<String, (PathBuf, bool)>> {
     // `CARGO` is set when running under cargo (`cargo xtask`, `cargo test`): use the same
     // toolchain that built us.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let args = cargo_args(opts, functions);
     let mut cmd = Command::new(&cargo);
-    match opts.target {
-        Target::Lambda => cmd.args(["zigbuild", "--target", LAMBDA_TRIPLE, "--release"]),
-        // The emulator stores host builds and local runs execute them: a lighter profile
-        // (see the workspace Cargo.toml) compiles in a fraction of the release time.
-        Target::Host => cmd.args(["build", "--profile", HOST_PROFILE]),
-    };
-    cmd.args(["-p", &function.name, "--bin", ENTRY_NAME])
-        // Machine-readable artifact paths on stdout; cargo's progress and rendered
-        // diagnostics still go to our stderr.
-        .arg("--message-format=json-render-diagnostics")
+    cmd.args(&args)
         .current_dir(&opts.workspace_root)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let what = format!(
-        "cargo {} -p {}",
-        match opts.target {
-            Target::Lambda => "zigbuild",
-            Target::Host => "build",
-        },
-        function.name
+        "cargo {}",
+        args.iter()
+            .filter(|a| !a.starts_with("--message-format"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let mut child = cmd.spawn().map_err(|source| Error::Spawn {
         what: what.clone(),
         source,
     })?;
-    let mut artifact = None;
+    let names: BTreeSet<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+    let mut found = BTreeMap::new();
     let stdout = child.stdout.take().expect("stdout is piped");
     for line in BufReader::new(stdout).lines() {
         let line = line.map_err(|source| Error::Spawn {
             what: what.clone(),
             source,
         })?;
-        if let Some(found) = bootstrap_artifact(&line) {
-            artifact = Some(found);
+        if let Some((name, exe, fresh)) = bin_artifact(&line)
+            && names.contains(name.as_str())
+        {
+            found.insert(name, (exe, fresh));
         }
     }
     let status = child.wait().map_err(|source| Error::Spawn {
@@ -386,22 +556,19 @@ fn compile(
     if !status.success() {
         return Err(Error::CommandFailed { what, status });
     }
-    artifact.ok_or_else(|| Error::NoExecutable {
-        crate_name: function.name.clone(),
-    })
+    Ok(found)
 }
 
-/// `(executable, fresh)` from a cargo JSON message about a `bootstrap` binary.
-fn bootstrap_artifact(line: &str) -> Option<(PathBuf, bool)> {
+/// `(binary name, executable, fresh)` from a cargo JSON message about a binary.
+fn bin_artifact(line: &str) -> Option<(String, PathBuf, bool)> {
     let msg: serde_json::Value = serde_json::from_str(line).ok()?;
-    if msg.get("reason")?.as_str()? != "compiler-artifact"
-        || msg.get("target")?.get("name")?.as_str()? != ENTRY_NAME
-    {
+    if msg.get("reason")?.as_str()? != "compiler-artifact" {
         return None;
     }
+    let name = msg.get("target")?.get("name")?.as_str()?;
     let exe = msg.get("executable")?.as_str()?;
     let fresh = msg.get("fresh").and_then(|f| f.as_bool()).unwrap_or(false);
-    Some((PathBuf::from(exe), fresh))
+    Some((name.to_owned(), PathBuf::from(exe), fresh))
 }
 
 /// What `<name>.zip.json` records about the zip beside it.
@@ -543,15 +710,102 @@ mod tests {
     }
 
     #[test]
-    fn reads_bootstrap_artifacts_from_cargo_json() {
-        let line = r#"{"reason":"compiler-artifact","package_id":"x","target":{"kind":["bin"],"name":"bootstrap"},"executable":"/t/release/bootstrap","fresh":true}"#;
+    fn reads_binary_artifacts_from_cargo_json() {
+        let line = r#"{"reason":"compiler-artifact","package_id":"x","target":{"kind":["bin"],"name":"list-invoices"},"executable":"/t/release/list-invoices","fresh":true}"#;
         assert_eq!(
-            bootstrap_artifact(line),
-            Some((PathBuf::from("/t/release/bootstrap"), true))
+            bin_artifact(line),
+            Some((
+                "list-invoices".into(),
+                PathBuf::from("/t/release/list-invoices"),
+                true
+            ))
         );
         let lib = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"invoice_core"},"executable":null,"fresh":false}"#;
-        assert_eq!(bootstrap_artifact(lib), None);
-        assert_eq!(bootstrap_artifact("not json"), None);
+        assert_eq!(bin_artifact(lib), None);
+        assert_eq!(bin_artifact("not json"), None);
+    }
+
+    #[test]
+    fn one_cargo_invocation_names_every_function_binary() {
+        let all = crates(&["a", "b"]);
+        let selected: Vec<_> = all.iter().collect();
+        let mut opts = BuildOptions::new("/nowhere", Target::Lambda);
+        opts.host_share_with = vec!["xtask".into()];
+        assert_eq!(
+            cargo_args(&opts, &selected).join(" "),
+            "zigbuild --target x86_64-unknown-linux-gnu.2.34 --release -p a -p b --bin a --bin b \
+             --message-format=json-render-diagnostics"
+        );
+        opts.target = Target::Host;
+        assert_eq!(
+            cargo_args(&opts, &selected[1..]).join(" "),
+            "build -p b -p xtask --bin b --message-format=json-render-diagnostics"
+        );
+    }
+
+    #[test]
+    fn table_has_a_row_per_function_and_the_total_time() {
+        let artifact = |function: &str, binary_size, size, compiled| Artifact {
+            function: function.into(),
+            zip_path: format!("out/{function}.zip").into(),
+            sha256_hex: "00".repeat(32),
+            code_sha256_b64: String::new(),
+            size,
+            rebuilt: compiled,
+            compiled,
+            binary_size,
+            glibc: Some((2, 34)),
+        };
+        let report = Report {
+            target: Target::Lambda,
+            profile: LAMBDA_PROFILE,
+            artifacts: vec![
+                artifact("generate-pdf", 7 << 20, 3 << 19, true),
+                artifact("list-invoices", 4 << 20, 1 << 20, false),
+            ],
+            compile_secs: 61.04,
+            total_secs: 62.46,
+        };
+        let table = report.table();
+        let lines: Vec<_> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            [
+                "generate-pdf",
+                "7.00",
+                "MiB",
+                "1.50",
+                "MiB",
+                "2.34",
+                "compiled",
+                "repackaged"
+            ]
+        );
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            [
+                "list-invoices",
+                "4.00",
+                "MiB",
+                "1.00",
+                "MiB",
+                "2.34",
+                "fresh",
+                "unchanged"
+            ]
+        );
+        assert_eq!(
+            lines[3],
+            "lambda build (release profile, x86_64-unknown-linux-gnu.2.34): 2 functions in 62.5 s (cargo 61.0 s)"
+        );
+        let json = report.to_json();
+        assert_eq!(json["functions"][0]["zip_bytes"], 3 << 19);
+        assert_eq!(json["functions"][1]["binary_bytes"], 4 << 20);
+        assert_eq!(json["functions"][1]["glibc"], "2.34");
+        assert_eq!(json["functions"][1]["compiled"], false);
+        assert_eq!(json["total_secs"], 62.5);
+        assert_eq!(json["profile"], "release");
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //!
 //! It makes sure a Python with moto is available (installing it into the project venv when
 //! `python3` lacks it), puts that interpreter first on `PATH` so every test's private emulator
-//! finds it, then runs `cargo test` twice: the deployer crates, then the function crates.
+//! finds it, then runs `cargo test --workspace` once.
 //! Before that it installs the independent checkers some tests run ([`TEST_TOOLS`]) into the
 //! same Python, and exports that interpreter as `XTASK_PYTHON` so a test runs a checker as
 //! `$XTASK_PYTHON -m <module>` (falling back to `python3` under a plain `cargo test`).
-//! Two runs, not one `--workspace` run, because cargo unifies dependency features over the
-//! packages of one build: a workspace-wide test build would compile every AWS SDK crate a
-//! third time, with a feature set neither `cargo xtask` nor the functions use.
+//! One run, because cargo unifies dependency features over the packages of one build and
+//! xtask's manifest asks for the union of what every member and test needs: the workspace-wide
+//! test build resolves exactly the features `cargo xtask` was built with, so the AWS SDK
+//! compiled for xtask serves every test (the test `host_builds_share_xtask_s_dependencies`
+//! keeps it so). `--no-fail-fast`: a failing crate does not hide the others' results.
 
 use std::process::Command;
 
@@ -47,27 +49,16 @@ pub async fn run(args: &Args) -> Result<u8> {
         path = std::env::join_paths(dirs).context("building PATH")?;
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let runs: [(&str, &[&str]); 2] = [
-        ("deployer", &["-p", "xtask", "-p", "stacks"]),
-        (
-            "functions",
-            &["--workspace", "--exclude", "xtask", "--exclude", "stacks"],
-        ),
-    ];
-    let mut ok = true;
-    for (what, selection) in runs {
-        eprintln!("running the {what} tests (emulator: {})", python.display());
-        let status = Command::new(&cargo)
-            .current_dir(&root)
-            .args(["test", "--locked"])
-            .args(selection)
-            .args(&args.cargo_args)
-            .env("PATH", &path)
-            .env("XTASK_PYTHON", &python)
-            .status()
-            .context("running cargo test")?;
-        ok &= status.success();
-    }
+    eprintln!("running the tests (emulator: {})", python.display());
+    let status = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["test", "--locked", "--workspace", "--no-fail-fast"])
+        .args(&args.cargo_args)
+        .env("PATH", &path)
+        .env("XTASK_PYTHON", &python)
+        .status()
+        .context("running cargo test")?;
+    let ok = status.success();
     Ok(if ok { exit::OK } else { exit::ERROR })
 }
 
