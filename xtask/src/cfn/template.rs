@@ -907,6 +907,7 @@ fn map(r: &Resource, look: &Lookup<'_>, out: &mut Out<'_>) {
             bisect_on_error,
             max_retries,
             report_batch_item_failures,
+            stream_view_type: _,
         }) => {
             let stream = look
                 .table(table_name)
@@ -930,6 +931,10 @@ fn map(r: &Resource, look: &Lookup<'_>, out: &mut Out<'_>) {
             }
             out.add(&l, "AWS::Lambda::EventSourceMapping", p, &deps);
             out.omit("name", "a display name; mappings have none in AWS");
+            out.omit(
+                "stream_view_type",
+                "the table's view type; in the template the mapping follows the table's StreamArn",
+            );
             out.bind(
                 "table_name",
                 &l,
