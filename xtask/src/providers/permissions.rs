@@ -175,7 +175,6 @@ pub const DEPLOY_ROLE: &[Permission] = &[
         &["iam:ListAttachedRolePolicies"],
     ),
     p("iam", "list_role_policies", &["iam:ListRolePolicies"]),
-    p("iam", "list_role_tags", &["iam:ListRoleTags"]),
     p("iam", "put_role_policy", &["iam:PutRolePolicy"]),
     p("iam", "tag_role", &["iam:TagRole"]),
     p("iam", "untag_role", &["iam:UntagRole"]),
