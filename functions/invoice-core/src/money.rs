@@ -35,6 +35,11 @@ const CURRENCIES: &[(&str, u8)] = &[
 /// Exponent used when an invoice has no currency (old clients): cents, like most currencies.
 const DEFAULT_EXPONENT: u8 = 2;
 
+/// Every accepted currency code, in the order of the table (the OpenAPI document lists them).
+pub fn codes() -> impl Iterator<Item = &'static str> {
+    CURRENCIES.iter().map(|(code, _)| *code)
+}
+
 /// Minor-unit exponent of an ISO 4217 code, `None` if the code is not a known active currency.
 pub fn exponent(code: &str) -> Option<u8> {
     CURRENCIES

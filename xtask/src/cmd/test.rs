@@ -34,6 +34,8 @@ pub const TEST_TOOLS: &[(&str, &str)] = &[
     ("cfnlint", "cfn-lint"),
     // IAM policy linter: tests/environments.rs runs it over every policy each config produces.
     ("parliament", "parliament>=1.6,<2"),
+    // The OpenAPI conformance test; its CLI flags changed in 4.0.
+    ("schemathesis", "schemathesis>=4.32,<5"),
 ];
 
 pub async fn run(args: &Args) -> Result<u8> {

@@ -528,22 +528,24 @@ fn match_template(template: &str, segments: &[&str]) -> Option<(u32, BTreeMap<St
     (parts.len() == segments.len()).then_some((score * 2 + 1, params))
 }
 
-/// `%41` -> `A`; invalid escapes stay as they are. `+` is not a space in a path or, for API
-/// Gateway, in a query string.
+/// `%41` -> `A`; invalid escapes stay as they are. `+` is not a space in a path.
 fn percent_decode(s: &str) -> String {
     urlencoding::decode(s)
         .map(|c| c.into_owned())
         .unwrap_or_else(|_| s.to_string())
 }
 
-/// Query string pairs in order, decoded; `a` alone is `("a", "")`.
+/// Query string pairs in order, decoded; `a` alone is `("a", "")`. A `+` is a space, as API
+/// Gateway hands it to a proxy integration (`?sort=-+createdAt` arrives as `"- createdAt"`,
+/// aws-cdk#19827) and as form-encoding clients (Python's `urlencode`) mean it; `%2B` is `+`.
 fn parse_query(query: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| percent_decode(&s.replace('+', " "));
     query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| match p.split_once('=') {
-            Some((k, v)) => (percent_decode(k), percent_decode(v)),
-            None => (percent_decode(p), String::new()),
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
         })
         .collect()
 }
@@ -949,6 +951,19 @@ mod tests {
         assert_eq!(strip_stage("/v1", "v1"), Some("/"));
         assert_eq!(strip_stage("/v10/x", "v1"), None);
         assert_eq!(strip_stage("/list-invoices", "v1"), None);
+    }
+
+    #[test]
+    fn query_plus_is_a_space_and_escapes_decode() {
+        assert_eq!(
+            parse_query("q=-+createdAt&id=a%2Bb&x&n%20m=%E2%82%AC"),
+            [
+                ("q".to_string(), "- createdAt".to_string()),
+                ("id".to_string(), "a+b".to_string()),
+                ("x".to_string(), String::new()),
+                ("n m".to_string(), "€".to_string()),
+            ]
+        );
     }
 
     #[test]
