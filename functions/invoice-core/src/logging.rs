@@ -16,9 +16,16 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 pub fn filter(log_level: Option<&str>) -> Targets {
     log_level
         .map(str::trim)
-        .filter(|level| !level.is_empty())
+        .filter(|level| !level.is_empty() && level.split(',').all(directive))
         .and_then(|level| level.parse().ok())
         .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
+}
+
+/// `level` or `target=level`. [`Targets`] alone would take a bare word such as `loud` as a
+/// target enabled at every level, which would silence everything else: a typo must not.
+fn directive(d: &str) -> bool {
+    let (target, level) = d.trim().split_once('=').unwrap_or(("", d.trim()));
+    !(target.is_empty() && d.contains('=')) && level.parse::<LevelFilter>().is_ok()
 }
 
 /// Installs the global JSON subscriber. Safe to call more than once (later calls are no-ops).
