@@ -126,6 +126,31 @@ impl Lock {
     pub async fn release(self, ctx: &Ctx) -> Result<()> {
         delete(ctx, &self.name).await
     }
+
+    /// Runs `work` holding the lock `name`, and releases it whatever `work` returns; the work's
+    /// error wins over a failed release, which is only reported then.
+    pub async fn hold<T>(
+        ctx: &Ctx,
+        name: &str,
+        command: &str,
+        tags: &std::collections::BTreeMap<String, String>,
+        break_lock: bool,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let lock = Lock::acquire(ctx, name, command, tags, break_lock).await?;
+        let result = work.await;
+        let released = lock.release(ctx).await;
+        match (result, released) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Ok(_), Err(e)) => Err(e),
+            (Err(e), released) => {
+                if let Err(r) = released {
+                    eprintln!("warning: releasing the lock {name}: {r:#}");
+                }
+                Err(e)
+            }
+        }
+    }
 }
 
 fn describe(h: &Holder) -> String {

@@ -257,12 +257,39 @@ async fn change_set_flow_against_the_emulator() {
         "a plan leaves no stack behind"
     );
 
+    // A run of either engine holding the environment's lock refuses this one before any write.
+    let lock = format!("/invoice-app/{ENV}/xtask-lock");
+    let holder = r#"{"who":"alice@laptop","command":"apply","pid":4242,"since_unix":1}"#;
+    aws.ssm
+        .put_parameter()
+        .name(&lock)
+        .value(holder)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap();
+    let refused = xtask(&["apply", "--engine", "cloudformation", "--yes"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("locked by alice@laptop"),
+        "{}",
+        refused.stderr
+    );
+    let buckets = aws.s3.list_buckets().send().await.unwrap();
+    assert!(
+        buckets.buckets().is_empty(),
+        "nothing was made: {buckets:?}"
+    );
+    aws.ssm.delete_parameter().name(&lock).send().await.unwrap();
+
     // Apply: bootstrap (the artifacts bucket), upload, then the change set of the rest.
     let run = xtask(&["apply", "--engine", "cloudformation", "--yes"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains("UPDATE_COMPLETE"), "{}", run.stderr);
     let doc = run.json();
     assert_eq!(doc["stack"], STACK);
+    let held = aws.ssm.get_parameter().name(&lock).send().await;
+    assert!(held.is_err(), "the lock is released after apply");
     let tables = aws.dynamodb.list_tables().send().await.unwrap();
     assert_eq!(tables.table_names().len(), 2, "{tables:?}");
     let stack = xtask::cfn::deploy::read(&ctx(&aws), STACK)

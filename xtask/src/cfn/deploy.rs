@@ -105,6 +105,21 @@ pub async fn current_template(ctx: &Ctx, stack: &str) -> Result<Option<Value>> {
         .and_then(|b| serde_json::from_str(b).ok()))
 }
 
+/// Whether `stack` exists (not merely under review) and runs exactly `template` with `tags`:
+/// then there is nothing to change.
+pub async fn runs(
+    ctx: &Ctx,
+    live: Option<&LiveStack>,
+    stack: &str,
+    template: &Value,
+    tags: &BTreeMap<String, String>,
+) -> Result<bool> {
+    let Some(l) = live.filter(|l| !l.is_review_only()) else {
+        return Ok(false);
+    };
+    Ok(&l.tags == tags && current_template(ctx, stack).await?.as_ref() == Some(template))
+}
+
 /// A change set created and described, ready to show and execute.
 #[derive(Debug)]
 pub struct ChangeSet {
@@ -140,11 +155,7 @@ pub async fn plan(
         nodes: Vec::new(),
     };
     let creates_stack = live.as_ref().is_none_or(LiveStack::is_review_only);
-    if let Some(l) = &live
-        && !creates_stack
-        && &l.tags == tags
-        && current_template(ctx, stack).await?.as_ref() == Some(template)
-    {
+    if runs(ctx, live.as_ref(), stack, template, tags).await? {
         let unchanged = template["Resources"]
             .as_object()
             .map(|rs| {

@@ -217,9 +217,48 @@ async fn discard_quietly(session: &Session, cs: &ChangeSet) {
 }
 
 /// `apply --engine cloudformation`: bootstrap (artifacts bucket) when the stack is new, upload
-/// the code, then the whole template's change set; prints the outputs.
-pub async fn apply(g: &Global, session: &Session, yes: bool) -> Result<u8> {
+/// the code, then the whole template's change set; prints the outputs. Holds the environment's
+/// lock, the same one the direct engine takes: CloudFormation refuses a second update of a stack
+/// in progress, but not a second bootstrap, upload or purge.
+pub async fn apply(g: &Global, session: &Session, yes: bool, break_lock: bool) -> Result<u8> {
     refuse_direct_owned(session).await?;
+    // A stack that runs this very template needs no lock: a second apply writes nothing.
+    let p = prepare(session);
+    let live = deploy::read(&session.ctx, &p.stack_name).await?;
+    if deploy::runs(
+        &session.ctx,
+        live.as_ref(),
+        &p.stack_name,
+        &p.template.body,
+        &p.tags,
+    )
+    .await?
+    {
+        return apply_locked(g, session, yes).await;
+    }
+    locked(session, "apply", break_lock, apply_locked(g, session, yes)).await
+}
+
+/// Runs `work` under the environment's lock.
+async fn locked(
+    session: &Session,
+    command: &str,
+    break_lock: bool,
+    work: impl std::future::Future<Output = Result<u8>>,
+) -> Result<u8> {
+    let names = Names::new(&session.config, &session.env, &session.ctx.account_id);
+    crate::lock::Lock::hold(
+        &session.ctx,
+        &names.lock_parameter(),
+        command,
+        &prepare(session).tags,
+        break_lock,
+        work,
+    )
+    .await
+}
+
+async fn apply_locked(g: &Global, session: &Session, yes: bool) -> Result<u8> {
     let ctx = &session.ctx;
     let p = prepare(session);
     let live = deploy::read(ctx, &p.stack_name).await?;
@@ -265,7 +304,23 @@ pub async fn apply(g: &Global, session: &Session, yes: bool) -> Result<u8> {
 }
 
 /// `destroy --engine cloudformation`: purge the buckets' versions, then delete the stack.
-pub async fn destroy(g: &Global, session: &Session, yes: bool) -> Result<u8> {
+pub async fn destroy(g: &Global, session: &Session, yes: bool, break_lock: bool) -> Result<u8> {
+    // Destroying what is gone takes no lock: a second destroy writes nothing.
+    let stack_name = prepare(session).stack_name;
+    if deploy::read(&session.ctx, &stack_name).await?.is_none() {
+        eprintln!("stack {stack_name} does not exist: nothing to destroy");
+        return Ok(exit::OK);
+    }
+    locked(
+        session,
+        "destroy",
+        break_lock,
+        destroy_locked(g, session, yes),
+    )
+    .await
+}
+
+async fn destroy_locked(g: &Global, session: &Session, yes: bool) -> Result<u8> {
     let ctx = &session.ctx;
     let p = prepare(session);
     let Some(live) = deploy::read(ctx, &p.stack_name).await? else {

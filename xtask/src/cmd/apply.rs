@@ -43,7 +43,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
     };
     let session = Session::open(g, options, &CodeSource::Deploy(args.code.clone())).await?;
     if args.engine == Engine::Cloudformation {
-        return crate::cfn::flow::apply(g, &session, args.yes).await;
+        return crate::cfn::flow::apply(g, &session, args.yes, args.break_lock).await;
     }
     let stack = session.stack.clone();
     reconcile(g, &session, &stack, "apply", args.yes, args.break_lock).await
@@ -124,22 +124,34 @@ pub async fn reconcile(
     confirm(&question, expected, yes)?;
 
     let names = Names::new(&session.config, &session.env, &ctx.account_id);
-    let lock = Lock::acquire(
-        ctx,
-        &names.lock_parameter(),
-        command,
-        &stack.ownership_tags,
-        break_lock,
-    )
-    .await?;
-    let result = async {
-        let second =
-            plan::plan(ctx, &session.env, nodes(stack), &stack.ownership_tags, concurrency).await?;
+    let work = async {
+        let second = plan::plan(
+            ctx,
+            &session.env,
+            nodes(stack),
+            &stack.ownership_tags,
+            concurrency,
+        )
+        .await?;
         if fingerprint(&second) != fingerprint(&first) {
-            bail!("live state changed since the plan was shown; nothing was changed, run {command} again");
+            bail!(
+                "live state changed since the plan was shown; nothing was changed, run {command} again"
+            );
         }
         check_runnable(&second)?;
-        eprintln!("{}ing {} change(s)...", if command == "destroy" { "Destroy" } else { "Apply" }, second.resources.iter().filter(|r| r.action.writes()).count());
+        eprintln!(
+            "{}ing {} change(s)...",
+            if command == "destroy" {
+                "Destroy"
+            } else {
+                "Apply"
+            },
+            second
+                .resources
+                .iter()
+                .filter(|r| r.action.writes())
+                .count()
+        );
         let outcomes = tokio::select! {
             o = apply(ctx, &second, concurrency) => o,
             _ = tokio::signal::ctrl_c() => {
@@ -148,11 +160,16 @@ pub async fn reconcile(
             }
         };
         Ok((second, Some(outcomes)))
-    }
-    .await;
-    let released = lock.release(ctx).await;
-    let (plan, outcomes) = result?;
-    released?;
+    };
+    let (plan, outcomes) = Lock::hold(
+        ctx,
+        &names.lock_parameter(),
+        command,
+        &stack.ownership_tags,
+        break_lock,
+        work,
+    )
+    .await?;
     let Some(outcomes) = outcomes else {
         return Ok(exit::INTERRUPTED);
     };

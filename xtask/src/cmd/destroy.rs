@@ -33,7 +33,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
     };
     let session = Session::open(g, options, &CodeSource::None).await?;
     if args.engine == super::Engine::Cloudformation {
-        return crate::cfn::flow::destroy(g, &session, args.yes).await;
+        return crate::cfn::flow::destroy(g, &session, args.yes, args.break_lock).await;
     }
     let stack = session.stack.clone().into_absent();
     reconcile(g, &session, &stack, "destroy", args.yes, args.break_lock).await
