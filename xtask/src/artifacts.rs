@@ -33,8 +33,9 @@ pub enum CodeSource {
     None,
 }
 
-/// The build target of an environment: the local emulator stores code it never runs, so a host
-/// build is enough there; everything else gets Lambda binaries (glibc 2.34, checked).
+/// The build target of an environment: with an emulator the code runs on this machine (moto
+/// cannot execute it without Docker; xtask's local runtime does), so a host build is what runs
+/// there; everything else gets Lambda binaries (glibc 2.34, checked).
 pub fn target_for(config: &Config) -> Target {
     if config.emulator.is_some() {
         Target::Host
