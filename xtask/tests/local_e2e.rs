@@ -477,7 +477,9 @@ async fn schemathesis_finds_the_api_as_its_openapi_document_says() {
         let cwd = work.path().to_path_buf();
         move || {
             std::process::Command::new(python)
-                .args(["-m", "schemathesis.cli", "run"])
+                .args(["-m", "schemathesis.cli", "--config-file"])
+                .arg(common::fixture("schemathesis/schemathesis.toml"))
+                .arg("run")
                 .arg(doc)
                 .args(["--url", url.as_str(), "--header", header.as_str()])
                 .args(SCHEMATHESIS_ARGS)
