@@ -309,9 +309,8 @@ pub const DEPLOY_ROLE: &[Permission] = &[
         "get_public_access_block",
         &["s3:GetBucketPublicAccessBlock"],
     ),
-    p("s3", "head_bucket", &["s3:ListBucket"]),
-    p("s3", "head_object", &["s3:GetObject"]),
     p("s3", "list_object_versions", &["s3:ListBucketVersions"]),
+    p("s3", "list_objects_v2", &["s3:ListBucket"]),
     p(
         "s3",
         "put_bucket_encryption",
