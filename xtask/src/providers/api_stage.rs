@@ -20,10 +20,9 @@ use aws_sdk_apigateway::error::SdkError;
 use aws_sdk_apigateway::operation::create_deployment::CreateDeploymentError;
 use aws_sdk_apigateway::operation::delete_deployment::DeleteDeploymentError;
 use aws_sdk_apigateway::operation::delete_stage::DeleteStageError;
-use aws_sdk_apigateway::operation::get_deployment::GetDeploymentError;
 use aws_sdk_apigateway::operation::get_stage::GetStageError;
 use aws_sdk_apigateway::operation::get_stages::GetStagesError;
-use aws_sdk_apigateway::types::{Op, PatchOperation};
+use aws_sdk_apigateway::types::{Deployment, Op, PatchOperation};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use serde_json::Value;
 use stacks::{ApiStageSpec, DEPLOYMENT_HASH_PREFIX};
@@ -70,13 +69,16 @@ impl Provider for ApiStage {
         };
         let api_id = api.id().unwrap_or_default().to_string();
         let gw = &ctx.aws.apigateway;
-        let stage = match gw
-            .get_stage()
-            .rest_api_id(&api_id)
-            .stage_name(&spec.stage_name)
-            .send()
-            .await
-        {
+        // The stage and the API's deployments at once (pruning keeps them few): the hash the
+        // served deployment records is found without a GetDeployment after GetStage.
+        let (stage, deployments) = tokio::join!(
+            gw.get_stage()
+                .rest_api_id(&api_id)
+                .stage_name(&spec.stage_name)
+                .send(),
+            all_deployments(ctx, &api_id)
+        );
+        let stage = match stage {
             Ok(s) => s,
             Err(SdkError::ServiceError(e))
                 if matches!(e.err(), GetStageError::NotFoundException(_)) =>
@@ -86,24 +88,17 @@ impl Provider for ApiStage {
             Err(e) => return Err(e).context("GetStage"),
         };
         let deployment_id = stage.deployment_id().map(str::to_string);
-        let deployed_hash = match &deployment_id {
-            None => None,
-            Some(id) => match gw
-                .get_deployment()
-                .rest_api_id(&api_id)
-                .deployment_id(id)
-                .send()
-                .await
-            {
-                Ok(d) => recorded_hash(d.description()),
-                Err(SdkError::ServiceError(e))
-                    if matches!(e.err(), GetDeploymentError::NotFoundException(_)) =>
-                {
-                    None
-                }
-                Err(e) => return Err(e).context("GetDeployment"),
-            },
-        };
+        let deployed_hash = deployment_id.as_deref().and_then(|id| {
+            deployments
+                .as_ref()
+                .ok()?
+                .iter()
+                .find(|d| d.id() == Some(id))
+                .and_then(|d| recorded_hash(d.description()))
+        });
+        if deployment_id.is_some() {
+            deployments?;
+        }
         let throttle = stage
             .method_settings()
             .and_then(|m| m.get("*/*"))
@@ -340,7 +335,18 @@ async fn create_deployment(
 
 /// The newest deployment of the API whose description is `description`, if any.
 async fn find_deployment(ctx: &Ctx, api_id: &str, description: &str) -> Result<Option<String>> {
-    let mut found: Option<(Option<i64>, String)> = None;
+    Ok(all_deployments(ctx, api_id)
+        .await?
+        .into_iter()
+        .filter(|d| d.description() == Some(description))
+        .filter_map(|d| Some((d.created_date().map(|t| t.secs()), d.id()?.to_string())))
+        .max_by_key(|(created, _)| *created)
+        .map(|(_, id)| id))
+}
+
+/// Every deployment of the API (all pages of GetDeployments).
+async fn all_deployments(ctx: &Ctx, api_id: &str) -> Result<Vec<Deployment>> {
+    let mut all = Vec::new();
     let mut position = None;
     loop {
         let page = ctx
@@ -353,20 +359,10 @@ async fn find_deployment(ctx: &Ctx, api_id: &str, description: &str) -> Result<O
             .send()
             .await
             .context("GetDeployments")?;
-        for d in page.items() {
-            if d.description() != Some(description) {
-                continue;
-            }
-            let (Some(id), created) = (d.id(), d.created_date().map(|t| t.secs())) else {
-                continue;
-            };
-            if found.as_ref().is_none_or(|(newest, _)| created > *newest) {
-                found = Some((created, id.to_string()));
-            }
-        }
+        all.extend(page.items().iter().cloned());
         match page.position() {
             Some(p) if !p.is_empty() && !page.items().is_empty() => position = Some(p.to_string()),
-            _ => return Ok(found.map(|(_, id)| id)),
+            _ => return Ok(all),
         }
     }
 }

@@ -61,7 +61,6 @@ pub const DEPLOY_ROLE: &[Permission] = &[
     p("apigateway", "get_account", &["apigateway:GET"]),
     p("apigateway", "get_api_key", &["apigateway:GET"]),
     p("apigateway", "get_api_keys", &["apigateway:GET"]),
-    p("apigateway", "get_deployment", &["apigateway:GET"]),
     p("apigateway", "get_deployments", &["apigateway:GET"]),
     p("apigateway", "get_gateway_responses", &["apigateway:GET"]),
     p("apigateway", "get_request_validators", &["apigateway:GET"]),
