@@ -208,6 +208,26 @@ pub fn lost_answer(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<LostAnswer>())
 }
 
+/// Whether a call's failure leaves open that AWS executed it: no answer arrived (the
+/// connection failed or closed, or the call timed out), the answer could not be read, or AWS
+/// answered with a server error. For a create without name or client token, the caller must
+/// look for what it may have made before sending it again.
+pub fn answer_lost<E>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> bool {
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(s) => s.raw().status().is_server_error(),
+        _ => false,
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Ambiguous;
 impl Storable for Ambiguous {

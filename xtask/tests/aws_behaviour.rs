@@ -313,14 +313,14 @@ mod lambda {
     use aws_sdk_lambda::Client;
     use aws_sdk_lambda::operation::create_alias::CreateAliasOutput;
     use aws_sdk_lambda::operation::create_function::{CreateFunctionError, CreateFunctionOutput};
+    use aws_sdk_lambda::operation::delete_function::DeleteFunctionOutput;
     use aws_sdk_lambda::operation::get_function_configuration::GetFunctionConfigurationOutput;
-    use aws_sdk_lambda::operation::list_versions_by_function::ListVersionsByFunctionOutput;
     use aws_sdk_lambda::operation::publish_version::PublishVersionOutput;
     use aws_sdk_lambda::operation::update_alias::UpdateAliasOutput;
     use aws_sdk_lambda::operation::update_function_code::UpdateFunctionCodeOutput;
     use aws_sdk_lambda::types::error::InvalidParameterValueException;
     use aws_sdk_lambda::types::{LastUpdateStatus, State};
-    use xtask::providers::lambda_function::{self, LambdaFunction, ObservedFunction};
+    use xtask::providers::lambda_function::{self, LambdaFunction, ObservedFunction, Readiness};
 
     fn spec() -> stacks::FunctionSpec {
         let mut s = first(|s| match s {
@@ -332,7 +332,9 @@ mod lambda {
         s
     }
 
-    fn observed(s: &stacks::FunctionSpec) -> ObservedFunction {
+    /// The function as a plan read it; `readiness` is where the read found it (anything but
+    /// Ready makes the first write wait for it again).
+    fn observed(s: &stacks::FunctionSpec, readiness: Readiness) -> ObservedFunction {
         ObservedFunction {
             arn: format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{}", s.name),
             code_sha256_b64: "BBBB".into(),
@@ -340,7 +342,12 @@ mod lambda {
             tags: s.tags.clone(),
             versions: vec![],
             alias_target: Some("4".into()),
+            readiness,
         }
+    }
+
+    fn update_failed() -> Readiness {
+        Readiness::UpdateFailed("LastUpdateStatus=Failed: simulated".into())
     }
 
     fn status(state: State, last: LastUpdateStatus) -> GetFunctionConfigurationOutput {
@@ -350,13 +357,11 @@ mod lambda {
             .build()
     }
 
-    fn publish_and_alias() -> (Rule, Rule, Rule) {
+    fn publish_and_alias() -> (Rule, Rule) {
         (
             mock!(Client::publish_version)
                 .then_output(|| PublishVersionOutput::builder().version("5").build()),
             mock!(Client::update_alias).then_output(|| UpdateAliasOutput::builder().build()),
-            mock!(Client::list_versions_by_function)
-                .then_output(|| ListVersionsByFunctionOutput::builder().build()),
         )
     }
 
@@ -374,17 +379,19 @@ mod lambda {
             .build();
         let code = mock!(Client::update_function_code)
             .then_output(|| UpdateFunctionCodeOutput::builder().build());
-        let (publish, alias, versions) = publish_and_alias();
-        let (ctx, log) = simulated(&[&config, &code, &publish, &alias, &versions]);
+        let (publish, alias) = publish_and_alias();
+        let (ctx, log) = simulated(&[&config, &code, &publish, &alias]);
         LambdaFunction
             .update(
                 &ctx,
                 &s,
-                &observed(&s),
+                &observed(&s, update_failed()),
                 &[change("code"), change("version"), change("alias")],
             )
             .await
             .expect("the update repairs the function");
+        // Versions 4 (the alias's old target) and 5 are within keep_versions: nothing to
+        // purge, and the versions are not listed again after the update.
         assert_eq!(
             calls(&log),
             [
@@ -394,9 +401,68 @@ mod lambda {
                 "Lambda.GetFunctionConfiguration",
                 "Lambda.PublishVersion",
                 "Lambda.UpdateAlias",
-                "Lambda.ListVersionsByFunction",
             ]
         );
+    }
+
+    /// A function the plan read as settled takes its code at once: the critical path of a code
+    /// change is UpdateFunctionCode, the wait for Successful, PublishVersion, UpdateAlias,
+    /// then the purge of versions beyond keep_versions (the oldest, never the alias target),
+    /// all deleted together.
+    #[tokio::test(start_paused = true)]
+    async fn a_settled_function_is_updated_published_and_purged_without_rereading() {
+        let s = spec();
+        let config = mock!(Client::get_function_configuration)
+            .sequence()
+            .output(|| status(State::Active, LastUpdateStatus::InProgress))
+            .output(|| status(State::Active, LastUpdateStatus::Successful))
+            .build();
+        let code = mock!(Client::update_function_code)
+            .then_output(|| UpdateFunctionCodeOutput::builder().build());
+        let (publish, alias) = publish_and_alias();
+        let deleted = Arc::new(Mutex::new(Vec::new()));
+        let d = deleted.clone();
+        let delete = mock!(Client::delete_function)
+            .match_requests(move |r| {
+                d.lock()
+                    .unwrap()
+                    .push(r.qualifier().unwrap_or_default().to_string());
+                true
+            })
+            .then_output(|| DeleteFunctionOutput::builder().build());
+        let (ctx, log) = simulated(&[&config, &code, &publish, &alias, &delete]);
+        let mut o = observed(&s, Readiness::Ready);
+        // keep_versions is 3: with 5 published, 1 and 2 go; 4 is the old alias target.
+        let version = |n| lambda_function::Version {
+            number: n,
+            code_sha256_b64: "BBBB".into(),
+            config: lambda_function::desired(&s),
+        };
+        o.versions = vec![version(1), version(2), version(3), version(4)];
+        assert_eq!(s.keep_versions, 3);
+        LambdaFunction
+            .update(
+                &ctx,
+                &s,
+                &o,
+                &[change("code"), change("version"), change("alias")],
+            )
+            .await
+            .expect("updated");
+        assert_eq!(
+            calls(&log)[..5],
+            [
+                "Lambda.UpdateFunctionCode",
+                "Lambda.GetFunctionConfiguration",
+                "Lambda.GetFunctionConfiguration",
+                "Lambda.PublishVersion",
+                "Lambda.UpdateAlias",
+            ]
+        );
+        assert_eq!(calls(&log).len(), 7, "{:?}", calls(&log));
+        let mut deleted = deleted.lock().unwrap().clone();
+        deleted.sort();
+        assert_eq!(deleted, ["1", "2"]);
     }
 
     /// Our own update failed: that is final, nothing is published.
@@ -410,13 +476,13 @@ mod lambda {
             .build();
         let code = mock!(Client::update_function_code)
             .then_output(|| UpdateFunctionCodeOutput::builder().build());
-        let (publish, alias, versions) = publish_and_alias();
-        let (ctx, log) = simulated(&[&config, &code, &publish, &alias, &versions]);
+        let (publish, alias) = publish_and_alias();
+        let (ctx, log) = simulated(&[&config, &code, &publish, &alias]);
         let err = LambdaFunction
             .update(
                 &ctx,
                 &s,
-                &observed(&s),
+                &observed(&s, Readiness::Busy),
                 &[change("code"), change("version")],
             )
             .await
@@ -440,14 +506,14 @@ mod lambda {
             .build();
         let code = mock!(Client::update_function_code)
             .then_output(|| UpdateFunctionCodeOutput::builder().build());
-        let (publish, alias, versions) = publish_and_alias();
-        let (ctx, _log) = simulated(&[&config, &code, &publish, &alias, &versions]);
+        let (publish, alias) = publish_and_alias();
+        let (ctx, _log) = simulated(&[&config, &code, &publish, &alias]);
         let start = Instant::now();
         LambdaFunction
             .update(
                 &ctx,
                 &s,
-                &observed(&s),
+                &observed(&s, Readiness::Busy),
                 &[change("code"), change("version")],
             )
             .await
@@ -562,6 +628,61 @@ mod s3 {
     use aws_sdk_s3::operation::put_bucket_versioning::PutBucketVersioningOutput;
     use aws_sdk_s3::operation::put_public_access_block::PutPublicAccessBlockOutput;
     use xtask::providers::s3_bucket::S3Bucket;
+
+    /// Every part of a bucket the read asks for at once, each answered `status` with the
+    /// error `code`, as S3 answers for a bucket that is missing or someone else's.
+    fn every_read_answers(status: u16, code: &'static str) -> Vec<Rule> {
+        let answer = move || {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap(),
+                aws_smithy_types::body::SdkBody::from(format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>simulated</Message></Error>"
+                )),
+            )
+        };
+        vec![
+            mock!(Client::get_bucket_tagging).then_http_response(answer),
+            mock!(Client::get_bucket_versioning).then_http_response(answer),
+            mock!(Client::get_bucket_encryption).then_http_response(answer),
+            mock!(Client::get_public_access_block).then_http_response(answer),
+            mock!(Client::get_bucket_ownership_controls).then_http_response(answer),
+            mock!(Client::get_bucket_lifecycle_configuration).then_http_response(answer),
+            mock!(Client::get_bucket_policy).then_http_response(answer),
+        ]
+    }
+
+    /// The read sends no HeadBucket first: the tagging call's answer tells a missing bucket
+    /// (nothing to compare, it will be created) from one another account owns under our name
+    /// (a stop, saying how to choose another name), which HeadBucket used to tell.
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_bucket_reads_as_absent_and_a_foreign_one_stops_the_plan() {
+        let spec = first(|s| match s {
+            Spec::Bucket(b) => Some(b),
+            _ => None,
+        });
+        let missing = every_read_answers(404, "NoSuchBucket");
+        let (ctx, log) = simulated(&missing.iter().collect::<Vec<_>>());
+        assert_eq!(S3Bucket.read(&ctx, &spec).await.expect("read"), None);
+        assert_eq!(
+            calls(&log).len(),
+            7,
+            "one round of reads: {:?}",
+            calls(&log)
+        );
+        assert!(!calls(&log).contains(&"S3.HeadBucket".to_string()));
+
+        let foreign = every_read_answers(403, "AccessDenied");
+        let (ctx, _log) = simulated(&foreign.iter().collect::<Vec<_>>());
+        let err = S3Bucket
+            .read(&ctx, &spec)
+            .await
+            .expect_err("someone else's bucket");
+        assert!(
+            format!("{err:#}").contains("taken by another AWS account")
+                && format!("{err:#}").contains("name_suffix"),
+            "{err:#}"
+        );
+    }
 
     /// Finding 3: re-creating a just-deleted name answers OperationAborted until the
     /// deletion settles, and the new bucket answers NoSuchBucket for a moment: both are
@@ -961,10 +1082,20 @@ mod iam {
 mod apigateway {
     use super::*;
     use aws_sdk_apigateway::Client;
+    use aws_sdk_apigateway::operation::create_deployment::CreateDeploymentOutput;
+    use aws_sdk_apigateway::operation::create_rest_api::CreateRestApiOutput;
+    use aws_sdk_apigateway::operation::delete_rest_api::DeleteRestApiOutput;
     use aws_sdk_apigateway::operation::update_account::{UpdateAccountError, UpdateAccountOutput};
     use aws_sdk_apigateway::types::error::TooManyRequestsException;
+    use aws_sdk_apigateway::types::{EndpointConfiguration, EndpointType};
     use aws_sdk_iam::operation::attach_role_policy::AttachRolePolicyOutput;
     use aws_sdk_iam::operation::create_role::CreateRoleOutput;
+    use aws_smithy_runtime_api::box_error::BoxError;
+    use aws_smithy_runtime_api::client::interceptors::Intercept;
+    use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
+    use aws_smithy_runtime_api::client::orchestrator::Metadata;
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::config_bag::ConfigBag;
     use xtask::providers::api_account::ApiAccount;
     use xtask::providers::apigw::Quota;
 
@@ -972,14 +1103,64 @@ mod apigateway {
         UpdateAccountError::TooManyRequestsException(TooManyRequestsException::builder().build())
     }
 
+    /// When each API Gateway request left the client, by operation: recorded after the
+    /// transport (where the pacer waits) handed the request over, so the gaps are the ones AWS
+    /// would see.
+    #[derive(Debug, Clone, Default)]
+    struct Sent(Arc<Mutex<Vec<(String, Instant)>>>);
+
+    impl Intercept for Sent {
+        fn name(&self) -> &'static str {
+            "test-sent-times"
+        }
+        fn read_after_transmit(
+            &self,
+            _context: &BeforeDeserializationInterceptorContextRef<'_>,
+            _rc: &RuntimeComponents,
+            cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let op = cfg
+                .load::<Metadata>()
+                .map(|m| m.name().to_string())
+                .unwrap_or_default();
+            self.0.lock().unwrap().push((op, Instant::now()));
+            Ok(())
+        }
+    }
+
+    impl Sent {
+        /// Installs the recorder on the context's API Gateway client (keeping its transport).
+        fn on(ctx: &mut Ctx) -> Sent {
+            let sent = Sent::default();
+            ctx.aws.apigateway = Client::from_conf(
+                ctx.aws
+                    .apigateway
+                    .config()
+                    .to_builder()
+                    .interceptor(sent.clone())
+                    .build(),
+            );
+            sent
+        }
+        fn gaps(&self, operation: &str) -> Vec<Duration> {
+            let t: Vec<Instant> = self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(op, _)| op == operation)
+                .map(|(_, t)| *t)
+                .collect();
+            t.windows(2).map(|w| w[1] - w[0]).collect()
+        }
+    }
+
     /// Finding 9: UpdateAccount is one call per 20 s per account. A TooManyRequests is
-    /// retried no sooner than that, and not forever.
+    /// retried no sooner than that (the client's pacer holds every attempt to the quota, the
+    /// retry's own backoff is jittered below it), and not forever.
     #[tokio::test(start_paused = true)]
     async fn update_account_is_paced_and_bounded() {
-        let times = Times::default();
-        let t = times.clone();
         let update = mock!(Client::update_account)
-            .match_requests(move |_| t.stamp())
             .sequence()
             .error(throttled)
             .times(2)
@@ -989,7 +1170,8 @@ mod apigateway {
             .then_output(|| CreateRoleOutput::builder().build());
         let attach = mock!(aws_sdk_iam::Client::attach_role_policy)
             .then_output(|| AttachRolePolicyOutput::builder().build());
-        let (ctx, log) = simulated(&[&update, &role, &attach]);
+        let (mut ctx, log) = simulated(&[&update, &role, &attach]);
+        let sent = Sent::on(&mut ctx);
         let spec = stacks::ApiAccountSpec {
             setup: true,
             role_name: "apigw-logs".into(),
@@ -1005,7 +1187,9 @@ mod apigateway {
                 "API Gateway.UpdateAccount",
             ]
         );
-        for gap in times.gaps() {
+        let gaps = sent.gaps("UpdateAccount");
+        assert_eq!(gaps.len(), 2);
+        for gap in gaps {
             assert!(gap >= Quota::UpdateAccount.interval(), "{gap:?}");
         }
 
@@ -1020,18 +1204,74 @@ mod apigateway {
         );
     }
 
-    /// CreateRestApi for an EDGE API is one per 30 s; REGIONAL one per 3 s. Consecutive
-    /// creates in this process are spaced accordingly.
+    /// CreateRestApi for an EDGE API is one per 30 s; REGIONAL one per 3 s. The client spaces
+    /// consecutive creates by the type its request body names, and any API Gateway call the
+    /// providers make goes through that one pacer.
     #[tokio::test(start_paused = true)]
     async fn create_rest_api_is_paced_by_endpoint_type() {
-        let edge = Quota::create_rest_api("EDGE");
-        assert_eq!(edge, Quota::CreateEdgeRestApi);
-        assert_eq!(Quota::create_rest_api("REGIONAL"), Quota::CreateRestApi);
-        assert!(edge.interval() > Quota::CreateRestApi.interval());
-        edge.paced().await;
-        let start = Instant::now();
-        edge.paced().await;
-        assert!(start.elapsed() >= edge.interval(), "{:?}", start.elapsed());
+        let create = mock!(Client::create_rest_api)
+            .then_output(|| CreateRestApiOutput::builder().id("api").build());
+        let create_with = |ctx: &Ctx, t: EndpointType| {
+            ctx.aws
+                .apigateway
+                .create_rest_api()
+                .name("invoice-api")
+                .endpoint_configuration(EndpointConfiguration::builder().types(t).build())
+                .send()
+        };
+        for (t, quota) in [
+            (EndpointType::Edge, Quota::CreateEdgeRestApi),
+            (EndpointType::Regional, Quota::CreateRestApi),
+        ] {
+            let (mut ctx, _log) = simulated(&[&create]);
+            let sent = Sent::on(&mut ctx);
+            for _ in 0..3 {
+                create_with(&ctx, t.clone()).await.expect("created");
+            }
+            let gaps = sent.gaps("CreateRestApi");
+            assert_eq!(gaps.len(), 2);
+            for gap in gaps {
+                // Exactly the quota: the pacer waits no longer than it must.
+                assert!(
+                    gap >= quota.interval() && gap < quota.interval() + Duration::from_secs(1),
+                    "{t:?}: {gap:?}"
+                );
+            }
+        }
+        assert!(Quota::CreateEdgeRestApi.interval() > Quota::CreateRestApi.interval());
+    }
+
+    /// CreateDeployment (5 s) and DeleteRestApi (30 s) made through the providers' own
+    /// calls are spaced the same way, each by its own quota.
+    #[tokio::test(start_paused = true)]
+    async fn deployments_and_api_deletes_are_paced() {
+        let deploy = mock!(Client::create_deployment)
+            .then_output(|| CreateDeploymentOutput::builder().id("d").build());
+        let delete =
+            mock!(Client::delete_rest_api).then_output(|| DeleteRestApiOutput::builder().build());
+        let (mut ctx, _log) = simulated(&[&deploy, &delete]);
+        let sent = Sent::on(&mut ctx);
+        let gw = ctx.aws.apigateway.clone();
+        for i in 0..2 {
+            gw.create_deployment()
+                .rest_api_id("api")
+                .send()
+                .await
+                .expect("deployed");
+            gw.delete_rest_api()
+                .rest_api_id(format!("api{i}"))
+                .send()
+                .await
+                .expect("deleted");
+        }
+        for (op, quota) in [
+            ("CreateDeployment", Quota::CreateDeployment),
+            ("DeleteRestApi", Quota::DeleteRestApi),
+        ] {
+            let gaps = sent.gaps(op);
+            assert_eq!(gaps.len(), 1, "{op}");
+            assert!(gaps[0] >= quota.interval(), "{op}: {:?}", gaps[0]);
+        }
     }
 }
 

@@ -4,10 +4,9 @@
 //!
 //! Named creates are retried by the SDK and fail with "already exists"; the engine then reads
 //! the resource, finds our tags and finishes it. Unnamed creates (no name, no client token) are
-//! never sent twice blindly: the engine looks for what the first attempt made first.
-//!
-//! Not covered yet: CreateDeployment (the stage's provider sends it without SDK retries, so a
-//! lost answer fails the stage and leaves an unused deployment behind).
+//! never sent twice blindly: the engine looks for what the first attempt made first. A
+//! deployment (no name, no client token, never resent by the SDK) is looked for by the content
+//! hash its description records.
 
 mod common;
 
@@ -44,6 +43,7 @@ fn rules() -> Vec<Rule> {
         Rule::new("CreateRestApi", rest("POST", "/restapis")),
         Rule::new("CreateApiKey", rest("POST", "/apikeys")),
         Rule::new("CreateUsagePlan", rest("POST", "/usageplans")),
+        Rule::new("CreateDeployment", rest("POST", "/restapis/*/deployments")),
     ]
 }
 

@@ -9,7 +9,9 @@
 //! connection: the engine's parallelism would otherwise turn into 429s that the SDK retries
 //! with a backoff far longer than a little pacing. The limits are AWS's documented defaults
 //! (API Gateway quotas, "creating, deploying and managing an API"); the pacer applies to every
-//! target, the emulator included, so the benchmark measures what AWS would cost.
+//! target, the emulator included, so the benchmark measures what AWS would cost. It is the one
+//! place API Gateway calls are spaced: every caller of the client goes through it, and every
+//! attempt (an SDK retry, or a provider's bounded retry of TooManyRequests) waits its turn.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,7 +39,12 @@ pub const API_GATEWAY_TOTAL: Limit = Limit {
     burst: 40,
 };
 
-/// The per-operation limits of API Gateway, by SDK operation name.
+/// CreateRestApi of an EDGE API (the default endpoint type): a pseudo-operation with its own,
+/// slower limit, counted in the same cell as every other CreateRestApi.
+pub const CREATE_EDGE_REST_API: &str = "CreateRestApi/EDGE";
+
+/// The per-operation limits of API Gateway, by SDK operation name (and
+/// [`CREATE_EDGE_REST_API`]).
 pub fn api_gateway_limit(operation: &str) -> Option<Limit> {
     let every = |secs| Limit {
         interval: Duration::from_secs(secs),
@@ -45,15 +52,27 @@ pub fn api_gateway_limit(operation: &str) -> Option<Limit> {
     };
     match operation {
         "CreateRestApi" => Some(every(3)),
+        CREATE_EDGE_REST_API => Some(every(30)),
         "CreateDeployment" => Some(every(5)),
         "DeleteRestApi" => Some(every(30)),
+        "UpdateAccount" => Some(every(20)),
         _ => None,
     }
 }
 
+/// The cell an operation's own limit counts in: both kinds of CreateRestApi are one operation
+/// to AWS, so after an EDGE create the next create of any type waits the EDGE interval.
+fn cell_of(operation: &str) -> &str {
+    match operation {
+        CREATE_EDGE_REST_API => "CreateRestApi",
+        op => op,
+    }
+}
+
 /// The SDK operation of an API Gateway request, for the operations with their own limit.
-/// API Gateway is a REST protocol: the method and path name the operation.
-fn api_gateway_operation(method: &str, path: &str) -> Option<&'static str> {
+/// API Gateway is a REST protocol: the method and path name the operation; a CreateRestApi's
+/// body says whether it is an EDGE API (as it is when it names no endpoint type).
+fn api_gateway_operation(method: &str, path: &str, body: Option<&[u8]>) -> Option<&'static str> {
     let parts: Vec<&str> = path
         .split('?')
         .next()
@@ -62,10 +81,27 @@ fn api_gateway_operation(method: &str, path: &str) -> Option<&'static str> {
         .split('/')
         .collect();
     match (method, parts.as_slice()) {
+        ("POST", ["restapis"]) if is_edge(body) => Some(CREATE_EDGE_REST_API),
         ("POST", ["restapis"]) => Some("CreateRestApi"),
         ("DELETE", ["restapis", _]) => Some("DeleteRestApi"),
         ("POST", ["restapis", _, "deployments"]) => Some("CreateDeployment"),
+        ("PATCH", ["account"]) => Some("UpdateAccount"),
         _ => None,
+    }
+}
+
+/// Whether a CreateRestApi body asks for an EDGE API. A body that cannot be read (streamed)
+/// counts as EDGE: the stricter limit is the safe guess.
+fn is_edge(body: Option<&[u8]>) -> bool {
+    let Some(json) = body.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok()) else {
+        return true;
+    };
+    match json
+        .pointer("/endpointConfiguration/types")
+        .and_then(|t| t.as_array())
+    {
+        None => true,
+        Some(types) => types.iter().any(|t| t.as_str() == Some("EDGE")),
     }
 }
 
@@ -103,8 +139,8 @@ impl Pacer {
         let now = Instant::now();
         let mut cells = self.cells.lock().expect("pacer poisoned");
         let own = operation
-            .and_then(|op| Some((op, api_gateway_limit(op)?)))
-            .map(|(op, limit)| cells.entry(op).or_default().reserve(limit, now))
+            .and_then(|op| Some((cell_of(op), api_gateway_limit(op)?)))
+            .map(|(cell, limit)| cells.entry(cell).or_default().reserve(limit, now))
             .unwrap_or(now);
         // The total's slot is taken now even for a call that waits for its own: a slot taken
         // in the future would hold up every call behind it.
@@ -173,10 +209,12 @@ impl HttpConnector for DecoratedConnector {
                     .split_once("://")
                     .map(|(_, rest)| rest.find('/').map(|i| &rest[i..]).unwrap_or("/"))
                     .unwrap_or(request.uri());
-                let at = pacer.reserve(api_gateway_operation(request.method(), path));
+                let operation =
+                    api_gateway_operation(request.method(), path, request.body().bytes());
+                let at = pacer.reserve(operation);
                 HttpConnectorFuture::new(async move {
                     if at > Instant::now() {
-                        tracing::info!(wait = ?(at - Instant::now()), "pacing an API Gateway call");
+                        tracing::info!(operation, wait = ?(at - Instant::now()), "pacing an API Gateway call to the account's quota");
                         tokio::time::sleep_until(at).await;
                     }
                     inner.call(request).await
@@ -205,7 +243,7 @@ pub fn api_gateway_throttled(attempts: &[(String, Instant)], slack: Duration) ->
         // A throttled attempt uses no capacity, so a cell only moves when AWS would accept.
         let mut limits = vec![("*", API_GATEWAY_TOTAL)];
         if let Some(limit) = api_gateway_limit(op) {
-            limits.push((op.as_str(), limit));
+            limits.push((cell_of(op), limit));
         }
         let mut next: Vec<(&str, Cell)> = Vec::new();
         let mut refused = false;
@@ -231,24 +269,77 @@ mod tests {
 
     #[test]
     fn operations_with_their_own_limit_are_recognised_by_method_and_path() {
+        let regional = br#"{"name":"a","endpointConfiguration":{"types":["REGIONAL"]}}"#;
         assert_eq!(
-            api_gateway_operation("POST", "/restapis"),
+            api_gateway_operation("POST", "/restapis", Some(regional)),
             Some("CreateRestApi")
         );
         assert_eq!(
-            api_gateway_operation("POST", "/restapis/abc/deployments"),
+            api_gateway_operation("POST", "/restapis/abc/deployments", None),
             Some("CreateDeployment")
         );
         assert_eq!(
-            api_gateway_operation("DELETE", "/restapis/abc"),
+            api_gateway_operation("DELETE", "/restapis/abc", None),
             Some("DeleteRestApi")
         );
-        assert_eq!(api_gateway_operation("GET", "/restapis"), None);
         assert_eq!(
-            api_gateway_operation("DELETE", "/restapis/abc/stages/v1"),
+            api_gateway_operation("PATCH", "/account", Some(b"{}")),
+            Some("UpdateAccount")
+        );
+        assert_eq!(api_gateway_operation("GET", "/account", None), None);
+        assert_eq!(api_gateway_operation("GET", "/restapis", None), None);
+        assert_eq!(
+            api_gateway_operation("DELETE", "/restapis/abc/stages/v1", None),
             None
         );
-        assert_eq!(api_gateway_operation("GET", "/restapis?limit=500"), None);
+        assert_eq!(
+            api_gateway_operation("GET", "/restapis?limit=500", None),
+            None
+        );
+    }
+
+    #[test]
+    fn an_edge_create_is_told_apart_by_its_body() {
+        let edge = br#"{"name":"a","endpointConfiguration":{"types":["EDGE"]}}"#;
+        assert_eq!(
+            api_gateway_operation("POST", "/restapis", Some(edge)),
+            Some(CREATE_EDGE_REST_API)
+        );
+        // No endpoint type: AWS makes an EDGE API.
+        assert_eq!(
+            api_gateway_operation("POST", "/restapis", Some(br#"{"name":"a"}"#)),
+            Some(CREATE_EDGE_REST_API)
+        );
+        // A body the pacer cannot see is given the stricter limit.
+        assert_eq!(
+            api_gateway_operation("POST", "/restapis", None),
+            Some(CREATE_EDGE_REST_API)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn both_kinds_of_create_rest_api_share_one_cell() {
+        let pacer = Pacer::new();
+        let t0 = Instant::now();
+        assert_eq!(pacer.reserve(Some(CREATE_EDGE_REST_API)), t0);
+        // The EDGE create's 30 s hold up the next REGIONAL create too.
+        assert_eq!(
+            pacer.reserve(Some("CreateRestApi")),
+            t0 + Duration::from_secs(30)
+        );
+        assert_eq!(
+            pacer.reserve(Some("CreateRestApi")),
+            t0 + Duration::from_secs(33)
+        );
+        assert_eq!(
+            pacer.reserve(Some("UpdateAccount")),
+            t0,
+            "other operations have their own cell"
+        );
+        assert_eq!(
+            pacer.reserve(Some("UpdateAccount")),
+            t0 + Duration::from_secs(20)
+        );
     }
 
     #[tokio::test(start_paused = true)]

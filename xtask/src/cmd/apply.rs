@@ -1,8 +1,8 @@
 //! `cargo xtask apply`: plan, confirm, lock, re-plan under the lock, execute, summarise.
 //!
 //! A plan without changes returns before the lock is taken, so a no-op apply makes no write
-//! call at all. The plan is read again under the lock: another run may have changed things
-//! between the first read and the confirmation.
+//! call at all. What the plan acts on is read again under the lock ([`plan::replan`]): another
+//! run may have changed it between the first read and the confirmation.
 
 use std::time::Instant;
 
@@ -125,12 +125,13 @@ pub async fn reconcile(
 
     let names = Names::new(&session.config, &session.env, &ctx.account_id);
     let work = async {
-        let second = plan::plan(
+        let second = plan::replan(
             ctx,
             &session.env,
             nodes(stack),
             &stack.ownership_tags,
             concurrency,
+            &first,
         )
         .await?;
         if fingerprint(&second) != fingerprint(&first) {

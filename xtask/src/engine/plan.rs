@@ -159,6 +159,68 @@ pub async fn plan(
     owner_tags: &BTreeMap<String, String>,
     concurrency: usize,
 ) -> Result<Plan> {
+    decide(ctx, env, nodes, owner_tags, concurrency, None).await
+}
+
+/// The plan again, reading only what `shown` acts on: apply calls it under the lock, to act on
+/// what is live now rather than on what was live when the plan was shown.
+///
+/// A resource `shown` leaves alone keeps its observation: re-reading all of them would make a
+/// one-function change cost a second whole plan. The lock keeps other runs of this tool from
+/// writing while it is held, so what the re-read can catch is a run that finished between the
+/// plan and the lock; if it changed a resource this plan acts on, the actions differ and apply
+/// stops. A change it made to anything else is left for the next plan to show, as is any
+/// change made outside this tool (which no lock keeps out).
+pub async fn replan(
+    ctx: &Ctx,
+    env: &str,
+    nodes: Vec<Arc<dyn Node>>,
+    owner_tags: &BTreeMap<String, String>,
+    concurrency: usize,
+    shown: &Plan,
+) -> Result<Plan> {
+    decide(ctx, env, nodes, owner_tags, concurrency, Some(shown)).await
+}
+
+/// What `shown` decided about `id` when it decided to leave it alone: the node it read (with
+/// its live state) and an observation that decides the same again. `None`: read it again.
+fn kept(shown: &Plan, node: &Arc<dyn Node>) -> Option<(Arc<dyn Node>, super::Observation)> {
+    let id = node.id();
+    let Some(planned) = shown.resources.iter().find(|r| r.id == id) else {
+        // Not in the plan at all: unwanted and already gone.
+        return (node.ensure() == Ensure::Absent).then(|| {
+            let gone = super::Observation {
+                exists: false,
+                ownership: Ownership::Ours,
+                changes: Vec::new(),
+            };
+            (node.clone(), gone)
+        });
+    };
+    let ownership = match planned.action {
+        Action::NoOp => Ownership::Ours,
+        Action::Conflict => Ownership::Foreign,
+        _ => return None,
+    };
+    let read = shown.nodes.iter().find(|n| n.id() == id)?.clone();
+    Some((
+        read,
+        super::Observation {
+            exists: true,
+            ownership,
+            changes: Vec::new(),
+        },
+    ))
+}
+
+async fn decide(
+    ctx: &Ctx,
+    env: &str,
+    nodes: Vec<Arc<dyn Node>>,
+    owner_tags: &BTreeMap<String, String>,
+    concurrency: usize,
+    shown: Option<&Plan>,
+) -> Result<Plan> {
     let order = topo_order(&nodes)?;
     let nodes: Vec<Arc<dyn Node>> = order.into_iter().map(|i| nodes[i].clone()).collect();
     let stage = crate::aws::next_stage();
@@ -167,11 +229,15 @@ pub async fn plan(
         kind: "plan",
         node: node.id().to_string(),
     };
-    let observations = futures::stream::iter(nodes.iter().cloned())
+    let observed = futures::stream::iter(nodes)
         .map(|n| async move {
+            if let Some(kept) = shown.and_then(|p| kept(p, &n)) {
+                return Ok(kept);
+            }
             crate::aws::scoped(scope(n.as_ref()), n.observe(ctx, owner_tags))
                 .await
                 .with_context(|| format!("reading {} ({})", n.id(), n.name()))
+                .map(|o| (n, o))
         })
         // Reads change nothing and cost one round-trip each: let more of them overlap than
         // writes, so a plan is about as deep as its slowest resource.
@@ -180,6 +246,8 @@ pub async fn plan(
         .await
         .into_iter()
         .collect::<Result<Vec<_>>>()?;
+    let (nodes, observations): (Vec<Arc<dyn Node>>, Vec<super::Observation>) =
+        observed.into_iter().unzip();
 
     let mut resources: Vec<Planned> = Vec::with_capacity(nodes.len());
     let mut by_id: HashMap<String, usize> = HashMap::new();

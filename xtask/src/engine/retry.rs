@@ -4,8 +4,8 @@
 //! conditions only the caller can recognise from a typed error (a role not yet assumable, a
 //! function update in progress) or a state to wait for (a table becoming ACTIVE). Both are
 //! bounded by a deadline (and optionally by a number of attempts), back off exponentially with
-//! jitter, and log each attempt. [`Pace`] spaces the calls of an operation whose per-account
-//! quota is far below the SDK's own retry rate (API Gateway's CreateRestApi, UpdateAccount).
+//! jitter, and log each attempt. (Spacing calls to a per-account quota is the transport's job:
+//! `aws::transport`'s pacer sees every attempt of every caller.)
 
 use std::future::Future;
 use std::time::Duration;
@@ -92,38 +92,6 @@ where
                 attempt += 1;
             }
         }
-    }
-}
-
-/// Spaces the calls of one operation at least an interval apart within this process.
-///
-/// Some AWS quotas are a handful of calls per minute per account (CreateRestApi for an EDGE
-/// API: one per 30 s). Retrying on TooManyRequests alone would spend those calls on errors;
-/// pacing makes this process's own calls fit the quota, and the bounded retry is left for
-/// calls made by others in the same account.
-#[derive(Debug, Default)]
-pub struct Pace {
-    next: tokio::sync::Mutex<Option<Instant>>,
-}
-
-impl Pace {
-    pub const fn new() -> Pace {
-        Pace {
-            next: tokio::sync::Mutex::const_new(None),
-        }
-    }
-
-    /// Waits until `interval` has passed since the previous call through this pace, then
-    /// claims the slot. Concurrent callers queue in turn.
-    pub async fn wait(&self, what: &str, interval: Duration) {
-        let mut next = self.next.lock().await;
-        if let Some(at) = *next
-            && at > Instant::now()
-        {
-            tracing::info!(what, delay = ?(at - Instant::now()), "pacing to the account's quota");
-            tokio::time::sleep_until(at).await;
-        }
-        *next = Some(Instant::now() + interval);
     }
 }
 
@@ -245,24 +213,6 @@ mod tests {
         .await;
         assert_eq!(out, Err("throttled"));
         assert_eq!(calls.get(), 3);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn pace_spaces_calls_by_the_interval() {
-        let pace = Pace::new();
-        let interval = Duration::from_secs(30);
-        let start = Instant::now();
-        pace.wait("op", interval).await;
-        assert_eq!(
-            start.elapsed(),
-            Duration::ZERO,
-            "the first call goes at once"
-        );
-        pace.wait("op", interval).await;
-        let second = start.elapsed();
-        pace.wait("op", interval).await;
-        assert!(second >= interval, "second call after {second:?}");
-        assert!(start.elapsed() >= interval * 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -166,7 +166,6 @@ impl Provider for ApiAccount {
             Quota::UpdateAccount.backoff(ctx.wait_timeout),
             ACCOUNT_ATTEMPTS,
             || async {
-                Quota::UpdateAccount.paced().await;
                 ctx.aws
                     .apigateway
                     .update_account()

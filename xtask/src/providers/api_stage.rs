@@ -5,7 +5,8 @@
 //! ([`stacks::RestApiSpec::deployment_hash`]), so the plan compares hashes: equal means the
 //! stage serves exactly the wanted API and nothing is deployed; different (or a deployment
 //! without our hash) means exactly one new deployment. CreateDeployment is limited to one
-//! every 5 s per account, so it goes through the retry helper with that interval.
+//! every 5 s per account, so it goes through the retry helper with that interval; a lost
+//! answer is followed by a look for the deployment it may have made ([`deploy`]).
 //!
 //! The stage also carries JSON access logs and method throttling. Access logging needs the
 //! account's API Gateway CloudWatch role: checked before the stage is configured, with a
@@ -16,12 +17,13 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::{Context as _, Result, bail};
 use async_trait::async_trait;
 use aws_sdk_apigateway::error::SdkError;
+use aws_sdk_apigateway::operation::create_deployment::CreateDeploymentError;
 use aws_sdk_apigateway::operation::delete_deployment::DeleteDeploymentError;
 use aws_sdk_apigateway::operation::delete_stage::DeleteStageError;
-use aws_sdk_apigateway::operation::get_deployment::GetDeploymentError;
 use aws_sdk_apigateway::operation::get_stage::GetStageError;
 use aws_sdk_apigateway::operation::get_stages::GetStagesError;
-use aws_sdk_apigateway::types::{Op, PatchOperation};
+use aws_sdk_apigateway::types::{Deployment, Op, PatchOperation};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use serde_json::Value;
 use stacks::{ApiStageSpec, DEPLOYMENT_HASH_PREFIX};
 
@@ -67,13 +69,16 @@ impl Provider for ApiStage {
         };
         let api_id = api.id().unwrap_or_default().to_string();
         let gw = &ctx.aws.apigateway;
-        let stage = match gw
-            .get_stage()
-            .rest_api_id(&api_id)
-            .stage_name(&spec.stage_name)
-            .send()
-            .await
-        {
+        // The stage and the API's deployments at once (pruning keeps them few): the hash the
+        // served deployment records is found without a GetDeployment after GetStage.
+        let (stage, deployments) = tokio::join!(
+            gw.get_stage()
+                .rest_api_id(&api_id)
+                .stage_name(&spec.stage_name)
+                .send(),
+            all_deployments(ctx, &api_id)
+        );
+        let stage = match stage {
             Ok(s) => s,
             Err(SdkError::ServiceError(e))
                 if matches!(e.err(), GetStageError::NotFoundException(_)) =>
@@ -83,24 +88,17 @@ impl Provider for ApiStage {
             Err(e) => return Err(e).context("GetStage"),
         };
         let deployment_id = stage.deployment_id().map(str::to_string);
-        let deployed_hash = match &deployment_id {
-            None => None,
-            Some(id) => match gw
-                .get_deployment()
-                .rest_api_id(&api_id)
-                .deployment_id(id)
-                .send()
-                .await
-            {
-                Ok(d) => recorded_hash(d.description()),
-                Err(SdkError::ServiceError(e))
-                    if matches!(e.err(), GetDeploymentError::NotFoundException(_)) =>
-                {
-                    None
-                }
-                Err(e) => return Err(e).context("GetDeployment"),
-            },
-        };
+        let deployed_hash = deployment_id.as_deref().and_then(|id| {
+            deployments
+                .as_ref()
+                .ok()?
+                .iter()
+                .find(|d| d.id() == Some(id))
+                .and_then(|d| recorded_hash(d.description()))
+        });
+        if deployment_id.is_some() {
+            deployments?;
+        }
         let throttle = stage
             .method_settings()
             .and_then(|m| m.get("*/*"))
@@ -279,17 +277,51 @@ async fn patch_stage(
 }
 
 /// Creates a deployment recording `hash`, waiting out the account's deployment quota.
+///
+/// A deployment has no name and CreateDeployment no client token, so the SDK never resends it
+/// (`no_sdk_retries`). When its answer is lost (no answer, a timeout, a server error) AWS may
+/// have made it: before sending it again, look for a deployment recording the same hash. It
+/// froze the same definition, so the stage can serve it, and no second one is made.
 async fn deploy(ctx: &Ctx, api_id: &str, hash: &str) -> Result<String> {
-    let gw = &ctx.aws.apigateway;
     let description = format!("{DEPLOYMENT_HASH_PREFIX}{hash}");
+    let failed = match create_deployment(ctx, api_id, &description).await {
+        Ok(id) => return Ok(id),
+        Err(e) if crate::aws::answer_lost(&e) => e,
+        Err(e) => return Err(e).context("CreateDeployment"),
+    };
+    let failed = aws_sdk_apigateway::error::DisplayErrorContext(&failed).to_string();
+    if let Some(id) = find_deployment(ctx, api_id, &description).await? {
+        tracing::warn!(
+            api_id,
+            deployment = id,
+            error = failed,
+            "CreateDeployment's answer was lost but it made the deployment: using it"
+        );
+        return Ok(id);
+    }
+    tracing::warn!(
+        api_id,
+        error = failed,
+        "CreateDeployment's answer was lost and it made nothing: creating again"
+    );
+    create_deployment(ctx, api_id, &description)
+        .await
+        .with_context(|| format!("CreateDeployment (again, after a lost answer: {failed})"))
+}
+
+async fn create_deployment(
+    ctx: &Ctx,
+    api_id: &str,
+    description: &str,
+) -> Result<String, SdkError<CreateDeploymentError, HttpResponse>> {
+    let gw = &ctx.aws.apigateway;
     let d = retry(
         "CreateDeployment",
         Quota::CreateDeployment.backoff(ctx.wait_timeout),
         || async {
-            Quota::CreateDeployment.paced().await;
             gw.create_deployment()
                 .rest_api_id(api_id)
-                .description(&description)
+                .description(description)
                 .customize()
                 .config_override(apigw::no_sdk_retries())
                 .send()
@@ -297,11 +329,42 @@ async fn deploy(ctx: &Ctx, api_id: &str, hash: &str) -> Result<String> {
         },
         apigw::deployment_retryable,
     )
-    .await
-    .context("CreateDeployment")?;
-    d.id()
-        .map(str::to_string)
-        .context("CreateDeployment returned no id")
+    .await?;
+    Ok(d.id().unwrap_or_default().to_string())
+}
+
+/// The newest deployment of the API whose description is `description`, if any.
+async fn find_deployment(ctx: &Ctx, api_id: &str, description: &str) -> Result<Option<String>> {
+    Ok(all_deployments(ctx, api_id)
+        .await?
+        .into_iter()
+        .filter(|d| d.description() == Some(description))
+        .filter_map(|d| Some((d.created_date().map(|t| t.secs()), d.id()?.to_string())))
+        .max_by_key(|(created, _)| *created)
+        .map(|(_, id)| id))
+}
+
+/// Every deployment of the API (all pages of GetDeployments).
+async fn all_deployments(ctx: &Ctx, api_id: &str) -> Result<Vec<Deployment>> {
+    let mut all = Vec::new();
+    let mut position = None;
+    loop {
+        let page = ctx
+            .aws
+            .apigateway
+            .get_deployments()
+            .rest_api_id(api_id)
+            .limit(500)
+            .set_position(position)
+            .send()
+            .await
+            .context("GetDeployments")?;
+        all.extend(page.items().iter().cloned());
+        match page.position() {
+            Some(p) if !p.is_empty() && !page.items().is_empty() => position = Some(p.to_string()),
+            _ => return Ok(all),
+        }
+    }
 }
 
 /// Deletes our deployments that no stage serves any more, so they do not pile up.

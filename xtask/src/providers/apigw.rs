@@ -2,9 +2,10 @@
 //! the only stable handle: there is no state file to remember ids in), the account's request
 //! quotas on a few control-plane calls, and the ARNs API Gateway resources are tagged by.
 //!
-//! The quota-limited calls are paced within this process ([`Quota::paced`]) so that our own
-//! calls never exceed the quota, and a TooManyRequests (someone else in the account used it)
-//! is retried a bounded number of times ([`QUOTA_ATTEMPTS`]), a quota interval apart.
+//! The quota-limited calls are paced by the API Gateway client itself
+//! ([`crate::aws::transport`]), so that this process's calls never exceed the quota; a
+//! TooManyRequests (someone else in the account used it) is retried here a bounded number of
+//! times ([`QUOTA_ATTEMPTS`]), a quota interval apart.
 
 use std::time::Duration;
 
@@ -15,8 +16,9 @@ use aws_sdk_apigateway::operation::create_rest_api::CreateRestApiError;
 use aws_sdk_apigateway::operation::delete_rest_api::DeleteRestApiError;
 use aws_sdk_apigateway::types::RestApi;
 
+use crate::aws::transport;
 use crate::engine::Ctx;
-use crate::engine::retry::{Backoff, Pace};
+use crate::engine::retry::Backoff;
 
 /// Attempts of a quota-limited call before its TooManyRequests is returned.
 pub const QUOTA_ATTEMPTS: u32 = 5;
@@ -37,14 +39,22 @@ pub enum Quota {
 }
 
 impl Quota {
-    pub fn interval(self) -> Duration {
+    /// The operation as the transport's pacer names it.
+    fn operation(self) -> &'static str {
         match self {
-            Quota::CreateDeployment => Duration::from_secs(5),
-            Quota::CreateRestApi => Duration::from_secs(3),
-            Quota::CreateEdgeRestApi => Duration::from_secs(30),
-            Quota::DeleteRestApi => Duration::from_secs(30),
-            Quota::UpdateAccount => Duration::from_secs(20),
+            Quota::CreateDeployment => "CreateDeployment",
+            Quota::CreateRestApi => "CreateRestApi",
+            Quota::CreateEdgeRestApi => transport::CREATE_EDGE_REST_API,
+            Quota::DeleteRestApi => "DeleteRestApi",
+            Quota::UpdateAccount => "UpdateAccount",
         }
+    }
+
+    /// The quota's interval, as the pacer applies it (one table of limits, in the transport).
+    pub fn interval(self) -> Duration {
+        transport::api_gateway_limit(self.operation())
+            .map(|l| l.interval)
+            .expect("every quota has a limit in the pacer")
     }
 
     /// The CreateRestApi quota for an endpoint type (`EDGE`, `REGIONAL`, `PRIVATE`).
@@ -54,23 +64,6 @@ impl Quota {
         } else {
             Quota::CreateRestApi
         }
-    }
-
-    /// Waits until this process may make the call again under the quota. Both CreateRestApi
-    /// quotas count against one operation, so they share a pace (the stricter interval of
-    /// the two applies to the call after an EDGE create).
-    pub async fn paced(self) {
-        static DEPLOYMENT: Pace = Pace::new();
-        static CREATE_API: Pace = Pace::new();
-        static DELETE_API: Pace = Pace::new();
-        static ACCOUNT: Pace = Pace::new();
-        let (pace, what) = match self {
-            Quota::CreateDeployment => (&DEPLOYMENT, "CreateDeployment"),
-            Quota::CreateRestApi | Quota::CreateEdgeRestApi => (&CREATE_API, "CreateRestApi"),
-            Quota::DeleteRestApi => (&DELETE_API, "DeleteRestApi"),
-            Quota::UpdateAccount => (&ACCOUNT, "UpdateAccount"),
-        };
-        pace.wait(what, self.interval()).await;
     }
 
     /// Backoff for a throttled call: the first retry waits one quota interval (retrying
@@ -303,14 +296,19 @@ mod tests {
         for q in [
             Quota::CreateDeployment,
             Quota::CreateRestApi,
+            Quota::CreateEdgeRestApi,
             Quota::DeleteRestApi,
+            Quota::UpdateAccount,
         ] {
             let b = q.backoff(Duration::from_secs(600));
             assert_eq!(b.first, q.interval());
             assert!(b.max >= b.first);
         }
         assert_eq!(Quota::CreateDeployment.interval(), Duration::from_secs(5));
+        assert_eq!(Quota::CreateRestApi.interval(), Duration::from_secs(3));
+        assert_eq!(Quota::CreateEdgeRestApi.interval(), Duration::from_secs(30));
         assert_eq!(Quota::DeleteRestApi.interval(), Duration::from_secs(30));
+        assert_eq!(Quota::UpdateAccount.interval(), Duration::from_secs(20));
     }
 
     #[tokio::test(start_paused = true)]

@@ -218,7 +218,7 @@ impl Provider for DynamoDbTable {
     const KIND: &'static str = "dynamodb_table";
 
     async fn read(&self, ctx: &Ctx, spec: &TableSpec) -> Result<Option<ObservedTable>> {
-        let Some(t) = describe(ctx, &spec.name).await? else {
+        let Some(t) = describe_once(ctx, &spec.name).await? else {
             return Ok(None);
         };
         if t.table_status() == Some(&TableStatus::Deleting) {
@@ -684,6 +684,16 @@ fn tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>> {
     tags.iter()
         .map(|(k, v)| Ok(Tag::builder().key(k).value(v).build()?))
         .collect()
+}
+
+/// The table as DescribeTable shows it, asked once per plan pass: the table's own read and the
+/// stream mapping's (which needs the table's current stream) share one call. Waits poll with
+/// [`describe`], which always asks afresh.
+pub async fn describe_once(ctx: &Ctx, name: &str) -> Result<Option<TableDescription>> {
+    crate::engine::lookup::once(&format!("dynamodb.DescribeTable.{name}"), || {
+        describe(ctx, name)
+    })
+    .await
 }
 
 async fn describe(ctx: &Ctx, name: &str) -> Result<Option<TableDescription>> {

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::operation::create_event_source_mapping::CreateEventSourceMappingError;
 use aws_sdk_lambda::operation::delete_event_source_mapping::DeleteEventSourceMappingError;
@@ -65,30 +64,18 @@ async fn stream_arn(ctx: &Ctx, table: &str) -> Result<Option<String>> {
     Ok(table_stream(ctx, table).await?.map(|(arn, _)| arn))
 }
 
-/// The table's current stream ARN and its view type.
+/// The table's current stream ARN and its view type (from the DescribeTable the table's own
+/// read makes in the same plan pass).
 async fn table_stream(ctx: &Ctx, table: &str) -> Result<Option<(String, Option<String>)>> {
-    match ctx
-        .aws
-        .dynamodb
-        .describe_table()
-        .table_name(table)
-        .send()
-        .await
-    {
-        Ok(t) => Ok(t.table().and_then(|t| {
+    Ok(super::dynamodb_table::describe_once(ctx, table)
+        .await?
+        .and_then(|t| {
             let view = t
                 .stream_specification()
                 .and_then(|s| s.stream_view_type())
                 .map(|v| v.as_str().to_string());
             t.latest_stream_arn().map(|arn| (arn.to_string(), view))
-        })),
-        Err(aws_sdk_dynamodb::error::SdkError::ServiceError(e))
-            if matches!(e.err(), DescribeTableError::ResourceNotFoundException(_)) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e).context("DescribeTable"),
-    }
+        }))
 }
 
 /// Lambda settles a mapping (Creating, Updating, Deleting) before it accepts the next change.

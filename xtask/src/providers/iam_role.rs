@@ -121,7 +121,17 @@ impl Provider for IamRole {
 
     async fn read(&self, ctx: &Ctx, spec: &RoleSpec) -> Result<Option<ObservedRole>> {
         let iam = &ctx.aws.iam;
-        let role = match iam.get_role().role_name(&spec.name).send().await {
+        // The role and both policy listings at once: each names the role, none needs another's
+        // answer, and a missing role makes all three fail alike. GetRole carries the role's tags
+        // (up to IAM's 50 per role): no ListRoleTags needed.
+        let (role, attached, inline_names) = tokio::join!(
+            iam.get_role().role_name(&spec.name).send(),
+            iam.list_attached_role_policies()
+                .role_name(&spec.name)
+                .send(),
+            iam.list_role_policies().role_name(&spec.name).send(),
+        );
+        let role = match role {
             Ok(r) => r,
             Err(SdkError::ServiceError(e))
                 if matches!(e.err(), GetRoleError::NoSuchEntityException(_)) =>
@@ -136,13 +146,6 @@ impl Provider for IamRole {
             .map(parse_policy)
             .transpose()?
             .unwrap_or(Value::Null);
-        // GetRole carries the role's tags (up to IAM's 50 per role): no ListRoleTags needed.
-        let (attached, inline_names) = tokio::join!(
-            iam.list_attached_role_policies()
-                .role_name(&spec.name)
-                .send(),
-            iam.list_role_policies().role_name(&spec.name).send(),
-        );
         let managed_policy_arns = attached
             .context("ListAttachedRolePolicies")?
             .attached_policies()

@@ -79,6 +79,10 @@ pub struct ObservedFunction {
     pub versions: Vec<Version>,
     /// The version the alias points at, `None` without alias.
     pub alias_target: Option<String>,
+    /// Where `$LATEST` was in Lambda's update cycle when read: a function read as
+    /// [`Readiness::Ready`] takes the first write without waiting (a ResourceConflict from
+    /// an update since is retried all the same).
+    pub readiness: Readiness,
 }
 
 impl ObservedFunction {
@@ -346,7 +350,18 @@ impl Provider for LambdaFunction {
 
     async fn read(&self, ctx: &Ctx, spec: &FunctionSpec) -> Result<Option<ObservedFunction>> {
         let lambda = &ctx.aws.lambda;
-        let f = match lambda.get_function().function_name(&spec.name).send().await {
+        // The three parts are asked at once: each names the function, none needs another's
+        // answer, and a missing function makes all three fail alike.
+        let (f, versions, alias) = tokio::join!(
+            lambda.get_function().function_name(&spec.name).send(),
+            list_versions(ctx, &spec.name),
+            lambda
+                .get_alias()
+                .function_name(&spec.name)
+                .name(&spec.alias)
+                .send()
+        );
+        let f = match f {
             Ok(f) => f,
             Err(SdkError::ServiceError(e))
                 if matches!(e.err(), GetFunctionError::ResourceNotFoundException(_)) =>
@@ -358,14 +373,6 @@ impl Provider for LambdaFunction {
         let c = f
             .configuration()
             .context("GetFunction returned no configuration")?;
-        let (versions, alias) = tokio::join!(
-            list_versions(ctx, &spec.name),
-            lambda
-                .get_alias()
-                .function_name(&spec.name)
-                .name(&spec.alias)
-                .send()
-        );
         let alias_target = match alias {
             Ok(a) => a.function_version().map(str::to_string),
             Err(SdkError::ServiceError(e))
@@ -382,6 +389,11 @@ impl Provider for LambdaFunction {
             tags: f.tags().cloned().unwrap_or_default().into_iter().collect(),
             versions: versions?,
             alias_target,
+            readiness: readiness(
+                c.state(),
+                c.last_update_status(),
+                c.last_update_status_reason().or(c.state_reason()),
+            ),
         }))
     }
 
@@ -536,11 +548,16 @@ impl Provider for LambdaFunction {
         let has = |f: &str| changes.iter().any(|c| c.field == f);
         // Whether this run has sent an update yet (see `wait_ready`).
         let mut updated = false;
+        // The read that planned this update saw the function settled: the first write goes
+        // without another look (one round-trip fewer on every code change).
+        let mut settled = o.readiness == Readiness::Ready;
         if has("code") {
             if spec.code_sha256_b64.is_empty() {
                 anyhow::bail!("no built artifact for function {}", spec.name);
             }
-            wait_ready(ctx, &spec.name, updated).await?;
+            if !std::mem::take(&mut settled) {
+                wait_ready(ctx, &spec.name, updated).await?;
+            }
             retry(
                 &format!("UpdateFunctionCode {}", spec.name),
                 conflict_backoff(ctx),
@@ -561,7 +578,9 @@ impl Provider for LambdaFunction {
         }
         if CONFIG_FIELDS.iter().any(|f| *f != "architecture" && has(f)) {
             let c = desired(spec);
-            wait_ready(ctx, &spec.name, updated).await?;
+            if !std::mem::take(&mut settled) {
+                wait_ready(ctx, &spec.name, updated).await?;
+            }
             let young = tokio::sync::OnceCell::new();
             let (c, young) = (&c, &young);
             retry(
@@ -608,8 +627,12 @@ impl Provider for LambdaFunction {
             update_tags(ctx, spec, o).await?;
         }
         let mut alias_target = o.alias_target.clone();
+        // Versions that exist after this update: the ones read plus the one published here.
+        let mut versions: Vec<u64> = o.versions.iter().map(|v| v.number).collect();
         if has("version") {
-            wait_ready(ctx, &spec.name, updated).await?;
+            if !std::mem::take(&mut settled) {
+                wait_ready(ctx, &spec.name, updated).await?;
+            }
             let published = retry(
                 &format!("PublishVersion {}", spec.name),
                 conflict_backoff(ctx),
@@ -630,6 +653,7 @@ impl Provider for LambdaFunction {
                 .context("PublishVersion returned no version")?
                 .to_string();
             point_alias(ctx, spec, o.alias_target.as_deref(), &version).await?;
+            versions.extend(version.parse::<u64>().ok());
             alias_target = Some(version);
         } else if has("alias")
             && let Some(v) = o.current_version(spec)
@@ -638,7 +662,7 @@ impl Provider for LambdaFunction {
             alias_target = Some(v.to_string());
         }
         if has("purge_versions") || has("version") {
-            purge(ctx, spec, alias_target.as_deref()).await?;
+            purge(ctx, spec, &versions, alias_target.as_deref()).await?;
         }
         Ok(())
     }
@@ -739,24 +763,29 @@ async fn point_alias(
     Ok(())
 }
 
-/// Deletes versions beyond `keep_versions`, oldest first, never the alias target.
-async fn purge(ctx: &Ctx, spec: &FunctionSpec, alias_target: Option<&str>) -> Result<()> {
-    let numbers: Vec<u64> = list_versions(ctx, &spec.name)
-        .await?
-        .iter()
-        .map(|v| v.number)
-        .collect();
+/// Deletes versions beyond `keep_versions`, oldest first, never the alias target. `versions`
+/// are the ones this run knows of (read by the plan, plus what it published): listing them
+/// again would cost a round-trip on every code change, and a version someone else published
+/// meanwhile is only left for the next run to purge. The deletions go out together.
+async fn purge(
+    ctx: &Ctx,
+    spec: &FunctionSpec,
+    versions: &[u64],
+    alias_target: Option<&str>,
+) -> Result<()> {
     let protect = alias_target.and_then(|v| v.parse().ok());
-    for v in versions_to_purge(&numbers, spec.keep_versions as usize, protect) {
-        match ctx
-            .aws
+    let doomed = versions_to_purge(versions, spec.keep_versions as usize, protect);
+    let deleted = futures::future::join_all(doomed.iter().map(|v| {
+        ctx.aws
             .lambda
             .delete_function()
             .function_name(&spec.name)
             .qualifier(v.to_string())
             .send()
-            .await
-        {
+    }))
+    .await;
+    for (v, result) in doomed.iter().zip(deleted) {
+        match result {
             Ok(_) => {}
             Err(e) if e.code() == Some("ResourceNotFoundException") => {}
             Err(e) => return Err(e).with_context(|| format!("DeleteFunction version {v}")),
@@ -830,6 +859,7 @@ mod tests {
                 })
                 .collect(),
             alias_target: Some(versions.to_string()),
+            readiness: Readiness::Ready,
         }
     }
 

@@ -61,7 +61,6 @@ pub const DEPLOY_ROLE: &[Permission] = &[
     p("apigateway", "get_account", &["apigateway:GET"]),
     p("apigateway", "get_api_key", &["apigateway:GET"]),
     p("apigateway", "get_api_keys", &["apigateway:GET"]),
-    p("apigateway", "get_deployment", &["apigateway:GET"]),
     p("apigateway", "get_deployments", &["apigateway:GET"]),
     p("apigateway", "get_gateway_responses", &["apigateway:GET"]),
     p("apigateway", "get_request_validators", &["apigateway:GET"]),
@@ -309,9 +308,8 @@ pub const DEPLOY_ROLE: &[Permission] = &[
         "get_public_access_block",
         &["s3:GetBucketPublicAccessBlock"],
     ),
-    p("s3", "head_bucket", &["s3:ListBucket"]),
-    p("s3", "head_object", &["s3:GetObject"]),
     p("s3", "list_object_versions", &["s3:ListBucketVersions"]),
+    p("s3", "list_objects_v2", &["s3:ListBucket"]),
     p(
         "s3",
         "put_bucket_encryption",

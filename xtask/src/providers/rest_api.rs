@@ -386,7 +386,6 @@ impl Provider for RestApi {
             quota.backoff(ctx.wait_timeout),
             apigw::QUOTA_ATTEMPTS,
             || async move {
-                quota.paced().await;
                 gw.create_rest_api()
                     .name(&spec.name)
                     .description(&spec.description)
@@ -465,7 +464,6 @@ impl Provider for RestApi {
             "DeleteRestApi",
             Quota::DeleteRestApi.backoff(ctx.wait_timeout),
             || async {
-                Quota::DeleteRestApi.paced().await;
                 gw.delete_rest_api()
                     .rest_api_id(&o.id)
                     .customize()

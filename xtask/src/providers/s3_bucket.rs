@@ -21,7 +21,6 @@ use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::create_bucket::CreateBucketError;
-use aws_sdk_s3::operation::head_bucket::HeadBucketError;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, Delete,
     ExpirationStatus, LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration,
@@ -152,28 +151,10 @@ impl Provider for S3Bucket {
     async fn read(&self, ctx: &Ctx, spec: &BucketSpec) -> Result<Option<ObservedBucket>> {
         let s3 = &ctx.aws.s3;
         let b = spec.name.as_str();
-        match s3.head_bucket().bucket(b).send().await {
-            Ok(_) => {}
-            Err(SdkError::ServiceError(e)) if matches!(e.err(), HeadBucketError::NotFound(_)) => {
-                return Ok(None);
-            }
-            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(403) => {
-                anyhow::bail!(
-                    "bucket name {b} is taken by another AWS account (HeadBucket: 403); set buckets.name_suffix to choose another"
-                )
-            }
-            Err(e) => return Err(e).context("HeadBucket"),
-        }
-        let tags = match s3.get_bucket_tagging().bucket(b).send().await {
-            Ok(t) => t
-                .tag_set()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string()))
-                .collect(),
-            Err(e) if error_code(&e) == Some("NoSuchTagSet") => BTreeMap::new(),
-            Err(e) => return Err(e).context("GetBucketTagging"),
-        };
-        let (versioning, encryption, pab, ownership, lifecycle, policy) = tokio::join!(
+        // Every part at once, no HeadBucket first: each call names the bucket, and the tagging
+        // call's answer says whether it exists (NoSuchBucket) or is another account's (403).
+        let (tagging, versioning, encryption, pab, ownership, lifecycle, policy) = tokio::join!(
+            s3.get_bucket_tagging().bucket(b).send(),
             s3.get_bucket_versioning().bucket(b).send(),
             s3.get_bucket_encryption().bucket(b).send(),
             s3.get_public_access_block().bucket(b).send(),
@@ -181,6 +162,21 @@ impl Provider for S3Bucket {
             s3.get_bucket_lifecycle_configuration().bucket(b).send(),
             s3.get_bucket_policy().bucket(b).send(),
         );
+        let tags = match tagging {
+            Ok(t) => t
+                .tag_set()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
+            Err(e) if error_code(&e) == Some("NoSuchTagSet") => BTreeMap::new(),
+            Err(e) if error_code(&e) == Some("NoSuchBucket") => return Ok(None),
+            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(403) => {
+                anyhow::bail!(
+                    "bucket name {b} is taken by another AWS account (GetBucketTagging: 403); set buckets.name_suffix to choose another"
+                )
+            }
+            Err(e) => return Err(e).context("GetBucketTagging"),
+        };
         let versioning = versioning.context("GetBucketVersioning")?.status()
             == Some(&BucketVersioningStatus::Enabled);
         let encryption = match encryption {

@@ -1,16 +1,17 @@
 //! Content-addressed S3 objects (function zips in the artifacts bucket).
 //!
 //! The key contains the content's SHA-256, so an object that exists is by construction the
-//! right one: read is one HeadObject, and there is never an update, only an upload when the
-//! key is absent. S3 verifies the upload against the `ChecksumSHA256` we send, so a corrupted
+//! right one: reading is knowing whether the key exists, and there is never an update, only an
+//! upload when the key is absent. One listing of the key's folder per plan pass answers that
+//! for every artifact of the stack (they share `functions/`), instead of one HeadObject each. S3 verifies the upload against the `ChecksumSHA256` we send, so a corrupted
 //! transfer fails instead of being stored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use aws_sdk_s3::error::SdkError;
-use aws_sdk_s3::operation::head_object::HeadObjectError;
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
 use serde_json::Value;
@@ -26,6 +27,42 @@ pub struct ObservedObject {
     pub size: i64,
 }
 
+/// Every key under `prefix` with its size; `None` when the bucket does not exist (yet, on a
+/// first apply, or any more, after destroy).
+async fn list(ctx: &Ctx, bucket: &str, prefix: &str) -> Result<Option<HashMap<String, i64>>> {
+    let mut keys = HashMap::new();
+    let mut token = None;
+    loop {
+        let page = match ctx
+            .aws
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+        {
+            Ok(page) => page,
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), ListObjectsV2Error::NoSuchBucket(_)) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e).context("ListObjectsV2"),
+        };
+        for o in page.contents() {
+            if let Some(key) = o.key() {
+                keys.insert(key.to_string(), o.size().unwrap_or_default());
+            }
+        }
+        match page.next_continuation_token() {
+            Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+            _ => return Ok(Some(keys)),
+        }
+    }
+}
+
 #[async_trait]
 impl Provider for S3Object {
     type Spec = ObjectSpec;
@@ -33,25 +70,19 @@ impl Provider for S3Object {
     const KIND: &'static str = "s3_object";
 
     async fn read(&self, ctx: &Ctx, spec: &ObjectSpec) -> Result<Option<ObservedObject>> {
-        match ctx
-            .aws
-            .s3
-            .head_object()
-            .bucket(&spec.bucket)
-            .key(&spec.key)
-            .send()
-            .await
-        {
-            Ok(o) => Ok(Some(ObservedObject {
-                size: o.content_length().unwrap_or_default(),
-            })),
-            Err(SdkError::ServiceError(e)) if matches!(e.err(), HeadObjectError::NotFound(_)) => {
-                Ok(None)
-            }
-            // The bucket itself is not there yet (first apply) or any more (after destroy).
-            Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(None),
-            Err(e) => Err(e).context("HeadObject"),
-        }
+        // The top folder of the key: `functions/` for every function's zip.
+        let folder = match spec.key.split_once('/') {
+            Some((top, _)) => format!("{top}/"),
+            None => String::new(),
+        };
+        let listing = crate::engine::lookup::once(
+            &format!("s3.ListObjectsV2.{}.{folder}", spec.bucket),
+            || list(ctx, &spec.bucket, &folder),
+        )
+        .await?;
+        Ok(listing
+            .and_then(|keys| keys.get(&spec.key).copied())
+            .map(|size| ObservedObject { size }))
     }
 
     /// Objects belong to their bucket, which carries the ownership tags.

@@ -192,8 +192,8 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
             })
             .await?,
     );
-    // Every zip changes with the variant, but only one function's code reference is taken
-    // from the new set: a one-function code change.
+    // Every zip changes with the variant, but only one function's artifact and code
+    // reference are taken from the new set: a one-function code change.
     let changed = session(one_function_changed(&first.stack, stack_for(1)?));
     let s = &changed.stack;
     phases.push(
@@ -290,19 +290,27 @@ fn stack_with_code(
     )
 }
 
-/// `new` with only the first function's code reference taken over into `old`.
+/// `new` with only the first function's code taken over into `old`: its artifact (the new
+/// zip to upload) and the function's code reference, as a one-line change in one handler
+/// would make them.
 fn one_function_changed(old: &Stack, new: Stack) -> Stack {
-    let function = stacks::invoice_app::function_id(stacks::invoice_app::FUNCTIONS[0]);
+    let f = stacks::invoice_app::FUNCTIONS[0];
+    let changed = [
+        stacks::invoice_app::artifact_id(f),
+        stacks::invoice_app::function_id(f),
+    ];
     let mut stack = old.clone();
-    let changed = new
+    for r in new
         .resources
         .into_iter()
-        .find(|r| r.id == function)
-        .expect("the stack has the function");
-    for r in &mut stack.resources {
-        if r.id == function {
-            *r = changed.clone();
-        }
+        .filter(|r| changed.contains(&r.id))
+    {
+        let slot = stack
+            .resources
+            .iter_mut()
+            .find(|o| o.id == r.id)
+            .expect("the stack has the function and its artifact");
+        *slot = r;
     }
     stack
 }
