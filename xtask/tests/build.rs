@@ -234,10 +234,12 @@ fn discovers_only_crates_marked_as_functions() {
             FunctionCrate {
                 name: "hello-a".into(),
                 dir: root.join("functions/hello-a"),
+                lambda_feature: false,
             },
             FunctionCrate {
                 name: "hello-b".into(),
                 dir: root.join("functions/hello-b"),
+                lambda_feature: true,
             },
         ]
     );
@@ -296,6 +298,15 @@ fn copy_workspace() -> tempfile::TempDir {
     dir
 }
 
+const ET_EXEC: u16 = 2;
+const ET_DYN: u16 = 3;
+
+/// `e_type` of a little-endian ELF: [`ET_EXEC`] for a fixed-address executable, [`ET_DYN`] for
+/// a position-independent one.
+fn elf_type(elf: &[u8]) -> u16 {
+    u16::from_le_bytes([elf[16], elf[17]])
+}
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -324,7 +335,15 @@ fn host_build_end_to_end_is_incremental() {
         // One cargo run built both: each zip must hold its own function's binary.
         assert!(contains(&content, &artifact.function), "{artifact}");
         assert_eq!(artifact.binary_size, content.len() as u64);
+        // The host build is a plain one: no Lambda feature, position-independent as usual.
+        assert!(
+            !contains(&content, "built-with-lambda-feature"),
+            "{artifact}"
+        );
+        assert_eq!(elf_type(&content), ET_DYN, "{artifact}");
     }
+    let (_, _, hello_b, _) = unzip(&first[1].zip_path);
+    assert!(contains(&hello_b, "built-without-lambda-feature"));
     assert_ne!(first[0].sha256_hex, first[1].sha256_hex);
 
     // Nothing changed: nothing compiled, nothing repackaged, same hashes.
@@ -388,7 +407,13 @@ fn lambda_build_end_to_end() {
             inspect(Path::new("bootstrap"), &content).unwrap().machine,
             "x86_64"
         );
+        // LAMBDA_RUSTFLAGS reached the Lambda target: a fixed-address executable.
+        assert_eq!(elf_type(&content), ET_EXEC, "{artifact}");
     }
+    // hello-b declares a `lambda` feature, and only a Lambda build turns it on.
+    let (_, _, hello_b, _) = unzip(&report.artifacts[1].zip_path);
+    assert!(contains(&hello_b, "built-with-lambda-feature"));
+    assert!(!contains(&hello_b, "built-without-lambda-feature"));
     let table = report.table();
     assert!(
         table.contains(
@@ -498,7 +523,8 @@ fn host_builds_share_xtask_s_dependencies() {
 }
 
 /// The Lambda build of the real functions resolves only what they use: no aws-lc (ring is the
-/// crypto provider), no regex (no env-filter), no SSO client, no legacy hyper 0.14 stack.
+/// crypto provider), no regex (no env-filter), no SSO client, no legacy hyper 0.14 stack, no
+/// S3 client.
 #[test]
 fn lambda_builds_leave_out_what_the_functions_do_not_use() {
     let functions = build::discover(&repo_root()).unwrap();
@@ -523,10 +549,9 @@ fn lambda_builds_leave_out_what_the_functions_do_not_use() {
     assert!(found.is_empty(), "{found:?}");
     assert!(lambda.keys().any(|p| p.starts_with("ring ")));
 
-    // list-invoices alone links the DynamoDB client but not S3's.
-    let list = resolved_features(&["-e", "normal", "-p", "list-invoices"]);
-    assert!(list.keys().any(|p| p.starts_with("aws-sdk-dynamodb ")));
-    assert!(!list.keys().any(|p| p.starts_with("aws-sdk-s3 ")));
+    // No function links the S3 client: invoice-core signs its two S3 requests itself.
+    assert!(lambda.keys().any(|p| p.starts_with("aws-sdk-dynamodb ")));
+    assert!(!lambda.keys().any(|p| p.starts_with("aws-sdk-s3 ")));
 }
 
 /// Installs ziglang and cargo-zigbuild from PyPI into a fresh venv: needs the network and

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 
 use download_pdf::Deps;
 use invoice_core::dynamo::{DynamoInvoiceStore, DynamoProcessedStore};
-use invoice_core::s3::S3PdfStore;
+use invoice_core::s3::S3Bucket;
 use invoice_core::{aws, logging};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
@@ -22,7 +22,7 @@ async fn main() -> Result<(), Error> {
     let dynamodb = aws::dynamodb_client(&config);
     let invoices = DynamoInvoiceStore::new(dynamodb.clone(), invoices_table);
     let processed = DynamoProcessedStore::new(dynamodb, processed_table);
-    let presigner = S3PdfStore::new(aws::s3_client(&config), bucket);
+    let presigner = S3Bucket::new(&config, bucket);
     let deps = Deps {
         invoices: &invoices,
         processed: &processed,

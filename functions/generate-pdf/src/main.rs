@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use generate_pdf::Deps;
 use invoice_core::dynamo::DynamoProcessedStore;
 use invoice_core::pdf::Seller;
-use invoice_core::s3::S3PdfStore;
+use invoice_core::s3::S3Bucket;
 use invoice_core::{aws, logging};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
@@ -20,7 +20,7 @@ async fn main() -> Result<(), Error> {
     let processed_table = aws::required_env("PROCESSED_TABLE")?;
     let bucket = aws::required_env("PDF_BUCKET")?;
     let config = aws::sdk_config().await;
-    let pdfs = S3PdfStore::new(aws::s3_client(&config), bucket);
+    let pdfs = S3Bucket::new(&config, bucket);
     let processed = DynamoProcessedStore::new(aws::dynamodb_client(&config), processed_table);
     let seller = Seller::from_env();
     let deps = Deps {

@@ -10,7 +10,8 @@
 //! - [`http`]: API Gateway request parsing and JSON/text responses.
 //! - [`store`]: storage traits the handlers are written against, and [`ops`] built on them.
 //! - [`dynamo`] (feature `dynamodb`) and [`s3`] (feature `s3`): the AWS implementations of
-//!   those traits; a handler enables only the ones it calls, so it links only those SDK clients.
+//!   those traits; a handler enables only the ones it calls, so it links only what it uses
+//!   ([`s3`] signs its requests itself, without the S3 SDK client).
 //! - [`pdf`] (feature `pdf`): deterministic A4 invoice rendering with an embedded subset font.
 //! - [`memory`] (feature `test-util`): in-memory stores for tests.
 

@@ -10,6 +10,8 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
@@ -18,9 +20,13 @@ use aws_sdk_dynamodb::types::{
 use invoice_core::dynamo::{DynamoInvoiceStore, DynamoProcessedStore};
 use invoice_core::model::{CUSTOMER_INDEX, GUARD_OWNER, INVOICE_ID_GUARD};
 use invoice_core::ops::{InsertOutcome, insert_idempotent};
-use invoice_core::s3::S3PdfStore;
+use invoice_core::s3::S3Bucket;
 use invoice_core::store::{InvoiceStore, PdfStore, Presigner, ProcessedStore};
 use invoice_core::{Invoice, LineItem, ProcessedRecord, StoreError};
+
+fn test_credentials() -> Credentials {
+    Credentials::new("test", "test", None, None, "tests")
+}
 
 /// A moto server owned by one test.
 struct Moto {
@@ -30,6 +36,16 @@ struct Moto {
 
 impl Moto {
     fn start() -> Moto {
+        Self::start_with(&[])
+    }
+
+    /// A moto that checks the signature and IAM permissions of every request after the
+    /// first `unchecked` ones (moto's `INITIAL_NO_AUTH_ACTION_COUNT`).
+    fn start_checking_signatures_after(unchecked: u32) -> Moto {
+        Self::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", &unchecked.to_string())])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Moto {
         // The port is free when probed but could be taken before moto binds it: retry.
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")
@@ -45,6 +61,7 @@ impl Moto {
                     "-p",
                     &port.to_string(),
                 ])
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -90,17 +107,44 @@ impl Moto {
         aws_sdk_dynamodb::Client::from_conf(config)
     }
 
+    /// The functions' PDF bucket, configured as they configure it.
+    fn bucket(&self, bucket: &str) -> S3Bucket {
+        self.bucket_as(bucket, test_credentials())
+    }
+
+    fn bucket_as(&self, bucket: &str, credentials: Credentials) -> S3Bucket {
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .build();
+        S3Bucket::new(&config, bucket)
+    }
+
     fn s3(&self) -> aws_sdk_s3::Client {
+        self.s3_as(test_credentials())
+    }
+
+    fn s3_as(&self, credentials: Credentials) -> aws_sdk_s3::Client {
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .endpoint_url(self.endpoint())
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "test", "test", None, None, "tests",
-            ))
+            .credentials_provider(credentials)
             .force_path_style(true)
             .build();
         aws_sdk_s3::Client::from_conf(config)
+    }
+
+    fn iam(&self) -> aws_sdk_iam::Client {
+        let config = aws_sdk_iam::Config::builder()
+            .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(aws_sdk_iam::config::Region::new("us-east-1"))
+            .credentials_provider(test_credentials())
+            .build();
+        aws_sdk_iam::Client::from_conf(config)
     }
 }
 
@@ -461,7 +505,7 @@ async fn stored_pdf_downloads_through_the_presigned_url() {
     let moto = Moto::start();
     let s3 = moto.s3();
     s3.create_bucket().bucket("pdfs").send().await.unwrap();
-    let store = S3PdfStore::new(s3.clone(), "pdfs");
+    let store = moto.bucket("pdfs");
     let pdf = b"%PDF-1.7 not really a PDF but bytes are bytes \xe2\x82\xac".to_vec();
     store
         .put_pdf("invoices/INV1.pdf", pdf.clone())
@@ -489,9 +533,78 @@ async fn stored_pdf_downloads_through_the_presigned_url() {
     assert_eq!(status, 200);
     assert_eq!(body, pdf);
 
-    let missing_bucket = S3PdfStore::new(s3, "no-such-bucket");
+    let missing_bucket = moto.bucket("no-such-bucket");
     assert!(matches!(
         missing_bucket.put_pdf("k", vec![1]).await,
         Err(StoreError::Backend(_))
     ));
+}
+
+/// moto recomputes the SigV4 signature of every request with botocore once its unchecked
+/// requests are used up: the upload's signature must be what botocore computes, and a wrong
+/// secret must be refused (so the check is real).
+#[tokio::test]
+async fn uploads_pass_s3_signature_checks() {
+    // Unchecked: creating the user, its key and its policy.
+    let moto = Moto::start_checking_signatures_after(3);
+    let iam = moto.iam();
+    iam.create_user()
+        .user_name("pdf-writer")
+        .send()
+        .await
+        .unwrap();
+    let key = iam
+        .create_access_key()
+        .user_name("pdf-writer")
+        .send()
+        .await
+        .unwrap()
+        .access_key
+        .unwrap();
+    let policy = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/allow_all_policy.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    iam.put_user_policy()
+        .user_name("pdf-writer")
+        .policy_name("all")
+        .policy_document(policy)
+        .send()
+        .await
+        .unwrap();
+    let credentials =
+        |secret: &str| Credentials::new(key.access_key_id(), secret, None, None, "moto");
+    let good = credentials(key.secret_access_key());
+    let s3 = moto.s3_as(good.clone());
+    s3.create_bucket().bucket("pdfs").send().await.unwrap();
+
+    let pdf = b"%PDF-1.7 signed".to_vec();
+    // A key of the shape generate-pdf writes. (moto's check rejects even the S3 client's own
+    // signature once a key holds a space or non-ASCII: its recomputation encodes those
+    // differently. The encoding itself is checked against the S3 client in src/s3.rs.)
+    let key_name = "invoices/INV-1.pdf";
+    moto.bucket_as("pdfs", good)
+        .put_pdf(key_name, pdf.clone())
+        .await
+        .unwrap();
+    let stored = s3
+        .get_object()
+        .bucket("pdfs")
+        .key(key_name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.content_type(), Some("application/pdf"));
+    assert_eq!(
+        stored.body.collect().await.unwrap().into_bytes().as_ref(),
+        pdf
+    );
+
+    let err = moto
+        .bucket_as("pdfs", credentials("not-the-secret"))
+        .put_pdf("other.pdf", pdf)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("SignatureDoesNotMatch"), "{err}");
 }

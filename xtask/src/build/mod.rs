@@ -12,7 +12,9 @@
 //!
 //! - For Lambda: `cargo zigbuild --release --target x86_64-unknown-linux-gnu.2.34`, linked
 //!   against glibc 2.34 whatever the build machine has ([`zigbuild`]), with the size-tuned
-//!   release profile of the workspace `Cargo.toml`.
+//!   release profile of the workspace `Cargo.toml`, plus what only Lambda builds get: the
+//!   non-PIE code model ([`LAMBDA_RUSTFLAGS`]) and each function's `lambda` feature (compile-time
+//!   log filtering). Both stay out of the host build, which must match xtask's own.
 //! - For the host (`cargo xtask up`, the end-to-end tests): `cargo build` with the dev profile,
 //!   selecting xtask's package too (`-p xtask`, none of its targets). Selecting it makes cargo
 //!   resolve features as for xtask's own build, and xtask's manifest asks for a superset of
@@ -124,6 +126,18 @@ impl Error {
     }
 }
 
+/// rustc flags of Lambda builds only, passed as a `--config` override for the Lambda target
+/// (so build scripts, proc macros and every host build are untouched): a non-PIE executable.
+/// A position-independent one carries a dynamic relocation for every pointer in its data
+/// (vtables, string tables, the SDK's static metadata), 24 bytes each, applied by the loader
+/// at every cold start; at a fixed address there are none. The cost is ASLR of the binary's
+/// own image (libraries, stack and heap stay randomised) in a single-tenant Lambda sandbox.
+pub const LAMBDA_RUSTFLAGS: &[&str] = &["-Crelocation-model=static"];
+
+/// The feature a function crate may declare for Lambda builds (`[features] lambda = [...]`);
+/// the functions use it for compile-time log filtering, which must not reach the host build.
+pub const LAMBDA_FEATURE: &str = "lambda";
+
 /// The cargo profile of [`Target::Host`] builds: xtask's own, so they share its dependencies.
 pub const HOST_PROFILE: &str = "dev";
 /// The cargo profile of [`Target::Lambda`] builds.
@@ -136,6 +150,8 @@ pub struct FunctionCrate {
     /// of its binary.
     pub name: String,
     pub dir: PathBuf,
+    /// Whether the crate declares the [`LAMBDA_FEATURE`] feature.
+    pub lambda_feature: bool,
 }
 
 /// What the binaries are built for.
@@ -384,9 +400,14 @@ pub fn discover(workspace_root: &Path) -> Result<Vec<FunctionCrate>> {
                 name: name.to_owned(),
             });
         }
+        let lambda_feature = table
+            .get("features")
+            .and_then(|f| f.get(LAMBDA_FEATURE))
+            .is_some();
         found.push(FunctionCrate {
             name: name.to_owned(),
             dir: entry.path(),
+            lambda_feature,
         });
     }
     found.sort_by(|a, b| a.name.cmp(&b.name));
@@ -499,10 +520,35 @@ pub fn cargo_args(opts: &BuildOptions, functions: &[&FunctionCrate]) -> Vec<Stri
     for f in functions {
         args.extend(["--bin".into(), f.name.clone()]);
     }
+    if opts.target == Target::Lambda {
+        let flags: Vec<String> = LAMBDA_RUSTFLAGS.iter().map(|f| format!("{f:?}")).collect();
+        args.push("--config".into());
+        args.push(format!(
+            "target.{}.rustflags=[{}]",
+            lambda_cargo_triple(),
+            flags.join(", ")
+        ));
+        let features: Vec<String> = functions
+            .iter()
+            .filter(|f| f.lambda_feature)
+            .map(|f| format!("{}/{LAMBDA_FEATURE}", f.name))
+            .collect();
+        if !features.is_empty() {
+            args.extend(["--features".into(), features.join(",")]);
+        }
+    }
     // Machine-readable artifact paths on stdout; cargo's progress and rendered diagnostics
     // still go to our stderr.
     args.push("--message-format=json-render-diagnostics".into());
     args
+}
+
+/// The triple cargo itself sees: cargo-zigbuild strips the glibc suffix of
+/// [`LAMBDA_TRIPLE`] before running cargo.
+fn lambda_cargo_triple() -> &'static str {
+    LAMBDA_TRIPLE
+        .split_once('.')
+        .map_or(LAMBDA_TRIPLE, |(triple, _)| triple)
 }
 
 /// Runs cargo once for all `functions`; returns each function's executable and whether cargo
@@ -687,6 +733,7 @@ mod tests {
             .map(|n| FunctionCrate {
                 name: (*n).into(),
                 dir: PathBuf::from(n),
+                lambda_feature: false,
             })
             .collect()
     }
@@ -727,15 +774,18 @@ mod tests {
 
     #[test]
     fn one_cargo_invocation_names_every_function_binary() {
-        let all = crates(&["a", "b"]);
+        let mut all = crates(&["a", "b"]);
+        all[1].lambda_feature = true;
         let selected: Vec<_> = all.iter().collect();
         let mut opts = BuildOptions::new("/nowhere", Target::Lambda);
         opts.host_share_with = vec!["xtask".into()];
         assert_eq!(
             cargo_args(&opts, &selected).join(" "),
             "zigbuild --target x86_64-unknown-linux-gnu.2.34 --release -p a -p b --bin a --bin b \
-             --message-format=json-render-diagnostics"
+             --config target.x86_64-unknown-linux-gnu.rustflags=[\"-Crelocation-model=static\"] \
+             --features b/lambda --message-format=json-render-diagnostics"
         );
+        // Neither the Lambda-only rustflags nor the `lambda` features reach a host build.
         opts.target = Target::Host;
         assert_eq!(
             cargo_args(&opts, &selected[1..]).join(" "),

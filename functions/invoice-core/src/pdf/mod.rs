@@ -5,9 +5,10 @@
 //! document ID is a hash of the content. The same invoice therefore always yields the same
 //! bytes, which makes re-delivered stream records idempotent.
 //!
-//! The font is DejaVu Sans (regular and bold), shipped in `assets/` with its licence; it covers
-//! Latin with diacritics, Greek and Cyrillic. Text is drawn left to right without bidi
-//! reordering, and characters outside the font (CJK, emoji) show as empty boxes.
+//! The font is DejaVu Sans (regular and bold), shipped in `assets/` with its licence, cut down
+//! to Latin with diacritics, Greek and Cyrillic (`assets/README.md`: the rest was a third of
+//! generate-pdf's zip). Text is drawn left to right without bidi reordering, and characters
+//! outside the font (Arabic, Hebrew, CJK, emoji) show as empty boxes.
 
 mod layout;
 mod text;

@@ -5,7 +5,8 @@
 
 use rustybuzz::{Face, UnicodeBuffer};
 
-/// Font data of the regular and bold faces, shipped in `assets/` (DejaVu, see its licence).
+/// Font data of the regular and bold faces, shipped in `assets/`: DejaVu Sans cut down to
+/// Latin, Greek and Cyrillic (how, and why: `assets/README.md`).
 pub(super) const REGULAR_TTF: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 pub(super) const BOLD_TTF: &[u8] = include_bytes!("../../assets/DejaVuSans-Bold.ttf");
 
@@ -128,6 +129,39 @@ impl Measurer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every character of the scripts the PDF documents, per face: the shipped fonts are a
+    /// cut of DejaVu Sans (`assets/README.md`), and a cut that dropped one of these would
+    /// print boxes on real invoices.
+    #[test]
+    fn fonts_cover_latin_greek_and_cyrillic() {
+        let ranges = [
+            ('\u{20}', '\u{7e}'),   // Basic Latin
+            ('\u{a0}', '\u{ff}'),   // Latin-1 Supplement
+            ('\u{100}', '\u{17f}'), // Latin Extended-A (Polish, Czech, Turkish, ...)
+            ('\u{391}', '\u{3a1}'), // Greek capitals (U+03A2 is unassigned)
+            ('\u{3a3}', '\u{3ce}'), // Greek capitals, tonos and small letters
+            ('\u{400}', '\u{45f}'), // Cyrillic
+        ];
+        let symbols = "€£¥₹₽₴₺₩¢–—‘’‚“”„…•‰№™−";
+        let chars = ranges
+            .iter()
+            .flat_map(|&(first, last)| first..=last)
+            .chain(symbols.chars());
+        for face in [REGULAR_TTF, BOLD_TTF] {
+            let face = Face::from_slice(face, 0).unwrap();
+            let missing: String = chars
+                .clone()
+                .filter(|&ch| face.glyph_index(ch).is_none())
+                .collect();
+            assert!(missing.is_empty(), "no glyph for {missing:?}");
+        }
+        // What the cut left out really is out: these tests would pass vacuously on an empty
+        // `chars` iterator or a font that maps everything.
+        let regular = Face::from_slice(REGULAR_TTF, 0).unwrap();
+        assert!(regular.glyph_index('\u{5d0}').is_none(), "Hebrew alef");
+        assert!(regular.glyph_index('\u{627}').is_none(), "Arabic alef");
+    }
 
     #[test]
     fn widths_scale_with_size_and_weight() {
