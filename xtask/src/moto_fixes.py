@@ -132,3 +132,34 @@ def _patch_dynamodb_table(table):
 
 
 sys.meta_path.insert(0, _PatchAfterImport("moto.dynamodb.models.table", _patch_dynamodb_table))
+
+
+def _patch_dynamodb_backend(models):
+    # moto serves requests on threads and checks a write's condition, then applies it, with no
+    # lock: two concurrent conditional writes (or transactions) can both pass their conditions.
+    # DynamoDB applies each conditional write and each transaction atomically, which is what
+    # keeps an InvoiceID unique across customers (a guard item written in the same
+    # transaction). One lock around every write makes moto do the same.
+    import functools
+    import threading
+
+    lock = threading.RLock()
+    for name in (
+        "put_item",
+        "update_item",
+        "delete_item",
+        "batch_write_item",
+        "transact_write_items",
+        "execute_transaction",
+    ):
+        original = getattr(models.DynamoDBBackend, name)
+
+        @functools.wraps(original)
+        def locked(self, *args, _original=original, **kwargs):
+            with lock:
+                return _original(self, *args, **kwargs)
+
+        setattr(models.DynamoDBBackend, name, locked)
+
+
+sys.meta_path.insert(0, _PatchAfterImport("moto.dynamodb.models", _patch_dynamodb_backend))

@@ -28,6 +28,16 @@ fn test_credentials() -> Credentials {
     Credentials::new("test", "test", None, None, "tests")
 }
 
+/// moto's server with the fixes for its known differences from AWS that `cargo xtask` applies
+/// to every emulator it starts (a Python file, not Rust: no dependency on xtask's code). The
+/// one these tests need: moto checks a write's condition and applies it without a lock, so two
+/// racing transactions could both pass (DynamoDB applies each atomically).
+const SERVER: &str = concat!(
+    "import sys\n",
+    include_str!("../../../xtask/src/moto_fixes.py"),
+    "\nfrom moto.server import main\nmain(sys.argv[2:])\n"
+);
+
 /// A moto server owned by one test.
 struct Moto {
     child: Child,
@@ -54,7 +64,8 @@ impl Moto {
                 .port();
             let child = Command::new("python3")
                 .args([
-                    "-m",
+                    "-c",
+                    SERVER,
                     "moto.server",
                     "-H",
                     "127.0.0.1",
