@@ -9,7 +9,8 @@
 //!   deleted since all read as "missing", so the step is planned again.
 //! - create: invokes the alias once and checks the function's answer (insert-mock-data's
 //!   summary: inserted, unchanged, conflicts, failed). An invocation that fails, or a summary
-//!   with failures, fails the step with the function's own message. How the function runs is
+//!   with failures, is invoked again (the function is idempotent), at most three times, then
+//!   fails the step with the function's own message. How the function runs is
 //!   the environment's choice ([`SeedInvoke`]): Lambda's Invoke API where the functions are
 //!   deployed to AWS, the local Lambda runtime where the endpoint is the emulator (or a
 //!   rehearsal against it), which stores functions but runs none.
@@ -25,12 +26,21 @@ use stacks::{SeedInvoke, SeedSpec};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use crate::engine::retry::{Backoff, wait_until};
+use crate::engine::retry::{Backoff, retry_at_most, wait_until};
 use crate::engine::{Change, Ctx, Diff, Provider};
 use crate::local::deployed;
 use crate::local::runtime::{
     EmulatorAccess, FunctionLogs, InvokeOutcome, LocalConfig, LocalLambda,
 };
+
+/// Invocations of the seeding function at most, when it fails.
+const INVOCATIONS: u32 = 3;
+
+/// The function ran and failed (its error, a summary with failures, a timeout or crash), as
+/// opposed to not being reachable at all: worth invoking again.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FunctionFailed(pub String);
 
 /// BatchGetItem takes at most this many keys per request.
 const BATCH: usize = 100;
@@ -73,12 +83,13 @@ pub fn check_answer(function: &str, payload: &Value) -> Result<SeedSummary> {
         format!("{function} answered {payload}, which is not a seeding summary")
     })?;
     if !summary.failed.is_empty() {
-        bail!(
+        return Err(FunctionFailed(format!(
             "{function} could not store {} sample invoices ({}): {}",
             summary.failed.len(),
             summary.text(),
             summary.failed.join(", ")
-        );
+        ))
+        .into());
     }
     Ok(summary)
 }
@@ -131,11 +142,29 @@ impl Provider for Seed {
 
     async fn create(&self, ctx: &Ctx, spec: &SeedSpec) -> Result<()> {
         let function = format!("{}:{}", spec.function_name, spec.alias);
-        let payload = match &spec.invoke {
-            SeedInvoke::Lambda => invoke_lambda(ctx, spec).await?,
-            SeedInvoke::LocalRuntime { endpoint } => invoke_locally(ctx, spec, endpoint).await?,
-        };
-        let summary = check_answer(&function, &payload)?;
+        // The function is idempotent and asks to be re-run when some writes failed (a
+        // transaction cancelled under concurrent writes, say): a failed invocation is tried
+        // again, a few times, before the step fails with its message.
+        let summary = retry_at_most(
+            &format!("invoking {function}"),
+            Backoff::wait(ctx.wait_timeout),
+            INVOCATIONS,
+            || async {
+                let payload = match &spec.invoke {
+                    SeedInvoke::Lambda => invoke_lambda(ctx, spec).await?,
+                    SeedInvoke::LocalRuntime { endpoint } => {
+                        invoke_locally(ctx, spec, endpoint).await?
+                    }
+                };
+                check_answer(&function, &payload)
+            },
+            |e: &anyhow::Error| {
+                e.chain()
+                    .any(|c| c.is::<FunctionFailed>())
+                    .then_some("the seeding function failed; it is idempotent")
+            },
+        )
+        .await?;
         eprintln!(
             "  seeded {} through {function}: {}",
             spec.table_name,
@@ -269,7 +298,7 @@ async fn invoke_lambda(ctx: &Ctx, spec: &SeedSpec) -> Result<Value> {
     let payload: Value = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     if let Some(kind) = out.function_error() {
-        bail!("{function} failed ({kind}): {payload}");
+        return Err(FunctionFailed(format!("{function} failed ({kind}): {payload}")).into());
     }
     Ok(payload)
 }
@@ -306,14 +335,15 @@ async fn invoke_locally(ctx: &Ctx, spec: &SeedSpec, endpoint: &str) -> Result<Va
         InvokeOutcome::Ok(v) => Ok(v.clone()),
         InvokeOutcome::Crashed { logs, .. } => {
             let (payload, _) = invoked.outcome.invoke_payload(&invoked.request_id);
-            bail!(
+            Err(FunctionFailed(format!(
                 "{function} failed: {payload}; its last output:\n{}",
                 logs.join("\n")
-            )
+            ))
+            .into())
         }
         other => {
             let (payload, _) = other.invoke_payload(&invoked.request_id);
-            bail!("{function} failed: {payload}")
+            Err(FunctionFailed(format!("{function} failed: {payload}")).into())
         }
     }
 }
@@ -343,12 +373,24 @@ mod tests {
         .to_string();
         assert!(err.contains("could not store 3 sample invoices"), "{err}");
         assert!(err.contains("INV3, INV9, INV42"), "{err}");
+        // Which the step invokes again.
+        assert!(
+            check_answer(
+                "f:live",
+                &json!({"inserted": 0, "unchanged": 0, "conflicts": [], "failed": ["INV1"]})
+            )
+            .unwrap_err()
+            .is::<FunctionFailed>()
+        );
     }
 
     #[test]
     fn an_answer_that_is_not_a_summary_is_an_error() {
         for answer in [json!({"statusCode": 200}), json!("done"), Value::Null] {
-            let err = check_answer("f:live", &answer).unwrap_err().to_string();
+            let err = check_answer("f:live", &answer).unwrap_err();
+            // Not something another invocation would change.
+            assert!(!err.is::<FunctionFailed>());
+            let err = err.to_string();
             assert!(err.contains("not a seeding summary"), "{err}");
         }
     }
