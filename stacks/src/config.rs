@@ -38,6 +38,7 @@ pub struct Config {
     pub functions: FunctionsConfig,
     pub stream_trigger: StreamTriggerConfig,
     pub api: ApiConfig,
+    pub mock_data: MockDataConfig,
 }
 
 impl Default for Config {
@@ -56,6 +57,7 @@ impl Default for Config {
             functions: FunctionsConfig::default(),
             stream_trigger: StreamTriggerConfig::default(),
             api: ApiConfig::default(),
+            mock_data: MockDataConfig::default(),
         }
     }
 }
@@ -492,6 +494,16 @@ impl QuotaPeriod {
             QuotaPeriod::Month => "MONTH",
         }
     }
+}
+
+/// Sample invoices in the invoices table, as the original project's after-hook seeded them.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MockDataConfig {
+    /// After a successful apply, invoke insert-mock-data's `live` alias once when the invoices
+    /// table lacks its sample invoices. Off by default: seeding is something an environment
+    /// asks for (local and dev do, prod does not).
+    pub enabled: bool,
 }
 
 /// Where a value came from, so an error can point at it.

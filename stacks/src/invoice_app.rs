@@ -53,6 +53,12 @@ pub fn artifact_id(function: &str) -> String {
     format!("s3_object.{}_code", function.replace('-', "_"))
 }
 pub const STREAM_MAPPING: &str = "event_source_mapping.generate_pdf_invoices_stream";
+/// The seed step: insert-mock-data's sample invoices in the invoices table.
+pub const SEED: &str = "seed.mock_invoices";
+/// The function that seeds, and what it writes (see its crate's `COUNT` and `CUSTOMERS`).
+pub const SEED_FUNCTION: &str = "insert-mock-data";
+pub const SEED_INVOICES: u32 = 100;
+pub const SEED_CUSTOMERS: u32 = 10;
 
 /// The content-addressed key of a function's zip in the artifacts bucket.
 pub fn artifact_key(function: &str, sha256_hex: &str) -> String {
@@ -318,6 +324,9 @@ pub fn invoice_app(config: &Config, target: &Target<'_>, code: &BTreeMap<String,
     );
 
     functions(&mut resources, config, target, &names, &tags, code);
+    if config.mock_data.enabled && config.functions.enabled {
+        resources.push(seed(&names));
+    }
     resources.extend(crate::api::resources(
         config,
         &names,
@@ -331,6 +340,34 @@ pub fn invoice_app(config: &Config, target: &Target<'_>, code: &BTreeMap<String,
         env: env.into(),
         ownership_tags: names.ownership_tags(),
         resources,
+    }
+}
+
+/// The seed step, after the table, the seeding function's alias and permissions, and the
+/// stream trigger (so that, on AWS, the sample invoices get their PDFs as any insert does).
+/// Invoked through Lambda unless the deployer knows the environment cannot run functions.
+fn seed(names: &Names) -> Resource {
+    let function = names.function(SEED_FUNCTION);
+    let table = names.invoices_table();
+    Resource {
+        id: SEED.into(),
+        depends_on: vec![
+            INVOICES_TABLE.into(),
+            role_id(SEED_FUNCTION),
+            function_id(SEED_FUNCTION),
+            STREAM_MAPPING.into(),
+        ],
+        ensure: Ensure::Present,
+        spec: Spec::Seed(SeedSpec {
+            name: format!("{function}:{ALIAS} -> {table}"),
+            table_name: table,
+            function_name: function,
+            alias: ALIAS.into(),
+            artifacts_bucket: names.artifacts_bucket(),
+            invoices: SEED_INVOICES,
+            customers: SEED_CUSTOMERS,
+            invoke: SeedInvoke::Lambda,
+        }),
     }
 }
 

@@ -51,6 +51,7 @@ pub enum Spec {
     ApiKey(ApiKeySpec),
     UsagePlan(UsagePlanSpec),
     LambdaPermission(LambdaPermissionSpec),
+    Seed(SeedSpec),
 }
 
 impl Spec {
@@ -72,6 +73,7 @@ impl Spec {
             Spec::ApiKey(k) => &k.name,
             Spec::UsagePlan(u) => &u.name,
             Spec::LambdaPermission(p) => &p.statement_id,
+            Spec::Seed(s) => &s.name,
         }
     }
 }
@@ -93,20 +95,28 @@ impl Stack {
 
     /// The same stack with every resource absent: what `destroy` plans. Account-wide settings
     /// (the API Gateway CloudWatch role) serve every API of the account and outlive any one
-    /// stack, so they are left out rather than undone.
+    /// stack, so they are left out rather than undone; so is the seed, whose data goes with
+    /// the table and which has nothing of its own to delete.
     pub fn into_absent(mut self) -> Stack {
+        let outlives = |s: &Spec| matches!(s, Spec::ApiAccount(_) | Spec::Seed(_));
         let kept: Vec<ResourceId> = self
             .resources
             .iter()
-            .filter(|r| matches!(r.spec, Spec::ApiAccount(_)))
+            .filter(|r| outlives(&r.spec))
             .map(|r| r.id.clone())
             .collect();
-        self.resources
-            .retain(|r| !matches!(r.spec, Spec::ApiAccount(_)));
+        self.resources.retain(|r| !outlives(&r.spec));
         for r in &mut self.resources {
             r.depends_on.retain(|d| !kept.contains(d));
             r.ensure = Ensure::Absent;
         }
+        self
+    }
+
+    /// The same stack without its seed step (`--no-seed`). Nothing depends on a seed, and
+    /// leaving it out (rather than marking it absent) touches no data that is already there.
+    pub fn without_seed(mut self) -> Stack {
+        self.resources.retain(|r| !matches!(r.spec, Spec::Seed(_)));
         self
     }
 }
@@ -465,4 +475,48 @@ pub struct LambdaPermissionSpec {
     pub api_name: String,
     /// `<stage>/<METHOD>/<path>`: appended to `arn:...:execute-api:<region>:<account>:<api id>/`.
     pub source_arn_suffix: String,
+}
+
+/// How a seed's function is invoked: decided by where the environment is deployed, not by the
+/// stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "via", rename_all = "snake_case")]
+pub enum SeedInvoke {
+    /// Lambda's Invoke API on the alias: the function runs where it is deployed (AWS).
+    Lambda,
+    /// The local Lambda runtime runs the alias's deployed code on this machine, talking to
+    /// `endpoint`: for the emulator and for rehearsals against it, which store functions but
+    /// cannot run them.
+    LocalRuntime { endpoint: String },
+}
+
+/// Sample data in a table, written once by invoking a function's alias: present when every
+/// sample key is in the table. insert-mock-data writes `INV1`..`INV<invoices>`, invoice `n`
+/// for customer `CUST<(n - 1) % customers + 1>` (its `sample_invoice`), idempotently.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeedSpec {
+    /// Display name: `<function>:<alias> -> <table>`.
+    pub name: String,
+    pub table_name: String,
+    pub function_name: String,
+    pub alias: String,
+    /// Where the function's code is, for the local runtime (found by the version's digest).
+    pub artifacts_bucket: String,
+    pub invoices: u32,
+    pub customers: u32,
+    pub invoke: SeedInvoke,
+}
+
+impl SeedSpec {
+    /// The `(InvoiceID, CustomerID)` key of every sample invoice, in order.
+    pub fn keys(&self) -> Vec<(String, String)> {
+        (1..=self.invoices)
+            .map(|n| {
+                (
+                    format!("INV{n}"),
+                    format!("CUST{}", (n - 1) % self.customers.max(1) + 1),
+                )
+            })
+            .collect()
+    }
 }

@@ -109,6 +109,12 @@ pub fn validate(c: &Config) -> Vec<(String, String)> {
         p.push("deploy.wait_timeout_secs", "must be between 1 and 3600");
     }
     check_api(&mut p, &c.api);
+    if c.mock_data.enabled && !c.functions.enabled {
+        p.push(
+            "mock_data.enabled",
+            "seeding invokes insert-mock-data, which `functions.enabled = false` does not deploy; turn one of them off",
+        );
+    }
     p.0
 }
 

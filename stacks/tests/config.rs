@@ -675,3 +675,76 @@ fn function_memory_can_be_set_per_flag() {
     let c = stacks::config::parse(Path::new("x.toml"), "", "dev", &[o]).unwrap();
     assert_eq!(c.functions.overrides["insert-invoice"].memory_mb, Some(512));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Seeding.
+
+#[test]
+fn mock_data_is_off_unless_an_environment_asks_for_it() {
+    assert!(!load("empty.toml", &[]).unwrap().mock_data.enabled);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (env, on) in [("local", true), ("dev", true), ("prod", false)] {
+        let path = root.join("config").join(format!("{env}.toml"));
+        let c = config::load(&path, env, &[]).unwrap();
+        assert_eq!(c.mock_data.enabled, on, "{env}");
+    }
+    let flag = Override::from_flag("mock_data.enabled=true").unwrap();
+    assert!(load("empty.toml", &[flag]).unwrap().mock_data.enabled);
+}
+
+#[test]
+fn mock_data_of_the_wrong_type_points_at_the_value() {
+    let err = load_err("mock_data_wrong_type.toml");
+    assert_single(
+        &err,
+        "mock_data_wrong_type.toml",
+        "",
+        2,
+        11,
+        &["invalid type", "\"yes\"", "bool"],
+    );
+}
+
+#[test]
+fn unknown_mock_data_key_is_rejected_with_the_allowed_keys() {
+    let err = load_err("mock_data_unknown_key.toml");
+    assert_single(
+        &err,
+        "mock_data_unknown_key.toml",
+        "",
+        3,
+        1,
+        &["unknown field `enable`", "`enabled`"],
+    );
+}
+
+#[test]
+fn mock_data_without_the_functions_is_rejected_at_its_key() {
+    let err = load_err("mock_data_without_functions.toml");
+    assert_single(
+        &err,
+        "mock_data_without_functions.toml",
+        "mock_data.enabled",
+        5,
+        11,
+        &["insert-mock-data", "functions.enabled"],
+    );
+    // Functions turned off by a flag: the seeding key in the file is what is pointed at.
+    let flag = Override::from_flag("functions.enabled=false").unwrap();
+    let err = stacks::config::parse(
+        Path::new("x.toml"),
+        "[mock_data]\nenabled = true\n",
+        "dev",
+        &[flag],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.problems()[0].origin,
+        Origin::File {
+            path: "x.toml".into(),
+            line: 2,
+            column: 11
+        },
+        "{err}"
+    );
+}

@@ -275,13 +275,15 @@ fn taggable(r: &Resource) -> Option<&std::collections::BTreeMap<String, String>>
         Spec::ApiStage(a) => Some(&a.tags),
         Spec::ApiKey(k) => Some(&k.tags),
         Spec::UsagePlan(u) => Some(&u.tags),
-        // Artifacts belong to their bucket, the trigger and permissions to their function.
+        // Artifacts belong to their bucket, the trigger and permissions to their function, the
+        // seed's items to their table.
         Spec::ScalableTarget(_)
         | Spec::ScalingPolicy(_)
         | Spec::Object(_)
         | Spec::EventSourceMapping(_)
         | Spec::ApiAccount(_)
-        | Spec::LambdaPermission(_) => None,
+        | Spec::LambdaPermission(_)
+        | Spec::Seed(_) => None,
     }
 }
 
@@ -654,4 +656,97 @@ fn api_disabled_lists_its_resources_as_absent() {
             && r.ensure == Ensure::Absent),
         3
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeding.
+
+fn seeds(s: &Stack) -> Vec<&Resource> {
+    s.resources
+        .iter()
+        .filter(|r| matches!(r.spec, Spec::Seed(_)))
+        .collect()
+}
+
+#[test]
+fn the_seed_step_is_there_iff_mock_data_is_on_and_not_left_out() {
+    assert!(seeds(&build(&Config::default())).is_empty());
+    let mut c = Config::default();
+    c.mock_data.enabled = true;
+    let s = build(&c);
+    let found = seeds(&s);
+    assert_eq!(found.len(), 1);
+    let seed = found[0];
+    assert_eq!(seed.id, stacks::invoice_app::SEED);
+    assert_eq!(seed.ensure, Ensure::Present);
+    let Spec::Seed(spec) = &seed.spec else {
+        unreachable!()
+    };
+    assert_eq!(spec.function_name, "insert-mock-data-dev");
+    assert_eq!(spec.alias, "live");
+    assert_eq!(spec.table_name, "invoices-table-dev");
+    assert_eq!(
+        spec.artifacts_bucket,
+        "invoice-app-artifacts-dev-123456789012"
+    );
+    assert_eq!(spec.invoke, stacks::SeedInvoke::Lambda);
+    assert_eq!(
+        seed.spec.name(),
+        "insert-mock-data-dev:live -> invoices-table-dev"
+    );
+
+    // `--no-seed`: gone, and everything else as it was.
+    let without = s.clone().without_seed();
+    assert!(seeds(&without).is_empty());
+    let mut others = s.resources.clone();
+    others.retain(|r| r.id != stacks::invoice_app::SEED);
+    assert_eq!(without.resources, others);
+    // Nothing to destroy either: a destroy plans no seed step.
+    assert!(seeds(&s.into_absent()).is_empty());
+}
+
+#[test]
+fn the_seed_waits_for_the_table_the_alias_its_permissions_and_the_trigger() {
+    let mut c = Config::default();
+    c.mock_data.enabled = true;
+    let s = build(&c);
+    let seed = s.get(stacks::invoice_app::SEED).unwrap();
+    assert_eq!(
+        seed.depends_on,
+        [
+            INVOICES_TABLE,
+            "iam_role.insert_mock_data",
+            "lambda_function.insert_mock_data",
+            stacks::invoice_app::STREAM_MAPPING,
+        ]
+    );
+    // Nothing waits for the seed: leaving it out cannot break the graph.
+    assert!(s.resources.iter().all(|r| !r.depends_on.contains(&seed.id)));
+    // The function (with its `live` alias) is the one the seed invokes.
+    let Spec::Function(f) = &s.get("lambda_function.insert_mock_data").unwrap().spec else {
+        panic!("not a function")
+    };
+    let Spec::Seed(spec) = &seed.spec else {
+        unreachable!()
+    };
+    assert_eq!((&f.name, &f.alias), (&spec.function_name, &spec.alias));
+}
+
+#[test]
+fn the_seed_keys_are_insert_mock_data_s_sample_keys() {
+    let mut c = Config::default();
+    c.mock_data.enabled = true;
+    let s = build(&c);
+    let Spec::Seed(spec) = &s.get(stacks::invoice_app::SEED).unwrap().spec else {
+        unreachable!()
+    };
+    let keys = spec.keys();
+    assert_eq!(keys.len(), 100);
+    let key = |i: usize| (keys[i].0.as_str(), keys[i].1.as_str());
+    assert_eq!(key(0), ("INV1", "CUST1"));
+    assert_eq!(key(9), ("INV10", "CUST10"));
+    assert_eq!(key(10), ("INV11", "CUST1"));
+    assert_eq!(key(99), ("INV100", "CUST10"));
+    let distinct: BTreeSet<&String> = keys.iter().map(|(i, _)| i).collect();
+    assert_eq!(distinct.len(), 100);
 }

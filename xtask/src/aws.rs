@@ -161,9 +161,9 @@ impl CallLog {
 /// Operations that only look. Anything else counts as a write, so a new kind of call can only
 /// make the zero-write check stricter, never hide a write.
 pub fn is_read_operation(operation: &str) -> bool {
-    // ValidateTemplate checks a template and changes nothing.
+    // ValidateTemplate checks a template and changes nothing; BatchGetItem reads items.
     [
-        "Get", "Describe", "List", "Head", "Query", "Scan", "Validate",
+        "Get", "BatchGet", "Describe", "List", "Head", "Query", "Scan", "Validate",
     ]
     .iter()
     .any(|p| operation.starts_with(p))
@@ -489,6 +489,9 @@ mod tests {
         assert!(is_read_operation("GetBucketTagging"));
         assert!(is_read_operation("ListObjectVersions"));
         assert!(is_read_operation("HeadBucket"));
+        assert!(is_read_operation("BatchGetItem"));
+        assert!(!is_read_operation("BatchWriteItem"));
+        assert!(!is_read_operation("Invoke"));
         assert!(!is_read_operation("PutBucketTagging"));
         assert!(!is_read_operation("CreateTable"));
         assert!(!is_read_operation("RegisterScalableTarget"));

@@ -78,6 +78,14 @@ pub fn load_config(g: &Global) -> Result<(Config, PathBuf)> {
     Ok((config, path))
 }
 
+/// `--no-seed`, for the commands that plan and apply (plan, apply, up).
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct SeedArgs {
+    /// Leave the seed step ([mock_data]: insert-mock-data's sample invoices) out of this run.
+    #[arg(long)]
+    pub no_seed: bool,
+}
+
 pub struct Session {
     pub env: String,
     pub config: Config,
@@ -152,6 +160,16 @@ impl Session {
                     "note: {note}: the endpoint {endpoint} speaks plain HTTP, where AWS would use TLS"
                 );
             }
+            let notes = seeds_run_locally(&mut stack, &endpoint);
+            // The local environment runs every function on this machine anyway; a rehearsal
+            // of an AWS environment says what differs from AWS.
+            if matches!(target, Target::Aws { .. }) {
+                for note in notes {
+                    eprintln!(
+                        "note: {note}: the endpoint {endpoint} is not AWS and cannot run functions"
+                    );
+                }
+            }
         }
         let ctx = Ctx {
             aws,
@@ -202,6 +220,41 @@ pub fn without_tls_only_policies(stack: &mut Stack) -> Vec<String> {
         }
     }
     notes
+}
+
+/// Seeds invoke their function through the local Lambda runtime, against `endpoint`, instead of
+/// Lambda's Invoke API: for environments whose endpoint is an emulator (the local environment,
+/// or any environment rehearsed with `AWS_ENDPOINT_URL`), which stores functions but does not
+/// run them. Returns a note per seed.
+pub fn seeds_run_locally(stack: &mut Stack, endpoint: &str) -> Vec<String> {
+    let mut notes = Vec::new();
+    for r in &mut stack.resources {
+        if let stacks::Spec::Seed(s) = &mut r.spec {
+            s.invoke = stacks::SeedInvoke::LocalRuntime {
+                endpoint: endpoint.to_string(),
+            };
+            notes.push(format!(
+                "{} runs {}:{} on this machine's local Lambda runtime",
+                r.id, s.function_name, s.alias
+            ));
+        }
+    }
+    notes
+}
+
+impl Session {
+    /// Applies `--no-seed`: leaves the seed step out of this run's stack, and says so when the
+    /// environment has one.
+    pub fn seed_args(&mut self, args: SeedArgs) {
+        if !args.no_seed {
+            return;
+        }
+        let before = self.stack.resources.len();
+        self.stack = self.stack.clone().without_seed();
+        if self.stack.resources.len() < before {
+            eprintln!("note: --no-seed: the seed step ([mock_data]) is left out of this run");
+        }
+    }
 }
 
 /// Asks on a terminal; refuses when there is nobody to ask.
@@ -280,5 +333,50 @@ mod tests {
         }
         // Nothing to leave out the second time.
         assert!(without_tls_only_policies(&mut stack).is_empty());
+    }
+
+    #[test]
+    fn seeds_against_an_emulator_run_on_the_local_runtime_and_nothing_else_changes() {
+        let config = stacks::config::parse(
+            Path::new("dev.toml"),
+            "[mock_data]\nenabled = true\n",
+            "dev",
+            &[],
+        )
+        .unwrap();
+        let target = stacks::Target {
+            env: "dev",
+            account_id: "123456789012",
+            region: "eu-west-1",
+        };
+        let original = stacks::invoice_app(&config, &target, &Default::default());
+        let mut stack = original.clone();
+        let notes = seeds_run_locally(&mut stack, "http://127.0.0.1:5000");
+        assert_eq!(
+            notes,
+            [
+                "seed.mock_invoices runs insert-mock-data-dev:live on this machine's local Lambda runtime"
+            ]
+        );
+        let mut seen = 0;
+        for (before, after) in original.resources.iter().zip(&stack.resources) {
+            match (&before.spec, &after.spec) {
+                (stacks::Spec::Seed(b), stacks::Spec::Seed(a)) => {
+                    seen += 1;
+                    assert_eq!(b.invoke, stacks::SeedInvoke::Lambda);
+                    assert_eq!(
+                        a.invoke,
+                        stacks::SeedInvoke::LocalRuntime {
+                            endpoint: "http://127.0.0.1:5000".into()
+                        }
+                    );
+                    let mut restored = a.clone();
+                    restored.invoke = stacks::SeedInvoke::Lambda;
+                    assert_eq!(&restored, b);
+                }
+                _ => assert_eq!(before, after),
+            }
+        }
+        assert_eq!(seen, 1);
     }
 }

@@ -6,7 +6,9 @@
 //! - Rehearsals: `dev.toml` and `prod.toml`, as written, applied to a private moto server
 //!   through the SDK's standard `AWS_ENDPOINT_URL` (stand-in zips via `--artifacts-dir`, so no
 //!   Lambda build): the apply succeeds, a plan then has no changes, a second apply writes
-//!   nothing, and destroy leaves nothing.
+//!   nothing, and destroy leaves nothing. dev seeds (`[mock_data]`): its insert-mock-data is
+//!   the real function built for this machine, run by the local runtime as the rehearsal
+//!   says; prod does not seed.
 
 mod common;
 
@@ -218,11 +220,27 @@ fn xtask_at(endpoint: &str, env: &str, args: &[&str]) -> common::Run {
 async fn rehearse(emu: &TestEmulator, env: &str, destroy_flags: &[&str]) {
     let zips = tempfile::tempdir().unwrap();
     common::fixture_zips(zips.path());
+    let seeds = environments()
+        .into_iter()
+        .any(|(e, c)| e == env && c.mock_data.enabled);
+    if seeds {
+        // The seed runs insert-mock-data's deployed code on this machine: the real function
+        // (a host build), the other four stand-ins.
+        let real = tokio::task::spawn_blocking(common::real_zips)
+            .await
+            .unwrap();
+        std::fs::copy(
+            real.join("insert-mock-data.zip"),
+            zips.path().join("insert-mock-data.zip"),
+        )
+        .unwrap();
+    }
     let zips = zips.path().to_str().unwrap();
     let endpoint = emu.endpoint();
 
     let first = xtask_at(&endpoint, env, &["apply", "--yes", "--artifacts-dir", zips]);
-    // The one thing skipped, and said so: the TLS-only bucket policies (plain HTTP here).
+    // What is not as on AWS, and said so: the TLS-only bucket policies (plain HTTP here), and
+    // where the seed's function runs (moto stores functions but runs none).
     for bucket in ["s3_bucket.artifacts", "s3_bucket.pdfs"] {
         assert!(
             first.stderr.contains(&format!("note: {bucket} (")),
@@ -230,8 +248,30 @@ async fn rehearse(emu: &TestEmulator, env: &str, destroy_flags: &[&str]) {
             first.stderr
         );
     }
+    let seed_note = format!(
+        "note: seed.mock_invoices runs insert-mock-data-{env}:live on this machine's local Lambda runtime"
+    );
+    let seeded = format!(
+        "seeded invoices-table-{env} through insert-mock-data-{env}:live: 100 inserted, 0 unchanged, 0 conflicts, 0 failed"
+    );
+    for line in [&seed_note, &seeded] {
+        assert_eq!(
+            first.stderr.contains(line.as_str()),
+            seeds,
+            "{env}: `{line}` {}expected:\n{}",
+            if seeds { "" } else { "not " },
+            first.stderr
+        );
+    }
     let stderr = first.stderr.clone();
     let doc = first.applied();
+    let seed_steps: Vec<&Value> = doc["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "seed")
+        .collect();
+    assert_eq!(seed_steps.len(), usize::from(seeds), "{env}");
     let planned = doc["resources"]
         .as_array()
         .unwrap()
@@ -253,7 +293,9 @@ async fn rehearse(emu: &TestEmulator, env: &str, destroy_flags: &[&str]) {
     )
     .planned();
     assert_eq!(code, 0, "{env}: changes pending right after apply");
-    let again = xtask_at(&endpoint, env, &["apply", "--yes", "--artifacts-dir", zips]).applied();
+    let again = xtask_at(&endpoint, env, &["apply", "--yes", "--artifacts-dir", zips]);
+    assert!(!again.stderr.contains("seeded"), "{env}: seeded again");
+    let again = again.applied();
     assert_eq!(again["api_calls"]["writes"], 0, "{env}: {again}");
 
     let mut destroy = vec!["destroy", "--yes"];

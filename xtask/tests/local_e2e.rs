@@ -5,7 +5,8 @@
 //! - the real five functions, built for this machine once per test binary (as `up` builds
 //!   them): the invoice lifecycle, PDF generation through the stream, client errors;
 //! - the std-only fixture function in every zip, for what the real functions never do on
-//!   purpose: crash, time out, answer slowly; and for the usage plan's limits.
+//!   purpose: crash, time out, answer slowly; and for the usage plan's limits. It cannot seed,
+//!   so these run with `--no-seed`.
 
 mod common;
 
@@ -44,10 +45,88 @@ async fn sdk(up: &Up) -> aws_config::SdkConfig {
         .await
 }
 
+/// Invoices in the local invoices table; each also has its InvoiceID guard item (the one with
+/// an OwnerCustomerID), which is not counted.
+async fn invoices_in_table(ddb: &aws_sdk_dynamodb::Client) -> i32 {
+    ddb.scan()
+        .table_name("invoices-table-local")
+        .select(aws_sdk_dynamodb::types::Select::Count)
+        .filter_expression("attribute_not_exists(OwnerCustomerID)")
+        .send()
+        .await
+        .unwrap()
+        .count()
+}
+
+/// Once seeded, another apply finds the seed (no step, no invocation, no write) and
+/// `plan --no-seed` leaves the step out altogether.
+fn seeded_again_does_nothing(up: &Up, zips: &std::path::Path) {
+    let xtask = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["--env", "local", "--json"])
+            .args(args)
+            .arg("--artifacts-dir")
+            .arg(zips)
+            .env("XTASK__EMULATOR__PORT", up.emu.port().to_string())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        let doc: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {stderr}"));
+        (doc, stderr)
+    };
+    let seed_steps = |doc: &Value| -> Vec<(String, String)> {
+        doc["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["kind"] == "seed")
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    r["action"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (again, stderr) = xtask(&["apply", "--yes"]);
+    assert_eq!(
+        seed_steps(&again),
+        [("seed.mock_invoices".to_string(), "no-op".to_string())]
+    );
+    assert_eq!(again["api_calls"]["writes"], 0, "{again}");
+    assert!(!stderr.contains("seeded"), "{stderr}");
+    let (plan, stderr) = xtask(&["plan", "--no-seed"]);
+    assert_eq!(seed_steps(&plan), []);
+    assert_eq!(plan["changes"], false, "{plan}");
+    assert!(stderr.contains("note: --no-seed"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn invoice_lifecycle_insert_list_pdf_download_and_mock_data() {
     let zips = tokio::task::spawn_blocking(real_zips).await.unwrap();
     let mut up = Up::start(zips, &[]).await;
+    // `up` applied local.toml, whose [mock_data] is on: the seed step ran insert-mock-data's
+    // deployed code on the local runtime, once, and the table holds its 100 invoices.
+    let seeded: Vec<String> = up
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("seeded invoices-table-local"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        seeded,
+        [
+            "  seeded invoices-table-local through insert-mock-data-local:live: 100 inserted, 0 unchanged, 0 conflicts, 0 failed"
+        ],
+        "{}",
+        up.stderr()
+    );
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk(&up).await);
+    assert_eq!(invoices_in_table(&ddb).await, 100);
+    seeded_again_does_nothing(&up, zips);
     let invoice = fixture_text("e2e/invoice.json");
 
     let created = up.post_json("/insert-invoice", invoice.as_bytes());
@@ -151,33 +230,26 @@ async fn invoice_lifecycle_insert_list_pdf_download_and_mock_data() {
     assert_eq!(line["resourcePath"], "/list-invoices");
     assert!(!line["apiKeyId"].as_str().unwrap().is_empty());
 
-    // The mock data function seeds 100 invoices once. Invoices only: each also has its
-    // InvoiceID guard item (the one with an OwnerCustomerID).
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk(&up).await);
-    let count = || async {
-        ddb.scan()
-            .table_name("invoices-table-local")
-            .select(aws_sdk_dynamodb::types::Select::Count)
-            .filter_expression("attribute_not_exists(OwnerCustomerID)")
-            .send()
-            .await
-            .unwrap()
-            .count()
-    };
-    let before = count().await;
-    for run in 0..2 {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["--env", "local", "invoke", "insert-mock-data"])
-            .env("XTASK__EMULATOR__PORT", up.emu.port().to_string())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "run {run}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(count().await, before + 100, "after run {run}");
-    }
+    // The mock data function, invoked by hand after the seed: it stores nothing new.
+    let before = invoices_in_table(&ddb).await;
+    assert_eq!(before, 101, "the seed and INV-E2E-1");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["--env", "local", "invoke", "insert-mock-data"])
+        .env("XTASK__EMULATOR__PORT", up.emu.port().to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&answer["inserted"], &answer["unchanged"]),
+        (&Value::from(0), &Value::from(100)),
+        "{answer}"
+    );
+    assert_eq!(invoices_in_table(&ddb).await, before);
     let cust1 = up.get("/list-invoices?customerId=CUST1");
     assert_eq!(cust1.status, 200);
     assert!(!cust1.json().as_array().unwrap().is_empty());
@@ -190,7 +262,7 @@ async fn invoice_lifecycle_insert_list_pdf_download_and_mock_data() {
 #[tokio::test(flavor = "multi_thread")]
 async fn client_mistakes_get_json_errors_with_the_right_status() {
     let zips = tokio::task::spawn_blocking(real_zips).await.unwrap();
-    let up = Up::start(zips, &["--no-streams"]).await;
+    let up = Up::start(zips, &["--no-streams", "--no-seed"]).await;
 
     // API keys: missing or wrong is API Gateway's 403, in the app's error shape.
     let url = format!("{}/list-invoices?customerId=C1", up.url);
@@ -264,7 +336,12 @@ async fn crashes_and_timeouts_give_502_and_504_and_the_next_request_is_served() 
     fixture_zips(dir.path());
     let up = Up::start(
         dir.path(),
-        &["--no-streams", "--set", "functions.timeout_secs=2"],
+        &[
+            "--no-streams",
+            "--no-seed",
+            "--set",
+            "functions.timeout_secs=2",
+        ],
     )
     .await;
     let call = |action: &str, extra: &[(&str, &str)], path: &str| {
@@ -356,6 +433,7 @@ async fn usage_plan_quota_and_throttle_give_429() {
         dir.path(),
         &[
             "--no-streams",
+            "--no-seed",
             "--set",
             "api.usage_plan.throttle.burst_limit=5",
             "--set",
@@ -403,7 +481,7 @@ async fn usage_plan_quota_and_throttle_give_429() {
 async fn the_gateway_follows_the_alias_to_a_newly_applied_version() {
     let dir = tempfile::tempdir().unwrap();
     fixture_zips(dir.path());
-    let up = Up::start(dir.path(), &["--no-streams"]).await;
+    let up = Up::start(dir.path(), &["--no-streams", "--no-seed"]).await;
     let url = format!("{}/list-invoices?customerId=C1", up.url);
     let get = || {
         let r = http(
@@ -422,7 +500,14 @@ async fn the_gateway_follows_the_alias_to_a_newly_applied_version() {
     let next = tempfile::tempdir().unwrap();
     fixture_zips_variant(next.path(), 1);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["--env", "local", "apply", "--yes", "--artifacts-dir"])
+        .args([
+            "--env",
+            "local",
+            "apply",
+            "--yes",
+            "--no-seed",
+            "--artifacts-dir",
+        ])
         .arg(next.path())
         .env("XTASK__EMULATOR__PORT", up.emu.port().to_string())
         .output()

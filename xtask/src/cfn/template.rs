@@ -1265,6 +1265,32 @@ fn map(r: &Resource, look: &Lookup<'_>, out: &mut Out<'_>) {
                 Conv::Expect(source),
             );
         }
+        Spec::Seed(SeedSpec {
+            name: _,
+            table_name: _,
+            function_name: _,
+            alias: _,
+            artifacts_bucket: _,
+            invoices: _,
+            customers: _,
+            invoke: _,
+        }) => {
+            // Not a resource but an action after one: CloudFormation would need a custom
+            // resource backed by yet another function to invoke insert-mock-data.
+            const WHY: &str = "a template cannot invoke a function; the CloudFormation engine does not seed (the direct engine does)";
+            for field in [
+                "name",
+                "table_name",
+                "function_name",
+                "alias",
+                "artifacts_bucket",
+                "invoices",
+                "customers",
+                "invoke",
+            ] {
+                out.omit(field, WHY);
+            }
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::engine::apply::{Outcome, Status, apply, check_runnable};
 use crate::engine::plan::{Action, Plan};
 use crate::engine::{Options, plan, render};
 use crate::lock::Lock;
-use crate::session::{Global, Session, confirm};
+use crate::session::{Global, SeedArgs, Session, confirm};
 use stacks::names::Names;
 
 #[derive(Debug, clap::Args)]
@@ -34,6 +34,8 @@ pub struct Args {
     pub engine: Engine,
     #[command(flatten)]
     pub code: CodeArgs,
+    #[command(flatten)]
+    pub seed: SeedArgs,
 }
 
 pub async fn run(g: &Global, args: &Args) -> Result<u8> {
@@ -41,7 +43,8 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         allow_data_loss: args.allow_data_loss,
         override_deletion_protection: false,
     };
-    let session = Session::open(g, options, &CodeSource::Deploy(args.code.clone())).await?;
+    let mut session = Session::open(g, options, &CodeSource::Deploy(args.code.clone())).await?;
+    session.seed_args(args.seed);
     if args.engine == Engine::Cloudformation {
         return crate::cfn::flow::apply(g, &session, args.yes, args.break_lock).await;
     }

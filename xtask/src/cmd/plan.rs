@@ -5,7 +5,7 @@ use anyhow::Result;
 use super::{Engine, exit, nodes};
 use crate::artifacts::{CodeArgs, CodeSource};
 use crate::engine::{Options, plan, render};
-use crate::session::{Global, Session};
+use crate::session::{Global, SeedArgs, Session};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,6 +20,8 @@ pub struct Args {
     pub engine: Engine,
     #[command(flatten)]
     pub code: CodeArgs,
+    #[command(flatten)]
+    pub seed: SeedArgs,
 }
 
 pub async fn run(g: &Global, args: &Args) -> Result<u8> {
@@ -28,7 +30,8 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
     } else {
         CodeSource::Deploy(args.code.clone())
     };
-    let session = Session::open(g, Options::default(), &code).await?;
+    let mut session = Session::open(g, Options::default(), &code).await?;
+    session.seed_args(args.seed);
     if args.engine == Engine::Cloudformation {
         if args.destroy {
             anyhow::bail!(

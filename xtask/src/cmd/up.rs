@@ -30,7 +30,7 @@ use crate::engine::Options;
 use crate::local::deployed::{self, DeployedApi};
 use crate::local::gateway::{AccessLog, Gateway, Served};
 use crate::local::runtime::{EmulatorAccess, FunctionLogs, LocalConfig, LocalLambda};
-use crate::session::{Global, Session, emulator_config, load_config, project_root};
+use crate::session::{Global, SeedArgs, Session, emulator_config, load_config, project_root};
 
 /// How often the data plane checks whether aliases or the stage moved.
 const REFRESH: Duration = Duration::from_secs(2);
@@ -59,6 +59,8 @@ pub struct Args {
     pub quiet: bool,
     #[command(flatten)]
     pub code: CodeArgs,
+    #[command(flatten)]
+    pub seed: SeedArgs,
 }
 
 pub async fn run(g: &Global, args: &Args) -> Result<u8> {
@@ -88,7 +90,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         })?;
     let port = listener.local_addr()?.port();
 
-    let session = deploy(g, &args.code).await?;
+    let session = deploy(g, &args.code, args.seed).await?;
     let aws = session.ctx.aws.clone();
     let account_id = session.ctx.account_id.clone();
     let region = session.ctx.region.clone();
@@ -228,7 +230,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
                 eprintln!("change in functions/: rebuilding and applying...");
                 let t = Instant::now();
                 // Always a build: that is what the change is for.
-                match deploy(g, &CodeArgs::default()).await {
+                match deploy(g, &CodeArgs::default(), args.seed).await {
                     Ok(_) => {
                         eprintln!("re-applied in {:.1} s", t.elapsed().as_secs_f64());
                         refresh_now.notify_one();
@@ -268,10 +270,12 @@ async fn wait_for_stop_signal() {
 }
 
 /// Builds and applies the environment, as `apply --yes` does, keeping stdout for `--json`.
-async fn deploy(g: &Global, code: &CodeArgs) -> Result<Session> {
+async fn deploy(g: &Global, code: &CodeArgs, seed: SeedArgs) -> Result<Session> {
     let mut g = g.clone();
     g.text_to_stderr = true;
-    let session = Session::open(&g, Options::default(), &CodeSource::Deploy(code.clone())).await?;
+    let mut session =
+        Session::open(&g, Options::default(), &CodeSource::Deploy(code.clone())).await?;
+    session.seed_args(seed);
     let stack = session.stack.clone();
     let code = reconcile(&g, &session, &stack, "apply", true, false).await?;
     if code != exit::OK {

@@ -17,6 +17,7 @@ pub mod s3_bucket;
 pub mod s3_object;
 pub mod scalable_target;
 pub mod scaling_policy;
+pub mod seed;
 pub mod usage_plan;
 
 use std::sync::Arc;
@@ -69,6 +70,7 @@ pub fn bind(resource: &Resource) -> Arc<dyn Node> {
             resource,
             s.clone(),
         )),
+        Spec::Seed(s) => Arc::new(Bound::new(seed::Seed, resource, s.clone())),
     }
 }
 

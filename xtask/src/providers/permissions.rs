@@ -134,6 +134,8 @@ pub const DEPLOY_ROLE: &[Permission] = &[
             "iam:CreateServiceLinkedRole",
         ],
     ),
+    // The seed step's read: whether every sample invoice is in the table.
+    p("dynamodb", "batch_get_item", &["dynamodb:BatchGetItem"]),
     p(
         "dynamodb",
         "create_table",
@@ -220,6 +222,8 @@ pub const DEPLOY_ROLE: &[Permission] = &[
         &["lambda:GetFunctionConfiguration"],
     ),
     p("lambda", "get_policy", &["lambda:GetPolicy"]),
+    // The seed step, on AWS: insert-mock-data's alias, once.
+    p("lambda", "invoke", &["lambda:InvokeFunction"]),
     p(
         "lambda",
         "list_event_source_mappings",
