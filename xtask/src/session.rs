@@ -299,21 +299,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn only_tls_only_bucket_policies_are_left_out() {
-        let config = stacks::config::parse(
-            Path::new("dev.toml"),
-            "[buckets]\ntls_only = true\n",
-            "dev",
-            &[],
-        )
-        .unwrap();
+    /// The dev stack of a `dev.toml` holding `toml`, in account 123456789012.
+    fn dev_stack(toml: &str) -> stacks::Stack {
+        let config = stacks::config::parse(Path::new("dev.toml"), toml, "dev", &[]).unwrap();
         let target = stacks::Target {
             env: "dev",
             account_id: "123456789012",
             region: "eu-west-1",
         };
-        let original = stacks::invoice_app(&config, &target, &Default::default());
+        stacks::invoice_app(&config, &target, &Default::default())
+    }
+
+    #[test]
+    fn only_tls_only_bucket_policies_are_left_out() {
+        let original = dev_stack("[buckets]\ntls_only = true\n");
         let mut stack = original.clone();
         let notes = without_tls_only_policies(&mut stack);
         assert_eq!(notes.len(), 2, "{notes:?}");
@@ -337,19 +336,7 @@ mod tests {
 
     #[test]
     fn seeds_against_an_emulator_run_on_the_local_runtime_and_nothing_else_changes() {
-        let config = stacks::config::parse(
-            Path::new("dev.toml"),
-            "[mock_data]\nenabled = true\n",
-            "dev",
-            &[],
-        )
-        .unwrap();
-        let target = stacks::Target {
-            env: "dev",
-            account_id: "123456789012",
-            region: "eu-west-1",
-        };
-        let original = stacks::invoice_app(&config, &target, &Default::default());
+        let original = dev_stack("[mock_data]\nenabled = true\n");
         let mut stack = original.clone();
         let notes = seeds_run_locally(&mut stack, "http://127.0.0.1:5000");
         assert_eq!(
