@@ -374,6 +374,16 @@ pub struct Clients {
     pub emulator: bool,
 }
 
+/// The HTTPS client every AWS client of this crate uses: hyper with rustls and ring, the same
+/// connector as the functions' (see the workspace manifest for why not the SDK's default).
+/// Certificates come from the platform's store, as with the SDK's default client.
+pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
 impl Clients {
     pub async fn new(target: &Target, log: Arc<CallLog>) -> Clients {
         Clients::with_latency(target, log, None).await
@@ -389,6 +399,7 @@ impl Clients {
         // Throttling and transient errors are retried by the SDK itself with jittered backoff;
         // domain-level waits (table ACTIVE, ...) go through `engine::retry`.
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https_client())
             .retry_config(RetryConfig::standard().with_max_attempts(8));
         let emulator = matches!(target, Target::Emulator { .. });
         match target {

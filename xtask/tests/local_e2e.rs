@@ -36,6 +36,7 @@ fn error_code(r: &HttpResponse) -> String {
 
 async fn sdk(up: &Up) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(xtask::aws::https_client())
         .endpoint_url(up.emu.endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(

@@ -406,6 +406,7 @@ async fn real_insert_invoice_handler_writes_to_the_emulator() {
         .unwrap();
 
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(xtask::aws::https_client())
         .endpoint_url(emu.endpoint())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(

@@ -109,6 +109,7 @@ impl Moto {
     fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         let config = aws_sdk_dynamodb::Config::builder()
             .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .http_client(https())
             .endpoint_url(self.endpoint())
             .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
@@ -140,6 +141,7 @@ impl Moto {
     fn s3_as(&self, credentials: Credentials) -> aws_sdk_s3::Client {
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .http_client(https())
             .endpoint_url(self.endpoint())
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
             .credentials_provider(credentials)
@@ -151,12 +153,22 @@ impl Moto {
     fn iam(&self) -> aws_sdk_iam::Client {
         let config = aws_sdk_iam::Config::builder()
             .behavior_version(aws_sdk_iam::config::BehaviorVersion::latest())
+            .http_client(https())
             .endpoint_url(self.endpoint())
             .region(aws_sdk_iam::config::Region::new("us-east-1"))
             .credentials_provider(test_credentials())
             .build();
         aws_sdk_iam::Client::from_conf(config)
     }
+}
+
+/// The functions' HTTPS connector (rustls with ring): the SDK crates are built without a
+/// default client (see the workspace manifest).
+fn https() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 impl Drop for Moto {
