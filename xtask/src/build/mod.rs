@@ -563,6 +563,9 @@ fn compile(
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let args = cargo_args(opts, functions);
     let mut cmd = Command::new(&cargo);
+    for name in crate_env(std::env::vars_os().map(|(k, _)| k)) {
+        cmd.env_remove(name);
+    }
     cmd.args(&args)
         .current_dir(&opts.workspace_root)
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -603,6 +606,35 @@ fn compile(
         return Err(Error::CommandFailed { what, status });
     }
     Ok(found)
+}
+
+/// The variables cargo sets for the crate it runs (`cargo xtask` runs xtask, `cargo test` a
+/// test binary), among `names`. They must not reach the nested cargo: build scripts such as
+/// ring's declare `rerun-if-env-changed=CARGO_MANIFEST_DIR` (and `CARGO_PKG_NAME`, ...),
+/// which cargo checks against its own environment. Inherited, they made every host build
+/// rebuild ring and all above it (rustls, the HTTPS client, invoice-core), and the next
+/// `cargo xtask` rebuild them back: ~20 s each way. What a user sets (`CARGO_HOME`,
+/// `CARGO_TARGET_DIR`, `CARGO_TERM_COLOR`, ...) is kept.
+fn crate_env(names: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    const SET_FOR_A_CRATE: &[&str] = &[
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "OUT_DIR",
+    ];
+    names
+        .filter(|name| {
+            name.to_str().is_some_and(|n| {
+                SET_FOR_A_CRATE.contains(&n)
+                    || n.starts_with("CARGO_PKG_")
+                    || n.starts_with("CARGO_BIN_EXE_")
+            })
+        })
+        .collect()
 }
 
 /// `(binary name, executable, fresh)` from a cargo JSON message about a binary.
@@ -725,6 +757,35 @@ fn human_size(bytes: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_nested_cargo_loses_what_cargo_set_for_the_running_crate_only() {
+        let names = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_BIN_EXE_xtask",
+            "OUT_DIR",
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_TERM_COLOR",
+            "PATH",
+        ]
+        .map(OsString::from);
+        let removed = crate_env(names.into_iter());
+        assert_eq!(
+            removed,
+            [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_PKG_NAME",
+                "CARGO_PKG_VERSION_MAJOR",
+                "CARGO_BIN_EXE_xtask",
+                "OUT_DIR"
+            ]
+            .map(OsString::from)
+        );
+    }
+
     use super::*;
 
     fn crates(names: &[&str]) -> Vec<FunctionCrate> {
