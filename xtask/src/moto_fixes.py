@@ -163,3 +163,24 @@ def _patch_dynamodb_backend(models):
 
 
 sys.meta_path.insert(0, _PatchAfterImport("moto.dynamodb.models", _patch_dynamodb_backend))
+
+
+def _patch_logs_responses(responses):
+    describe = responses.LogsResponse.describe_log_groups
+
+    def describe_log_groups(self):
+        # moto 5.2 ignores DescribeLogGroups' `logGroupIdentifiers` and answers every log group
+        # (50 a page); AWS answers only the named ones (up to 50 names, no other filter).
+        names = self._get_param("logGroupIdentifiers")
+        if not names:
+            return describe(self)
+        import json
+
+        groups = self.logs_backend.groups
+        found = [groups[n].to_describe_dict() for n in sorted(set(names)) if n in groups]
+        return json.dumps({"logGroups": found})
+
+    responses.LogsResponse.describe_log_groups = describe_log_groups
+
+
+sys.meta_path.insert(0, _PatchAfterImport("moto.logs.responses", _patch_logs_responses))

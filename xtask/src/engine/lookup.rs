@@ -2,6 +2,10 @@
 //! listing (every API Gateway resource starts from `GetRestApis`, the usage plan and the key
 //! from `GetApiKeys`), the first reader makes the call and the others share its answer.
 //!
+//! A kind that AWS can describe several at a time by name (log groups) also needs to know
+//! which names the pass will ask for: [`peers`] gives the names of every resource of a kind
+//! that the pass reads, so the first reader can ask for all of them in one call.
+//!
 //! Sharing is limited to one plan pass (the [`crate::aws::Scope`] the engine runs reads in), so
 //! an apply never sees a listing from before its own creates; outside a plan pass every lookup
 //! is made afresh.
@@ -19,6 +23,42 @@ type Shared = Arc<OnceCell<Arc<dyn Any + Send + Sync>>>;
 fn table() -> &'static Mutex<HashMap<(u64, String), Shared>> {
     static TABLE: OnceLock<Mutex<HashMap<(u64, String), Shared>>> = OnceLock::new();
     TABLE.get_or_init(Default::default)
+}
+
+/// Names read per (plan pass, kind).
+type Peers = Mutex<HashMap<(u64, &'static str), Vec<String>>>;
+
+fn peer_table() -> &'static Peers {
+    static TABLE: OnceLock<Peers> = OnceLock::new();
+    TABLE.get_or_init(Default::default)
+}
+
+/// Records, for the plan pass `stage`, the names of the resources it reads by kind.
+pub fn set_peers<'a>(stage: u64, reads: impl IntoIterator<Item = (&'static str, &'a str)>) {
+    let mut table = peer_table().lock().expect("peer table poisoned");
+    for (kind, name) in reads {
+        table
+            .entry((stage, kind))
+            .or_default()
+            .push(name.to_string());
+    }
+}
+
+/// The names of every resource of `kind` this plan pass reads, sorted, with `own` among them;
+/// outside a plan pass just `own`.
+pub fn peers(kind: &'static str, own: &str) -> Vec<String> {
+    let mut names = crate::aws::current_plan_stage()
+        .and_then(|stage| {
+            let table = peer_table().lock().expect("peer table poisoned");
+            table.get(&(stage, kind)).cloned()
+        })
+        .unwrap_or_default();
+    if !names.iter().any(|n| n == own) {
+        names.push(own.to_string());
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// `fetch()`'s answer, shared with every other `once` of the same `key` in this plan pass.
@@ -57,6 +97,10 @@ pub fn forget(stage: u64) {
         .lock()
         .expect("lookup table poisoned")
         .retain(|(s, _), _| *s != stage);
+    peer_table()
+        .lock()
+        .expect("peer table poisoned")
+        .retain(|(s, _), _| *s != stage);
 }
 
 #[cfg(test)]
@@ -91,6 +135,29 @@ mod tests {
         assert_eq!(scoped(scope, lookups(&calls)).await, vec![7, 7, 7]);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         forget(stage);
+    }
+
+    #[tokio::test]
+    async fn a_plan_pass_knows_the_names_it_reads_of_a_kind() {
+        let stage = crate::aws::next_stage();
+        set_peers(
+            stage,
+            [("log_group", "/b"), ("log_group", "/a"), ("role", "r")],
+        );
+        let scope = |node: &str| Scope {
+            stage,
+            kind: "plan",
+            node: node.into(),
+        };
+        let seen = scoped(scope("x"), async { peers("log_group", "/b") }).await;
+        assert_eq!(seen, ["/a", "/b"]);
+        // A reader the pass did not announce still finds itself.
+        let seen = scoped(scope("y"), async { peers("log_group", "/c") }).await;
+        assert_eq!(seen, ["/a", "/b", "/c"]);
+        forget(stage);
+        let seen = scoped(scope("x"), async { peers("log_group", "/b") }).await;
+        assert_eq!(seen, ["/b"], "forgotten with the pass");
+        assert_eq!(peers("log_group", "/b"), ["/b"], "outside a pass: itself");
     }
 
     #[tokio::test]

@@ -229,6 +229,14 @@ async fn decide(
         kind: "plan",
         node: node.id().to_string(),
     };
+    // The names this pass reads, by kind, for providers that describe several at once.
+    super::lookup::set_peers(
+        stage,
+        nodes
+            .iter()
+            .filter(|n| shown.and_then(|p| kept(p, n)).is_none())
+            .map(|n| (n.kind(), n.name())),
+    );
     let observed = futures::stream::iter(nodes)
         .map(|n| async move {
             if let Some(kept) = shown.and_then(|p| kept(p, &n)) {

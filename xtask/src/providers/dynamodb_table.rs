@@ -218,7 +218,25 @@ impl Provider for DynamoDbTable {
     const KIND: &'static str = "dynamodb_table";
 
     async fn read(&self, ctx: &Ctx, spec: &TableSpec) -> Result<Option<ObservedTable>> {
-        let Some(t) = describe_once(ctx, &spec.name).await? else {
+        // The tags and the backup settings go out with DescribeTable, by the ARN AWS gives
+        // every table: for a table that exists that saves a round-trip, for one that does not
+        // their answers are dropped.
+        let db = &ctx.aws.dynamodb;
+        let arn = format!(
+            "arn:{}:dynamodb:{}:{}:table/{}",
+            super::partition(&ctx.region),
+            ctx.region,
+            ctx.account_id,
+            spec.name
+        );
+        let (t, tags, backups) = tokio::join!(
+            describe_once(ctx, &spec.name),
+            db.list_tags_of_resource().resource_arn(&arn).send(),
+            db.describe_continuous_backups()
+                .table_name(&spec.name)
+                .send()
+        );
+        let Some(t) = t? else {
             return Ok(None);
         };
         if t.table_status() == Some(&TableStatus::Deleting) {
@@ -227,13 +245,6 @@ impl Provider for DynamoDbTable {
             return Ok(None);
         }
         let mut o = observe(&t);
-        let db = &ctx.aws.dynamodb;
-        let (tags, backups) = tokio::join!(
-            db.list_tags_of_resource().resource_arn(&o.arn).send(),
-            db.describe_continuous_backups()
-                .table_name(&spec.name)
-                .send()
-        );
         o.tags = tags
             .context("ListTagsOfResource")?
             .tags()

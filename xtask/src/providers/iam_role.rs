@@ -121,15 +121,20 @@ impl Provider for IamRole {
 
     async fn read(&self, ctx: &Ctx, spec: &RoleSpec) -> Result<Option<ObservedRole>> {
         let iam = &ctx.aws.iam;
-        // The role and both policy listings at once: each names the role, none needs another's
-        // answer, and a missing role makes all three fail alike. GetRole carries the role's tags
-        // (up to IAM's 50 per role): no ListRoleTags needed.
-        let (role, attached, inline_names) = tokio::join!(
+        // The role, both policy listings and the inline policy the spec names, all at once:
+        // each names the role, none needs another's answer, and a missing role makes them all
+        // fail alike. GetRole carries the role's tags (up to IAM's 50 per role): no ListRoleTags
+        // needed. Only inline policies the spec does not name take a second round-trip.
+        let (role, attached, inline_names, named) = tokio::join!(
             iam.get_role().role_name(&spec.name).send(),
             iam.list_attached_role_policies()
                 .role_name(&spec.name)
                 .send(),
             iam.list_role_policies().role_name(&spec.name).send(),
+            iam.get_role_policy()
+                .role_name(&spec.name)
+                .policy_name(&spec.inline_policy_name)
+                .send(),
         );
         let role = match role {
             Ok(r) => r,
@@ -152,20 +157,40 @@ impl Provider for IamRole {
             .iter()
             .filter_map(|p| p.policy_arn().map(str::to_string))
             .collect();
-        let mut inline_policies = BTreeMap::new();
         let inline_names = inline_names.context("ListRolePolicies")?;
-        let docs = futures::future::join_all(inline_names.policy_names().iter().map(|name| {
+        let mut documents: BTreeMap<String, String> = BTreeMap::new();
+        if inline_names
+            .policy_names()
+            .contains(&spec.inline_policy_name)
+        {
+            let named =
+                named.with_context(|| format!("GetRolePolicy {}", spec.inline_policy_name))?;
+            documents.insert(
+                spec.inline_policy_name.clone(),
+                named.policy_document().to_string(),
+            );
+        }
+        let others: Vec<&String> = inline_names
+            .policy_names()
+            .iter()
+            .filter(|n| **n != spec.inline_policy_name)
+            .collect();
+        let docs = futures::future::join_all(others.iter().map(|name| {
             iam.get_role_policy()
                 .role_name(&spec.name)
-                .policy_name(name)
+                .policy_name(name.as_str())
                 .send()
         }))
         .await;
-        for (name, doc) in inline_names.policy_names().iter().zip(docs) {
+        for (name, doc) in others.into_iter().zip(docs) {
             let doc = doc.with_context(|| format!("GetRolePolicy {name}"))?;
-            let parsed = parse_policy(doc.policy_document())
+            documents.insert(name.clone(), doc.policy_document().to_string());
+        }
+        let mut inline_policies = BTreeMap::new();
+        for (name, doc) in documents {
+            let parsed = parse_policy(&doc)
                 .with_context(|| format!("inline policy {name} of role {}", spec.name))?;
-            inline_policies.insert(name.clone(), normalize_policy(&parsed));
+            inline_policies.insert(name, normalize_policy(&parsed));
         }
         let tags = role
             .role()

@@ -28,8 +28,7 @@ use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::operation::create_function::CreateFunctionError;
-use aws_sdk_lambda::operation::get_alias::GetAliasError;
-use aws_sdk_lambda::operation::get_function::GetFunctionError;
+use aws_sdk_lambda::operation::get_function::{GetFunctionError, GetFunctionOutput};
 use aws_sdk_lambda::operation::publish_version::PublishVersionError;
 use aws_sdk_lambda::operation::update_alias::UpdateAliasError;
 use aws_sdk_lambda::operation::update_function_code::UpdateFunctionCodeError;
@@ -228,14 +227,40 @@ fn service<E, R>(e: &SdkError<E, R>) -> Option<&E> {
     }
 }
 
-/// Versions to delete so that at most `keep` remain: the oldest first, never `protect`.
-pub fn versions_to_purge(versions: &[u64], keep: usize, protect: Option<u64>) -> Vec<u64> {
+/// The versions a purge deletes, in two steps so that the alias never serves a deleted
+/// version and is only moved once the purge is done: before the alias moves (sparing the
+/// version it serves and the one it moves to), then after it moved (the version it served,
+/// when that one is beyond `keep`).
+pub fn purge_steps(
+    versions: &[u64],
+    keep: usize,
+    serving: Option<u64>,
+    moves_to: Option<u64>,
+) -> (Vec<u64>, Vec<u64>) {
+    let spare: Vec<u64> = serving.into_iter().chain(moves_to).collect();
+    let before = versions_to_purge(versions, keep, &spare);
+    let after = match moves_to {
+        Some(to) if Some(to) != serving => {
+            let left: Vec<u64> = versions
+                .iter()
+                .copied()
+                .filter(|v| !before.contains(v))
+                .collect();
+            versions_to_purge(&left, keep, &[to])
+        }
+        _ => Vec::new(),
+    };
+    (before, after)
+}
+
+/// Versions to delete so that at most `keep` remain: the oldest first, never one in `protect`.
+pub fn versions_to_purge(versions: &[u64], keep: usize, protect: &[u64]) -> Vec<u64> {
     let mut sorted = versions.to_vec();
     sorted.sort_unstable();
     let excess = sorted.len().saturating_sub(keep);
     sorted
         .into_iter()
-        .filter(|v| Some(*v) != protect)
+        .filter(|v| !protect.contains(v))
         .take(excess)
         .collect()
 }
@@ -332,6 +357,45 @@ async fn wait_ready(ctx: &Ctx, name: &str, after_ours: bool) -> Result<()> {
     .await
 }
 
+/// The function as read through its alias, when the version the alias serves holds the spec's
+/// code and configuration and the function carries the spec's tags: then nothing about the
+/// function is to change, and the rest of it is not read.
+///
+/// What this leaves unread is what no caller runs: `$LATEST` (callers invoke the alias) and
+/// versions the alias has moved off. Those are seen, and the excess versions purged, by the
+/// next apply that publishes; an apply purges before it moves the alias, so a serving
+/// version that matches the spec means the purge of its publish is done.
+fn serving(spec: &FunctionSpec, f: &GetFunctionOutput) -> Option<ObservedFunction> {
+    let c = f.configuration()?;
+    let number: u64 = c.version()?.parse().ok()?;
+    let tags: BTreeMap<String, String> = f.tags()?.clone().into_iter().collect();
+    let config = live_config(c);
+    let code = c.code_sha256()?.to_string();
+    if code != spec.code_sha256_b64 || config != desired(spec) || tags != spec.tags {
+        return None;
+    }
+    // The function's ARN: GetFunction answers with the qualified one.
+    let arn = c
+        .function_arn()?
+        .splitn(8, ':')
+        .take(7)
+        .collect::<Vec<_>>()
+        .join(":");
+    Some(ObservedFunction {
+        arn,
+        code_sha256_b64: code.clone(),
+        config: config.clone(),
+        tags,
+        versions: vec![Version {
+            number,
+            code_sha256_b64: code,
+            config,
+        }],
+        alias_target: Some(number.to_string()),
+        readiness: Readiness::Ready,
+    })
+}
+
 const CONFIG_FIELDS: [&str; 7] = [
     "runtime",
     "handler",
@@ -350,16 +414,37 @@ impl Provider for LambdaFunction {
 
     async fn read(&self, ctx: &Ctx, spec: &FunctionSpec) -> Result<Option<ObservedFunction>> {
         let lambda = &ctx.aws.lambda;
-        // The three parts are asked at once: each names the function, none needs another's
-        // answer, and a missing function makes all three fail alike.
-        let (f, versions, alias) = tokio::join!(
+        // First the version the alias serves (GetFunction with the alias as qualifier names
+        // it and carries its code, configuration and the function's tags). When it already
+        // holds the spec, that one call is the whole read: see `serving`.
+        let served = match lambda
+            .get_function()
+            .function_name(&spec.name)
+            .qualifier(&spec.alias)
+            .send()
+            .await
+        {
+            Ok(f) => {
+                if let Some(settled) = serving(spec, &f) {
+                    return Ok(Some(settled));
+                }
+                f.configuration()
+                    .and_then(|c| c.version())
+                    .map(str::to_string)
+            }
+            // No function, or a function without the alias: the full read tells which.
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), GetFunctionError::ResourceNotFoundException(_)) =>
+            {
+                None
+            }
+            Err(e) => return Err(e).context("GetFunction (alias)"),
+        };
+        // `$LATEST` and every version at once: each names the function, neither needs the
+        // other's answer, and a missing function makes both fail alike.
+        let (f, versions) = tokio::join!(
             lambda.get_function().function_name(&spec.name).send(),
             list_versions(ctx, &spec.name),
-            lambda
-                .get_alias()
-                .function_name(&spec.name)
-                .name(&spec.alias)
-                .send()
         );
         let f = match f {
             Ok(f) => f,
@@ -373,22 +458,13 @@ impl Provider for LambdaFunction {
         let c = f
             .configuration()
             .context("GetFunction returned no configuration")?;
-        let alias_target = match alias {
-            Ok(a) => a.function_version().map(str::to_string),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), GetAliasError::ResourceNotFoundException(_)) =>
-            {
-                None
-            }
-            Err(e) => return Err(e).context("GetAlias"),
-        };
         Ok(Some(ObservedFunction {
             arn: c.function_arn().unwrap_or_default().to_string(),
             code_sha256_b64: c.code_sha256().unwrap_or_default().to_string(),
             config: live_config(c),
             tags: f.tags().cloned().unwrap_or_default().into_iter().collect(),
             versions: versions?,
-            alias_target,
+            alias_target: served,
             readiness: readiness(
                 c.state(),
                 c.last_update_status(),
@@ -456,10 +532,10 @@ impl Provider for LambdaFunction {
         if publishes {
             numbers.push(u64::MAX);
         }
-        let protect = o.alias_target.as_deref().and_then(|v| v.parse().ok());
-        let purge = versions_to_purge(&numbers, spec.keep_versions as usize, protect);
-        // Without a publish the alias stays put; with one it moves, so its old target may go.
-        let purge: Vec<u64> = purge.into_iter().filter(|v| *v != u64::MAX).collect();
+        let serving = o.alias_target.as_deref().and_then(|v| v.parse().ok());
+        let moves_to = if publishes { Some(u64::MAX) } else { current };
+        let (before, after) = purge_steps(&numbers, spec.keep_versions as usize, serving, moves_to);
+        let purge: Vec<u64> = before.into_iter().chain(after).collect();
         if !purge.is_empty() {
             d.push("purge_versions", &purge, &Value::Null, false);
         }
@@ -626,10 +702,9 @@ impl Provider for LambdaFunction {
         if has("tags") {
             update_tags(ctx, spec, o).await?;
         }
-        let mut alias_target = o.alias_target.clone();
         // Versions that exist after this update: the ones read plus the one published here.
         let mut versions: Vec<u64> = o.versions.iter().map(|v| v.number).collect();
-        if has("version") {
+        let target = if has("version") {
             if !std::mem::take(&mut settled) {
                 wait_ready(ctx, &spec.name, updated).await?;
             }
@@ -652,18 +727,28 @@ impl Provider for LambdaFunction {
                 .version()
                 .context("PublishVersion returned no version")?
                 .to_string();
-            point_alias(ctx, spec, o.alias_target.as_deref(), &version).await?;
             versions.extend(version.parse::<u64>().ok());
-            alias_target = Some(version);
-        } else if has("alias")
-            && let Some(v) = o.current_version(spec)
-        {
-            point_alias(ctx, spec, o.alias_target.as_deref(), &v.to_string()).await?;
-            alias_target = Some(v.to_string());
+            Some(version)
+        } else if has("alias") {
+            o.current_version(spec).map(|v| v.to_string())
+        } else {
+            None
+        };
+        // The purge goes before the alias moves: a read that finds the alias on the spec's
+        // version can then take the purge as done (see `serving`). Only the version the alias
+        // leaves waits for the move (with `keep_versions = 1`).
+        let serving = o.alias_target.as_deref().and_then(|v| v.parse().ok());
+        let moves_to = target.as_deref().and_then(|v| v.parse().ok());
+        let (before, after) = if has("purge_versions") || has("version") {
+            purge_steps(&versions, spec.keep_versions as usize, serving, moves_to)
+        } else {
+            Default::default()
+        };
+        delete_versions(ctx, spec, &before).await?;
+        if let Some(version) = &target {
+            point_alias(ctx, spec, o.alias_target.as_deref(), version).await?;
         }
-        if has("purge_versions") || has("version") {
-            purge(ctx, spec, &versions, alias_target.as_deref()).await?;
-        }
+        delete_versions(ctx, spec, &after).await?;
         Ok(())
     }
 
@@ -763,18 +848,11 @@ async fn point_alias(
     Ok(())
 }
 
-/// Deletes versions beyond `keep_versions`, oldest first, never the alias target. `versions`
-/// are the ones this run knows of (read by the plan, plus what it published): listing them
-/// again would cost a round-trip on every code change, and a version someone else published
-/// meanwhile is only left for the next run to purge. The deletions go out together.
-async fn purge(
-    ctx: &Ctx,
-    spec: &FunctionSpec,
-    versions: &[u64],
-    alias_target: Option<&str>,
-) -> Result<()> {
-    let protect = alias_target.and_then(|v| v.parse().ok());
-    let doomed = versions_to_purge(versions, spec.keep_versions as usize, protect);
+/// Deletes the `doomed` versions, together. They come from [`purge_steps`] over the versions
+/// this run knows of (read by the plan, plus what it published): listing them again would
+/// cost a round-trip on every code change, and a version someone else published meanwhile is
+/// only left for the next publishing run to purge.
+async fn delete_versions(ctx: &Ctx, spec: &FunctionSpec, doomed: &[u64]) -> Result<()> {
     let deleted = futures::future::join_all(doomed.iter().map(|v| {
         ctx.aws
             .lambda
@@ -909,13 +987,91 @@ mod tests {
 
     #[test]
     fn purge_keeps_n_and_never_the_alias_target() {
-        assert_eq!(versions_to_purge(&[1, 2, 3, 4, 5], 3, Some(5)), [1, 2]);
-        assert_eq!(versions_to_purge(&[1, 2, 3], 3, None), Vec::<u64>::new());
+        assert_eq!(versions_to_purge(&[1, 2, 3, 4, 5], 3, &[5]), [1, 2]);
+        assert_eq!(versions_to_purge(&[1, 2, 3], 3, &[]), Vec::<u64>::new());
         // The alias still points at an old version: it survives, the next oldest go.
-        assert_eq!(versions_to_purge(&[1, 2, 3, 4, 5], 3, Some(1)), [2, 3]);
+        assert_eq!(versions_to_purge(&[1, 2, 3, 4, 5], 3, &[1]), [2, 3]);
         let s = spec();
         let o = observed(&s, 5);
         assert_eq!(fields(&LambdaFunction::diff(&s, &o)), ["purge_versions"]);
+    }
+
+    /// GetFunction's answer for the alias, as AWS gives it: the served version's
+    /// configuration under the alias-qualified ARN, and the function's tags.
+    fn served(s: &FunctionSpec, version: &str, tags: Option<&[(&str, &str)]>) -> GetFunctionOutput {
+        let c = desired(s);
+        GetFunctionOutput::builder()
+            .configuration(
+                FunctionConfiguration::builder()
+                    .function_arn("arn:aws:lambda:us-east-1:1:function:f-dev:live")
+                    .version(version)
+                    .code_sha256(&s.code_sha256_b64)
+                    .runtime(Runtime::from(c.runtime.as_str()))
+                    .handler(c.handler)
+                    .architectures(Architecture::from(c.architecture.as_str()))
+                    .memory_size(c.memory_mb as i32)
+                    .timeout(c.timeout_secs as i32)
+                    .environment(
+                        aws_sdk_lambda::types::EnvironmentResponse::builder()
+                            .set_variables(Some(c.environment.into_iter().collect()))
+                            .build(),
+                    )
+                    .role(c.role)
+                    .build(),
+            )
+            .set_tags(tags.map(|t| {
+                t.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            }))
+            .build()
+    }
+
+    #[test]
+    fn a_served_version_that_holds_the_spec_is_the_whole_read() {
+        let mut s = spec();
+        s.tags = BTreeMap::from([("app".into(), "invoice".into())]);
+        let o = serving(&s, &served(&s, "7", Some(&[("app", "invoice")]))).expect("settled");
+        assert_eq!(o.arn, "arn:aws:lambda:us-east-1:1:function:f-dev");
+        assert_eq!(o.alias_target.as_deref(), Some("7"));
+        assert!(LambdaFunction::diff(&s, &o).0.is_empty());
+        // Anything else needs the full read: other code, other configuration, other or
+        // unreadable tags (no lambda:ListTags), an alias on $LATEST.
+        let mut other = s.clone();
+        other.code_sha256_b64 = "xyz=".into();
+        assert!(serving(&other, &served(&s, "7", Some(&[("app", "invoice")]))).is_none());
+        other = s.clone();
+        other.memory_mb = 512;
+        assert!(serving(&other, &served(&s, "7", Some(&[("app", "invoice")]))).is_none());
+        assert!(serving(&s, &served(&s, "7", Some(&[("app", "other")]))).is_none());
+        assert!(serving(&s, &served(&s, "7", None)).is_none());
+        assert!(serving(&s, &served(&s, "$LATEST", Some(&[("app", "invoice")]))).is_none());
+    }
+
+    #[test]
+    fn the_purge_spares_both_ends_of_the_alias_move_until_it_moved() {
+        // keep 3, serving 5, publishing 6: 1-3 go first, 4 stays with 5 and 6.
+        assert_eq!(
+            purge_steps(&[1, 2, 3, 4, 5, 6], 3, Some(5), Some(6)),
+            (vec![1, 2, 3], vec![])
+        );
+        // keep 1: the served version can only go once the alias has left it.
+        assert_eq!(
+            purge_steps(&[4, 5, 6], 1, Some(5), Some(6)),
+            (vec![4], vec![5])
+        );
+        // No move: only the excess, never the served one.
+        assert_eq!(
+            purge_steps(&[1, 2, 3, 4], 2, Some(2), None),
+            (vec![1, 3], vec![])
+        );
+        let mut s = spec();
+        s.keep_versions = 1;
+        let o = observed(&s, 2);
+        s.memory_mb = 512;
+        let d = LambdaFunction::diff(&s, &o);
+        let purge = d.0.iter().find(|c| c.field == "purge_versions").unwrap();
+        assert_eq!(purge.old, json!([1, 2]), "the plan shows both steps");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::error::SdkError;
 use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupError;
 use aws_sdk_cloudwatchlogs::operation::delete_log_group::DeleteLogGroupError;
+use aws_sdk_cloudwatchlogs::types::LogGroup as LiveGroup;
 use serde_json::Value;
 use stacks::LogGroupSpec;
 
@@ -33,15 +34,15 @@ impl Provider for LogGroup {
 
     async fn read(&self, ctx: &Ctx, spec: &LogGroupSpec) -> Result<Option<ObservedLogGroup>> {
         let logs = &ctx.aws.logs;
-        // A prefix search: keep only the exact name (`/aws/lambda/a` also matches `/aws/lambda/ab`).
-        let page = logs
-            .describe_log_groups()
-            .log_group_name_prefix(&spec.name)
-            .send()
-            .await
-            .context("DescribeLogGroups")?;
-        let Some(group) = page
-            .log_groups()
+        // Every log group this plan pass reads, in one DescribeLogGroups (by exact names, up to
+        // 50 a call) instead of one prefix search each.
+        let names = crate::engine::lookup::peers(Self::KIND, &spec.name);
+        let groups = crate::engine::lookup::once(
+            &format!("logs.DescribeLogGroups.{}", names.join(",")),
+            || describe(ctx, names.clone()),
+        )
+        .await?;
+        let Some(group) = groups
             .iter()
             .find(|g| g.log_group_name() == Some(spec.name.as_str()))
         else {
@@ -184,6 +185,35 @@ async fn put_tags(ctx: &Ctx, spec: &LogGroupSpec, o: &ObservedLogGroup) -> Resul
             .context("TagResource")?;
     }
     Ok(())
+}
+
+/// The log groups named `names` that exist. `logGroupIdentifiers` takes up to 50 names and
+/// excludes every other filter; the answer is still checked name by name, as an emulator may
+/// not filter.
+async fn describe(ctx: &Ctx, names: Vec<String>) -> Result<Vec<LiveGroup>> {
+    let mut found = Vec::new();
+    for chunk in names.chunks(50) {
+        let mut pages = ctx
+            .aws
+            .logs
+            .describe_log_groups()
+            .set_log_group_identifiers(Some(chunk.to_vec()))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.context("DescribeLogGroups")?;
+            found.extend(
+                page.log_groups()
+                    .iter()
+                    .filter(|g| {
+                        g.log_group_name()
+                            .is_some_and(|n| chunk.iter().any(|c| c == n))
+                    })
+                    .cloned(),
+            );
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -209,7 +209,6 @@ pub const DEPLOY_ROLE: &[Permission] = &[
         &["lambda:DeleteEventSourceMapping"],
     ),
     p("lambda", "delete_function", &["lambda:DeleteFunction"]),
-    p("lambda", "get_alias", &["lambda:GetAlias"]),
     p(
         "lambda",
         "get_event_source_mapping",

@@ -77,6 +77,9 @@ pub struct Phase {
     pub retries: usize,
     /// Calls per operation (`Service.Operation`), to see where the calls go.
     pub by_operation: BTreeMap<String, usize>,
+    /// The resources whose calls spanned the most round-trips in one pass (`apply: rest_api.x
+    /// 25 calls over 30.1`), to see where the depth goes.
+    pub slowest: Vec<String>,
 }
 
 pub async fn run(g: &Global, args: &Args) -> Result<u8> {
@@ -370,7 +373,9 @@ impl Meter<'_> {
                 .entry(format!("{}.{}", c.service, c.operation))
                 .or_insert(0) += 1;
         }
+        let slowest = slowest(&calls, self.latency, 6);
         Ok(Phase {
+            slowest,
             phase: name,
             calls: calls.len(),
             writes: calls.iter().filter(|c| c.write).count(),
@@ -390,6 +395,32 @@ impl Meter<'_> {
             by_operation,
         })
     }
+}
+
+/// The `n` resources whose calls spanned the most round-trips of `latency`, with their pass.
+fn slowest(calls: &[Call], latency: Duration, n: usize) -> Vec<String> {
+    let mut spans: HashMap<(u64, &str, &str), (usize, Instant, Instant)> = HashMap::new();
+    for c in calls {
+        let (Some(s), Some(start)) = (&c.scope, c.started) else {
+            continue;
+        };
+        let end = start + Duration::from_millis(c.millis);
+        let e = spans
+            .entry((s.stage, s.kind, s.node.as_str()))
+            .or_insert((0, start, end));
+        e.0 += 1;
+        e.1 = e.1.min(start);
+        e.2 = e.2.max(end);
+    }
+    let mut spans: Vec<_> = spans
+        .into_iter()
+        .map(|((_, kind, node), (count, a, b))| {
+            let deep = (b - a).as_secs_f64() / latency.as_secs_f64();
+            (deep, format!("{kind}: {node} {count} calls over {deep:.1}"))
+        })
+        .collect();
+    spans.sort_by(|a, b| b.0.total_cmp(&a.0));
+    spans.into_iter().take(n).map(|(_, s)| s).collect()
 }
 
 /// The calls no scheduler could overlap (see the module docs), and the longest apply chain.
