@@ -384,6 +384,40 @@ pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient 
         .build_https()
 }
 
+/// The SDK configuration every client of a run is built from: the default credential chain
+/// and region (or the emulator's), our HTTPS client, `latency` added to every attempt.
+///
+/// The HTTP client is always set here, never left to the SDK's default: the API Gateway pacer
+/// and the benchmark's latency decorate it (see [`Clients::from_sdk`]), and an `SdkConfig`
+/// loaded without one has none to decorate. Until this was so, neither decorator was in place.
+pub async fn sdk_config(target: &Target, latency: Option<Duration>) -> SdkConfig {
+    let http = match latency {
+        Some(latency) => transport::delayed(https_client(), latency),
+        None => https_client(),
+    };
+    // Throttling and transient errors are retried by the SDK itself with jittered backoff;
+    // domain-level waits (table ACTIVE, ...) go through `engine::retry`.
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .retry_config(RetryConfig::standard().with_max_attempts(8));
+    match target {
+        Target::Aws { region } => {
+            if let Some(r) = region {
+                loader = loader.region(Region::new(r.clone()));
+            }
+        }
+        Target::Emulator { endpoint, region } => {
+            loader = loader
+                .endpoint_url(endpoint)
+                .region(Region::new(region.clone()))
+                .credentials_provider(Credentials::new(
+                    "testing", "testing", None, None, "emulator",
+                ));
+        }
+    }
+    loader.load().await
+}
+
 impl Clients {
     pub async fn new(target: &Target, log: Arc<CallLog>) -> Clients {
         Clients::with_latency(target, log, None).await
@@ -396,35 +430,8 @@ impl Clients {
         log: Arc<CallLog>,
         latency: Option<Duration>,
     ) -> Clients {
-        // Throttling and transient errors are retried by the SDK itself with jittered backoff;
-        // domain-level waits (table ACTIVE, ...) go through `engine::retry`.
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(https_client())
-            .retry_config(RetryConfig::standard().with_max_attempts(8));
         let emulator = matches!(target, Target::Emulator { .. });
-        match target {
-            Target::Aws { region } => {
-                if let Some(r) = region {
-                    loader = loader.region(Region::new(r.clone()));
-                }
-            }
-            Target::Emulator { endpoint, region } => {
-                loader = loader
-                    .endpoint_url(endpoint)
-                    .region(Region::new(region.clone()))
-                    .credentials_provider(Credentials::new(
-                        "testing", "testing", None, None, "emulator",
-                    ));
-            }
-        }
-        let mut sdk = loader.load().await;
-        if let (Some(latency), Some(http)) = (latency, sdk.http_client()) {
-            sdk = sdk
-                .into_builder()
-                .http_client(transport::delayed(http, latency))
-                .build();
-        }
-        Clients::from_sdk(sdk, log, emulator)
+        Clients::from_sdk(sdk_config(target, latency).await, log, emulator)
     }
 
     pub fn from_sdk(sdk: SdkConfig, log: Arc<CallLog>, emulator: bool) -> Clients {
@@ -458,12 +465,13 @@ impl Clients {
         let logs = aws_sdk_cloudwatchlogs::config::Builder::from(&sdk)
             .interceptor(counter.clone())
             .build();
-        let mut apigateway =
-            aws_sdk_apigateway::config::Builder::from(&sdk).interceptor(counter.clone());
-        if let Some(http) = sdk.http_client() {
-            apigateway = apigateway.http_client(transport::paced(http, transport::Pacer::new()));
-        }
-        let apigateway = apigateway.build();
+        let http = sdk.http_client().expect(
+            "an SdkConfig with an HTTP client (see aws::sdk_config): API Gateway's pacer wraps it",
+        );
+        let apigateway = aws_sdk_apigateway::config::Builder::from(&sdk)
+            .interceptor(counter.clone())
+            .http_client(transport::paced(http, transport::Pacer::new()))
+            .build();
         let cloudformation = aws_sdk_cloudformation::config::Builder::from(&sdk)
             .interceptor(counter)
             .build();
@@ -506,5 +514,28 @@ mod tests {
         assert!(!is_read_operation("PutBucketTagging"));
         assert!(!is_read_operation("CreateTable"));
         assert!(!is_read_operation("RegisterScalableTarget"));
+    }
+
+    /// The bug this guards: the SDK's default client left `SdkConfig::http_client()` empty,
+    /// so neither the benchmark's latency nor API Gateway's pacer was ever put in place.
+    #[tokio::test]
+    async fn every_client_goes_through_our_decorated_http_client() {
+        let target = Target::Emulator {
+            endpoint: "http://127.0.0.1:9".into(),
+            region: "us-east-1".into(),
+        };
+        let clients =
+            Clients::with_latency(&target, CallLog::new(false), Some(Duration::from_millis(7)))
+                .await;
+        let http = |c: Option<aws_smithy_runtime_api::client::http::SharedHttpClient>| {
+            format!("{:?}", c.expect("an HTTP client"))
+        };
+        let s3 = http(clients.s3.config().http_client());
+        assert!(s3.contains("Latency(7ms)"), "{s3}");
+        let apigateway = http(clients.apigateway.config().http_client());
+        assert!(apigateway.contains("Pace("), "{apigateway}");
+        assert!(apigateway.contains("Latency(7ms)"), "{apigateway}");
+        let plain = http(sdk_config(&target, None).await.http_client());
+        assert!(!plain.contains("Latency"), "{plain}");
     }
 }

@@ -19,7 +19,9 @@
 //!   than [`YOUNG_ROLE`] by its IAM `CreateDate`; otherwise it surfaces at once.
 //! - A version is published only when the newest published version does not already hold the
 //!   desired code and configuration; old versions beyond `keep_versions` are deleted, never the
-//!   alias target.
+//!   alias target, and before the alias moves.
+//! - A read starts with the version the alias serves: when it holds the spec, that one call is
+//!   the read (see [`serving`]); otherwise `$LATEST` and the versions are read too.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

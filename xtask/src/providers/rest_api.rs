@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
-use aws_sdk_apigateway::error::SdkError;
+use std::time::Duration;
+
+use aws_sdk_apigateway::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_apigateway::operation::delete_method::DeleteMethodError;
 use aws_sdk_apigateway::operation::delete_resource::DeleteResourceError;
 use aws_sdk_apigateway::operation::get_resources::GetResourcesError;
@@ -20,12 +22,13 @@ use aws_sdk_apigateway::types::{
     ApiKeySourceType, EndpointConfiguration, EndpointType, GatewayResponseType, IntegrationType,
     Op, PatchOperation,
 };
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use serde::Serialize;
 use serde_json::Value;
 use stacks::RestApiSpec;
 
 use super::apigw::{self, Quota};
-use crate::engine::retry::{retry, retry_at_most};
+use crate::engine::retry::{Backoff, retry, retry_at_most};
 use crate::engine::{Change, Ctx, Diff, Provider};
 
 pub struct RestApi;
@@ -528,105 +531,177 @@ async fn converge(ctx: &Ctx, spec: &RestApiSpec, live: &ObservedApi) -> Result<(
         .clone()
         .context("the REST API has no root resource")?;
     let want = desired_routes(spec);
-    let validator = if want.values().any(|r| r.validate_params) {
-        Some(params_validator(ctx, live).await?)
-    } else {
-        None
-    };
     let wanted_paths: std::collections::BTreeSet<&str> =
         want.keys().map(|k| split_key(k).1).collect();
-    let mut resources = live.resources.clone();
 
-    // Resources no route lives on any more go, with whatever methods they hold.
-    for (path, id) in &live.resources {
-        if !wanted_paths.contains(path.as_str()) {
-            match gw
-                .delete_resource()
-                .rest_api_id(api)
-                .resource_id(id)
-                .send()
-                .await
-            {
-                Ok(_) => {}
+    // The writes go out together where they do not depend on each other, each retried while
+    // API Gateway answers that another change of the same API is in progress (see `write`).
+    // First what goes: resources no route lives on any more (with their methods), and
+    // methods that changed (PutMethod will not overwrite).
+    let gone = live
+        .resources
+        .iter()
+        .filter(|(path, _)| !wanted_paths.contains(path.as_str()))
+        .map(|(path, id)| async move {
+            let deleted = write(ctx, &format!("DeleteResource {path}"), || {
+                gw.delete_resource().rest_api_id(api).resource_id(id).send()
+            })
+            .await;
+            match deleted {
+                Ok(_) => Ok(()),
                 Err(SdkError::ServiceError(e))
-                    if matches!(e.err(), DeleteResourceError::NotFoundException(_)) => {}
-                Err(e) => return Err(e).context(format!("DeleteResource {path}")),
+                    if matches!(e.err(), DeleteResourceError::NotFoundException(_)) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(anyhow::Error::new(e).context(format!("DeleteResource {path}"))),
             }
-            resources.remove(path);
-        }
-    }
-    for (key, state) in &live.routes {
-        let (method, path) = split_key(key);
-        let changed = want.get(key) != Some(state);
-        if changed && wanted_paths.contains(path) {
-            // PutMethod will not overwrite: an existing method goes first.
+        });
+    let changed = live
+        .routes
+        .iter()
+        .filter(|(key, state)| {
+            want.get(*key) != Some(*state) && wanted_paths.contains(split_key(key).1)
+        })
+        .map(|(key, _)| async move {
+            let (method, path) = split_key(key);
             let id = &live.resources[path];
-            match gw
-                .delete_method()
-                .rest_api_id(api)
-                .resource_id(id)
-                .http_method(method)
-                .send()
-                .await
-            {
-                Ok(_) => {}
-                Err(SdkError::ServiceError(e))
-                    if matches!(e.err(), DeleteMethodError::NotFoundException(_)) => {}
-                Err(e) => return Err(e).context(format!("DeleteMethod {key}")),
-            }
-        }
-    }
-    for (key, state) in &want {
-        if live.routes.get(key) == Some(state) {
-            continue;
-        }
-        let (method, path) = split_key(key);
-        let resource = match resources.get(path) {
-            Some(id) => id.clone(),
-            None => {
-                let created = gw
-                    .create_resource()
+            let deleted = write(ctx, &format!("DeleteMethod {key}"), || {
+                gw.delete_method()
                     .rest_api_id(api)
-                    .parent_id(&root)
+                    .resource_id(id)
+                    .http_method(method)
+                    .send()
+            })
+            .await;
+            match deleted {
+                Ok(_) => Ok(()),
+                Err(SdkError::ServiceError(e))
+                    if matches!(e.err(), DeleteMethodError::NotFoundException(_)) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(anyhow::Error::new(e).context(format!("DeleteMethod {key}"))),
+            }
+        });
+    let (gone, changed) = tokio::join!(
+        futures::future::join_all(gone),
+        futures::future::join_all(changed)
+    );
+    gone.into_iter()
+        .chain(changed)
+        .collect::<Result<Vec<()>>>()?;
+
+    // Then, together: the validator, the missing resources and the gateway responses.
+    let pending: Vec<(&String, &RouteState)> = want
+        .iter()
+        .filter(|(key, state)| live.routes.get(*key) != Some(*state))
+        .collect();
+    let missing: std::collections::BTreeSet<&str> = pending
+        .iter()
+        .map(|(key, _)| split_key(key).1)
+        .filter(|path| !live.resources.contains_key(*path))
+        .collect();
+    let validator = async {
+        if pending.iter().any(|(_, r)| r.validate_params) {
+            params_validator(ctx, live).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let created = futures::future::join_all(missing.iter().map(|path| {
+        let root = &root;
+        async move {
+            let created = write(ctx, &format!("CreateResource {path}"), || {
+                gw.create_resource()
+                    .rest_api_id(api)
+                    .parent_id(root)
                     .path_part(path.trim_start_matches('/'))
                     .send()
-                    .await
-                    .with_context(|| format!("CreateResource {path}"))?;
-                let id = created.id().unwrap_or_default().to_string();
-                resources.insert(path.to_string(), id.clone());
-                id
-            }
-        };
-        put_route(
-            ctx,
-            api,
-            &resource,
-            method,
-            path,
-            state,
-            spec,
-            validator.as_deref(),
-        )
-        .await?;
-    }
-    for (t, r) in desired_responses(spec) {
-        if live.responses.get(&t) == Some(&r) {
-            continue;
-        }
-        let mut req = gw
-            .put_gateway_response()
-            .rest_api_id(api)
-            .response_type(GatewayResponseType::from(t.as_str()))
-            .response_templates("application/json", &r.template)
-            .set_response_parameters(Some(r.headers.clone().into_iter().collect()));
-        if !r.status_code.is_empty() {
-            req = req.status_code(&r.status_code);
-        }
-        req.send()
+            })
             .await
-            .with_context(|| format!("PutGatewayResponse {t}"))?;
+            .with_context(|| format!("CreateResource {path}"))?;
+            Ok::<_, anyhow::Error>((
+                path.to_string(),
+                created.id().unwrap_or_default().to_string(),
+            ))
+        }
+    }));
+    let responses = futures::future::join_all(
+        desired_responses(spec)
+            .into_iter()
+            .filter(|(t, r)| live.responses.get(t) != Some(r))
+            .map(|(t, r)| async move {
+                write(ctx, &format!("PutGatewayResponse {t}"), || {
+                    let mut req = gw
+                        .put_gateway_response()
+                        .rest_api_id(api)
+                        .response_type(GatewayResponseType::from(t.as_str()))
+                        .response_templates("application/json", &r.template)
+                        .set_response_parameters(Some(r.headers.clone().into_iter().collect()));
+                    if !r.status_code.is_empty() {
+                        req = req.status_code(&r.status_code);
+                    }
+                    req.send()
+                })
+                .await
+                .with_context(|| format!("PutGatewayResponse {t}"))
+                .map(|_| ())
+            }),
+    );
+    let (validator, created, responses) = tokio::join!(validator, created, responses);
+    responses.into_iter().collect::<Result<Vec<()>>>()?;
+    let validator = validator?;
+    let mut resources = live.resources.clone();
+    for made in created {
+        let (path, id) = made?;
+        resources.insert(path, id);
     }
+
+    // Last, every route that differs, each on its own resource.
+    let routes = pending.iter().map(|(key, state)| {
+        let (method, path) = split_key(key);
+        let resource = &resources[path];
+        let validator = validator.as_deref();
+        async move { put_route(ctx, api, resource, method, path, state, spec, validator).await }
+    });
+    futures::future::join_all(routes)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>>>()?;
     Ok(())
+}
+
+/// How often one write is sent while API Gateway answers ConflictException: about 12 s of
+/// backoff. The same exception also means "already exists" (a PutMethod whose lost answer the
+/// SDK retried), which no wait mends: the bound keeps that failure quick.
+const CONFLICT_ATTEMPTS: u32 = 8;
+
+/// Sends one write to a REST API, again while API Gateway answers ConflictException: AWS
+/// refuses a change while another change of the same API is in progress ("Unable to complete
+/// operation due to concurrent modification"), which the writes of one converge, sent
+/// together, run into. Bounded ([`CONFLICT_ATTEMPTS`]), logged by `retry`.
+async fn write<T, E, F, Fut>(ctx: &Ctx, what: &str, op: F) -> Result<T, SdkError<E, HttpResponse>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata,
+{
+    retry_at_most(
+        what,
+        Backoff {
+            first: Duration::from_millis(200),
+            max: Duration::from_secs(3),
+            deadline: ctx.wait_timeout,
+        },
+        CONFLICT_ATTEMPTS,
+        op,
+        |e| {
+            (e.code() == Some("ConflictException"))
+                .then_some("another change of this REST API is in progress")
+        },
+    )
+    .await
 }
 
 /// The id of the parameters-only request validator, created when the API has none.
@@ -638,17 +713,18 @@ async fn params_validator(ctx: &Ctx, live: &ObservedApi) -> Result<String> {
     {
         return Ok(id.clone());
     }
-    let created = ctx
-        .aws
-        .apigateway
-        .create_request_validator()
-        .rest_api_id(&live.id)
-        .name(PARAMS_VALIDATOR)
-        .validate_request_parameters(true)
-        .validate_request_body(false)
-        .send()
-        .await
-        .context("CreateRequestValidator")?;
+    let created = write(ctx, "CreateRequestValidator", || {
+        ctx.aws
+            .apigateway
+            .create_request_validator()
+            .rest_api_id(&live.id)
+            .name(PARAMS_VALIDATOR)
+            .validate_request_parameters(true)
+            .validate_request_body(false)
+            .send()
+    })
+    .await
+    .context("CreateRequestValidator")?;
     Ok(created.id().unwrap_or_default().to_string())
 }
 
@@ -670,68 +746,78 @@ async fn put_route(
         .iter()
         .map(|(n, r)| (format!("{QUERY}{n}"), *r))
         .collect();
-    gw.put_method()
-        .rest_api_id(api)
-        .resource_id(resource)
-        .http_method(method)
-        .authorization_type("NONE")
-        .api_key_required(state.api_key_required)
-        .set_request_parameters((!params.is_empty()).then_some(params))
-        .set_request_validator_id(
-            validator
-                .filter(|_| state.validate_params)
-                .map(str::to_string),
-        )
-        .send()
-        .await
-        .with_context(|| format!("PutMethod {key}"))?;
+    write(ctx, &format!("PutMethod {key}"), || {
+        gw.put_method()
+            .rest_api_id(api)
+            .resource_id(resource)
+            .http_method(method)
+            .authorization_type("NONE")
+            .api_key_required(state.api_key_required)
+            .set_request_parameters((!params.is_empty()).then(|| params.clone()))
+            .set_request_validator_id(
+                validator
+                    .filter(|_| state.validate_params)
+                    .map(str::to_string),
+            )
+            .send()
+    })
+    .await
+    .with_context(|| format!("PutMethod {key}"))?;
     match &state.target {
         Target::AwsProxy { uri } => {
-            gw.put_integration()
-                .rest_api_id(api)
-                .resource_id(resource)
-                .http_method(method)
-                .r#type(IntegrationType::AwsProxy)
-                // Lambda is always invoked with POST, whatever the client's method.
-                .integration_http_method("POST")
-                .uri(uri)
-                .send()
-                .await
-                .with_context(|| format!("PutIntegration {key}"))?;
+            write(ctx, &format!("PutIntegration {key}"), || {
+                gw.put_integration()
+                    .rest_api_id(api)
+                    .resource_id(resource)
+                    .http_method(method)
+                    .r#type(IntegrationType::AwsProxy)
+                    // Lambda is always invoked with POST, whatever the client's method.
+                    .integration_http_method("POST")
+                    .uri(uri)
+                    .send()
+            })
+            .await
+            .with_context(|| format!("PutIntegration {key}"))?;
         }
         Target::Mock { allow_origin } => {
             let origin = allow_origin.clone().unwrap_or_else(|| "*".into());
-            gw.put_integration()
-                .rest_api_id(api)
-                .resource_id(resource)
-                .http_method(method)
-                .r#type(IntegrationType::Mock)
-                .request_templates("application/json", MOCK_TEMPLATE)
-                .send()
-                .await
-                .with_context(|| format!("PutIntegration {key}"))?;
-            gw.put_method_response()
-                .rest_api_id(api)
-                .resource_id(resource)
-                .http_method(method)
-                .status_code("200")
-                .response_parameters(ALLOW_ORIGIN, false)
-                .response_parameters(ALLOW_HEADERS, false)
-                .response_parameters(ALLOW_METHODS, false)
-                .send()
-                .await
-                .with_context(|| format!("PutMethodResponse {key}"))?;
-            gw.put_integration_response()
-                .rest_api_id(api)
-                .resource_id(resource)
-                .http_method(method)
-                .status_code("200")
-                .response_parameters(ALLOW_ORIGIN, format!("'{origin}'"))
-                .response_parameters(ALLOW_HEADERS, CORS_ALLOWED_HEADERS)
-                .response_parameters(ALLOW_METHODS, format!("'{}'", methods_of(spec, path)))
-                .send()
-                .await
-                .with_context(|| format!("PutIntegrationResponse {key}"))?;
+            write(ctx, &format!("PutIntegration {key}"), || {
+                gw.put_integration()
+                    .rest_api_id(api)
+                    .resource_id(resource)
+                    .http_method(method)
+                    .r#type(IntegrationType::Mock)
+                    .request_templates("application/json", MOCK_TEMPLATE)
+                    .send()
+            })
+            .await
+            .with_context(|| format!("PutIntegration {key}"))?;
+            write(ctx, &format!("PutMethodResponse {key}"), || {
+                gw.put_method_response()
+                    .rest_api_id(api)
+                    .resource_id(resource)
+                    .http_method(method)
+                    .status_code("200")
+                    .response_parameters(ALLOW_ORIGIN, false)
+                    .response_parameters(ALLOW_HEADERS, false)
+                    .response_parameters(ALLOW_METHODS, false)
+                    .send()
+            })
+            .await
+            .with_context(|| format!("PutMethodResponse {key}"))?;
+            write(ctx, &format!("PutIntegrationResponse {key}"), || {
+                gw.put_integration_response()
+                    .rest_api_id(api)
+                    .resource_id(resource)
+                    .http_method(method)
+                    .status_code("200")
+                    .response_parameters(ALLOW_ORIGIN, format!("'{origin}'"))
+                    .response_parameters(ALLOW_HEADERS, CORS_ALLOWED_HEADERS)
+                    .response_parameters(ALLOW_METHODS, format!("'{}'", methods_of(spec, path)))
+                    .send()
+            })
+            .await
+            .with_context(|| format!("PutIntegrationResponse {key}"))?;
         }
         Target::Other { kind, .. } => {
             anyhow::bail!("{key}: cannot create an integration of type {kind}")

@@ -8,7 +8,8 @@
 //! S3 is eventually consistent about bucket existence: a bucket just created can answer
 //! NoSuchBucket to the configuration calls that follow for a moment, and re-creating a name
 //! deleted moments ago answers 409 OperationAborted until the deletion has settled. Both are
-//! code-only errors (no modelled variant) and are retried, bounded, through `engine::retry`.
+//! code-only errors (no modelled variant) and are retried, bounded, through `engine::retry`;
+//! so is OperationAborted on the configuration calls of a new bucket, which go out together.
 //!
 //! CreateBucket with tags (as here: the tags prove ownership from the first moment) needs
 //! `s3:TagResource` besides `s3:CreateBucket`; see the README's deploy-role section.
@@ -49,7 +50,13 @@ fn settle_backoff(ctx: &Ctx) -> Backoff {
 pub fn bucket_settling<E: aws_smithy_types::error::metadata::ProvideErrorMetadata, R>(
     e: &SdkError<E, R>,
 ) -> Option<&'static str> {
-    (error_code(e) == Some("NoSuchBucket")).then_some("the new bucket is not visible yet")
+    match error_code(e) {
+        Some("NoSuchBucket") => Some("the new bucket is not visible yet"),
+        // The configuration calls of a new bucket go out together (see `create`); S3 may
+        // refuse one while another change of the same bucket is in progress.
+        Some("OperationAborted") => Some("another change of this bucket is in progress"),
+        _ => None,
+    }
 }
 
 /// Why a CreateBucket error is worth retrying: the same name was deleted moments ago.
@@ -58,7 +65,8 @@ pub fn create_retry_reason<R>(e: &SdkError<CreateBucketError, R>) -> Option<&'st
         .then_some("a deletion of this bucket name is still settling (OperationAborted)")
 }
 
-/// One configuration call on the bucket, retried while the new bucket is not visible yet.
+/// One configuration call on the bucket, retried while the new bucket is not visible yet or
+/// another change of it is in progress.
 async fn settled<T, E, R, F, Fut>(ctx: &Ctx, what: &'static str, op: F) -> Result<T>
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata
@@ -335,13 +343,17 @@ impl Provider for S3Bucket {
             }
             Err(e) => return Err(e).context("CreateBucket"),
         }
-        put_tags(ctx, spec).await?;
-        put_versioning(ctx, spec).await?;
-        put_encryption(ctx, spec).await?;
-        put_public_access_block(ctx, spec).await?;
-        put_ownership(ctx, spec).await?;
-        put_lifecycle(ctx, spec).await?;
-        put_policy(ctx, spec).await?;
+        // The seven settings do not depend on each other (the TLS-only policy only denies, so
+        // the public access block never refuses it): they go out together.
+        tokio::try_join!(
+            put_tags(ctx, spec),
+            put_versioning(ctx, spec),
+            put_encryption(ctx, spec),
+            put_public_access_block(ctx, spec),
+            put_ownership(ctx, spec),
+            put_lifecycle(ctx, spec),
+            put_policy(ctx, spec),
+        )?;
         Ok(())
     }
 
