@@ -454,21 +454,39 @@ pub fn build(opts: &BuildOptions) -> Result<Report> {
     let mut executables = compile(opts, &selected, &env)?;
     let compile_secs = compile_started.elapsed().as_secs_f64();
 
-    let mut artifacts = Vec::with_capacity(selected.len());
+    let mut jobs = Vec::with_capacity(selected.len());
     for function in selected {
-        let in_function = |source| Error::Function {
-            function: function.name.clone(),
-            source: Box::new(source),
-        };
         let (exe, fresh) = executables
             .remove(&function.name)
-            .ok_or_else(|| Error::NoExecutable {
-                crate_name: function.name.clone(),
-            })
-            .map_err(in_function)?;
-        let artifact = package_one(opts, &function.name, &exe, !fresh).map_err(in_function)?;
-        artifacts.push(artifact);
+            .ok_or_else(|| Error::Function {
+                function: function.name.clone(),
+                source: Box::new(Error::NoExecutable {
+                    crate_name: function.name.clone(),
+                }),
+            })?;
+        jobs.push((function, exe, fresh));
     }
+    // Zipping and hashing take a core each (170 MB of debug binaries for a host build): one
+    // thread per function, results in discovery order.
+    let artifacts = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(function, exe, fresh)| {
+                scope.spawn(move || {
+                    package_one(opts, &function.name, exe, !fresh).map_err(|source| {
+                        Error::Function {
+                            function: function.name.clone(),
+                            source: Box::new(source),
+                        }
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a packaging thread panicked"))
+            .collect::<Result<Vec<_>>>()
+    })?;
     Ok(Report {
         target: opts.target,
         profile: match opts.target {
