@@ -182,9 +182,7 @@ pub fn resources(
                 api_name: api_name.clone(),
                 stage_name: a.stage_name.clone(),
                 deployment_hash: api.deployment_hash(),
-                access_log_group_arn: format!(
-                    "arn:{part}:logs:{region}:{account_id}:log-group:{log_group}"
-                ),
+                access_log_group_arn: crate::names::log_group_arn(region, account_id, &log_group),
                 access_log_format: ACCESS_LOG_FORMAT.into(),
                 throttle_rate: a.method_throttle.rate_limit,
                 throttle_burst: a.method_throttle.burst_limit,

@@ -84,7 +84,7 @@ pub struct Arns {
 impl Arns {
     pub fn new(names: &Names, region: &str, account_id: &str) -> Arns {
         let p = crate::names::partition(region);
-        let table = |n: String| format!("arn:{p}:dynamodb:{region}:{account_id}:table/{n}");
+        let table = |n: String| crate::names::table_arn(region, account_id, &n);
         let invoices_table = table(names.invoices_table());
         Arns {
             invoices_gsi: format!("{invoices_table}/index/{INVOICES_GSI}"),
@@ -98,7 +98,10 @@ impl Arns {
                     let group = names.function_log_group(f);
                     (
                         f,
-                        format!("arn:{p}:logs:{region}:{account_id}:log-group:{group}:*"),
+                        format!(
+                            "{}:*",
+                            crate::names::log_group_arn(region, account_id, &group)
+                        ),
                     )
                 })
                 .collect(),

@@ -126,6 +126,22 @@ pub fn partition(region: &str) -> &'static str {
     }
 }
 
+/// The ARN AWS gives the DynamoDB table `name`.
+pub fn table_arn(region: &str, account_id: &str, name: &str) -> String {
+    format!(
+        "arn:{}:dynamodb:{region}:{account_id}:table/{name}",
+        partition(region)
+    )
+}
+
+/// The ARN AWS gives the CloudWatch Logs log group `name` (without DescribeLogGroups' `:*`).
+pub fn log_group_arn(region: &str, account_id: &str, name: &str) -> String {
+    format!(
+        "arn:{}:logs:{region}:{account_id}:log-group:{name}",
+        partition(region)
+    )
+}
+
 /// Environment names become part of every resource name.
 pub fn check_env(env: &str) -> Result<(), String> {
     let mut bytes = env.bytes();

@@ -222,13 +222,7 @@ impl Provider for DynamoDbTable {
         // every table: for a table that exists that saves a round-trip, for one that does not
         // their answers are dropped.
         let db = &ctx.aws.dynamodb;
-        let arn = format!(
-            "arn:{}:dynamodb:{}:{}:table/{}",
-            super::partition(&ctx.region),
-            ctx.region,
-            ctx.account_id,
-            spec.name
-        );
+        let arn = stacks::names::table_arn(&ctx.region, &ctx.account_id, &spec.name);
         let (t, tags, backups) = tokio::join!(
             describe_once(ctx, &spec.name),
             db.list_tags_of_resource().resource_arn(&arn).send(),
