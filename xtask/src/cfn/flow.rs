@@ -249,11 +249,12 @@ async fn locked(
     let names = Names::new(&session.config, &session.env, &session.ctx.account_id);
     crate::lock::Lock::hold(
         &session.ctx,
-        &names.lock_parameter(),
+        &crate::lock::Place::of(&names),
         command,
         &prepare(session).tags,
         break_lock,
-        work,
+        None,
+        |_| work,
     )
     .await
 }

@@ -2,7 +2,9 @@
 //!
 //! A plan without changes returns before the lock is taken, so a no-op apply makes no write
 //! call at all. What the plan acts on is read again under the lock ([`plan::replan`]): another
-//! run may have changed it between the first read and the confirmation.
+//! run may have changed it between the first read and the confirmation. A run without a
+//! question (`--yes`) skips that re-read when its run ticket proves no other run has held the
+//! lock since it began reading ([`crate::lock`]).
 
 use std::time::Instant;
 
@@ -14,7 +16,7 @@ use crate::artifacts::{CodeArgs, CodeSource};
 use crate::engine::apply::{Outcome, Status, apply, check_runnable};
 use crate::engine::plan::{Action, Plan};
 use crate::engine::{Options, plan, render};
-use crate::lock::Lock;
+use crate::lock::{Acquired, Before, Lock, Place};
 use crate::session::{Global, SeedArgs, Session, confirm};
 use stacks::names::Names;
 
@@ -49,7 +51,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         return crate::cfn::flow::apply(g, &session, args.yes, args.break_lock).await;
     }
     let stack = session.stack.clone();
-    reconcile(g, &session, &stack, "apply", args.yes, args.break_lock).await
+    reconcile(g, &session, &stack, Mode::Apply, args.yes, args.break_lock).await
 }
 
 fn fingerprint(plan: &Plan) -> Vec<(String, String, String)> {
@@ -66,133 +68,222 @@ fn fingerprint(plan: &Plan) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Which of the two commands that change an environment is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Apply,
+    Destroy,
+}
+
+impl Mode {
+    /// The command's name, as typed and as recorded in the lock.
+    pub fn command(self) -> &'static str {
+        match self {
+            Mode::Apply => "apply",
+            Mode::Destroy => "destroy",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Mode::Apply => "Plan",
+            Mode::Destroy => "Destroy plan",
+        }
+    }
+
+    /// The capitalised verb of the progress and summary lines.
+    fn verb(self) -> &'static str {
+        match self {
+            Mode::Apply => "Apply",
+            Mode::Destroy => "Destroy",
+        }
+    }
+
+    /// The confirmation question and the answer that confirms it: destroying asks for the
+    /// environment's name, so a reflexive "yes" cannot delete it.
+    fn question(self, env: &str, account: &str) -> (String, String) {
+        match self {
+            Mode::Apply => (
+                format!("Apply these changes to env `{env}` in account {account}?"),
+                "yes".into(),
+            ),
+            Mode::Destroy => (
+                format!("Destroy the resources above in env `{env}` in account {account}?"),
+                env.into(),
+            ),
+        }
+    }
+}
+
 /// The shared flow of apply and destroy.
 pub async fn reconcile(
     g: &Global,
     session: &Session,
     stack: &Stack,
-    command: &str,
+    mode: Mode,
     yes: bool,
     break_lock: bool,
 ) -> Result<u8> {
     let ctx = &session.ctx;
-    crate::cfn::flow::refuse_cloudformation_owned(session).await?;
-    let concurrency = session.config.deploy.concurrency;
     let started = Instant::now();
-    let title = if command == "destroy" {
-        "Destroy plan"
-    } else {
-        "Plan"
-    };
-    let first = plan::plan(
-        ctx,
-        &session.env,
-        nodes(stack),
-        &stack.ownership_tags,
-        concurrency,
-    )
-    .await?;
-    // Text goes to stderr under --json so stdout stays one JSON document.
-    let text = render::plan_text(&first, title);
-    if g.json || g.text_to_stderr {
-        eprint!("{text}");
-    } else {
-        print!("{text}");
-    }
+    let names = Names::new(&session.config, &session.env, &ctx.account_id);
+    let place = Place::of(&names);
+    let first = first_plan(session, stack, &place, yes).await?;
+    let (first, before) = (first.plan, first.before);
+    show(g, &render::plan_text(&first, mode.title()));
     if !first.has_changes() {
         if g.json && !g.text_to_stderr {
             println!(
                 "{}",
-                render::json(&first, command, Some(&[]), ctx.aws.log.counts())
+                render::json(&first, mode.command(), Some(&[]), ctx.aws.log.counts())
             );
         }
         return Ok(exit::OK);
     }
     check_runnable(&first)?;
-    let question = format!(
-        "{} env `{}` in account {}?",
-        if command == "destroy" {
-            "Destroy the resources above in"
-        } else {
-            "Apply these changes to"
-        },
-        session.env,
-        ctx.account_id
-    );
-    let expected = if command == "destroy" {
-        session.env.as_str()
-    } else {
-        "yes"
-    };
-    confirm(&question, expected, yes)?;
+    let (question, expected) = mode.question(&session.env, &ctx.account_id);
+    confirm(&question, &expected, yes)?;
 
-    let names = Names::new(&session.config, &session.env, &ctx.account_id);
-    let work = async {
-        let second = plan::replan(
-            ctx,
-            &session.env,
-            nodes(stack),
-            &stack.ownership_tags,
-            concurrency,
-            &first,
-        )
-        .await?;
-        if fingerprint(&second) != fingerprint(&first) {
-            bail!(
-                "live state changed since the plan was shown; nothing was changed, run {command} again"
-            );
-        }
-        check_runnable(&second)?;
-        eprintln!(
-            "{}ing {} change(s)...",
-            if command == "destroy" {
-                "Destroy"
-            } else {
-                "Apply"
-            },
-            second
-                .resources
-                .iter()
-                .filter(|r| r.action.writes())
-                .count()
-        );
-        let outcomes = tokio::select! {
-            o = apply(ctx, &second, concurrency) => o,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("interrupted: operations in flight may still complete; run {command} again to converge");
-                return Ok((second, None));
+    let place = &place;
+    let work = |acquired: Acquired| async move {
+        // Destroy leaves no ticket behind; listing them now keeps that off the end of the run.
+        let forget = async {
+            match mode {
+                Mode::Destroy => crate::lock::forget_tickets(ctx, place).await,
+                Mode::Apply => Ok(()),
             }
         };
-        Ok((second, Some(outcomes)))
+        let run = async {
+            let plan = if acquired.undisturbed {
+                first
+            } else {
+                reread(session, stack, &first, mode).await?
+            };
+            let count = plan.resources.iter().filter(|r| r.action.writes()).count();
+            eprintln!("{}ing {count} change(s)...", mode.verb());
+            let outcomes = tokio::select! {
+                o = apply(ctx, &plan, session.config.deploy.concurrency) => o,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("interrupted: operations in flight may still complete; run {} again to converge", mode.command());
+                    return Ok((plan, None));
+                }
+            };
+            Ok((plan, Some(outcomes)))
+        };
+        let (forgotten, ran) = tokio::join!(forget, run);
+        if let Err(e) = forgotten {
+            eprintln!("warning: removing the run tickets: {e:#}");
+        }
+        ran
     };
     let (plan, outcomes) = Lock::hold(
         ctx,
-        &names.lock_parameter(),
-        command,
+        place,
+        mode.command(),
         &stack.ownership_tags,
         break_lock,
+        before,
         work,
     )
     .await?;
     let Some(outcomes) = outcomes else {
         return Ok(exit::INTERRUPTED);
     };
-    let done = Done::count(&outcomes);
+    summarise(g, ctx, &plan, &outcomes, mode, started)
+}
+
+/// The plan shown before confirmation, and what was seen of other runs before reading it.
+struct First {
+    plan: Plan,
+    before: Option<Before>,
+}
+
+/// Reads the stack once. Beside the reads goes the check that CloudFormation does not own the
+/// environment. A run that asks no question (`--yes`) first looks at the lock and the run
+/// tickets, in the same round-trip as that check, so that under the lock it can tell whether
+/// the plan still stands without reading it again (see [`crate::lock`]).
+async fn first_plan(session: &Session, stack: &Stack, place: &Place, yes: bool) -> Result<First> {
+    let ctx = &session.ctx;
+    let before = if yes {
+        let (owned, before) = tokio::join!(
+            crate::cfn::flow::refuse_cloudformation_owned(session),
+            Before::observe(ctx, place)
+        );
+        owned?;
+        Some(before?)
+    } else {
+        None
+    };
+    let reading = plan::plan(
+        ctx,
+        &session.env,
+        nodes(stack),
+        &stack.ownership_tags,
+        session.config.deploy.concurrency,
+    );
+    let plan = if yes {
+        reading.await?
+    } else {
+        let (owned, plan) = tokio::join!(
+            crate::cfn::flow::refuse_cloudformation_owned(session),
+            reading
+        );
+        owned?;
+        plan?
+    };
+    Ok(First { plan, before })
+}
+
+/// Reads again, under the lock, what the shown plan acts on; stops if another run changed it.
+async fn reread(session: &Session, stack: &Stack, shown: &Plan, mode: Mode) -> Result<Plan> {
+    let second = plan::replan(
+        &session.ctx,
+        &session.env,
+        nodes(stack),
+        &stack.ownership_tags,
+        session.config.deploy.concurrency,
+        shown,
+    )
+    .await?;
+    if fingerprint(&second) != fingerprint(shown) {
+        bail!(
+            "live state changed since the plan was shown; nothing was changed, run {} again",
+            mode.command()
+        );
+    }
+    check_runnable(&second)?;
+    Ok(second)
+}
+
+/// Text goes to stderr under --json so stdout stays one JSON document.
+fn show(g: &Global, text: &str) {
+    if g.json || g.text_to_stderr {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+}
+
+fn summarise(
+    g: &Global,
+    ctx: &crate::engine::Ctx,
+    plan: &Plan,
+    outcomes: &[Outcome],
+    mode: Mode,
+    started: Instant,
+) -> Result<u8> {
+    let done = Done::count(outcomes);
     let failed = done.failed + done.skipped;
     let calls = ctx.aws.log.counts();
     if g.json && !g.text_to_stderr {
         println!(
             "{}",
-            render::json(&plan, command, Some(&outcomes), calls.clone())
+            render::json(plan, mode.command(), Some(outcomes), calls.clone())
         );
     }
     eprintln!(
         "{} {}: {}{} in {:.1}s ({} API calls: {} reads, {} writes, {} retries)",
-        if command == "destroy" {
-            "Destroy"
-        } else {
-            "Apply"
-        },
+        mode.verb(),
         if failed == 0 { "complete" } else { "FAILED" },
         done.text(),
         if failed > 0 {

@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use super::apply::reconcile;
+use super::apply::{Mode, reconcile};
 use crate::artifacts::CodeSource;
 use crate::engine::Options;
 use crate::session::{Global, Session};
@@ -36,5 +36,13 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         return crate::cfn::flow::destroy(g, &session, args.yes, args.break_lock).await;
     }
     let stack = session.stack.clone().into_absent();
-    reconcile(g, &session, &stack, "destroy", args.yes, args.break_lock).await
+    reconcile(
+        g,
+        &session,
+        &stack,
+        Mode::Destroy,
+        args.yes,
+        args.break_lock,
+    )
+    .await
 }

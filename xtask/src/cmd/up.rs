@@ -22,7 +22,7 @@ use serde_json::json;
 use stacks::names::Names;
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::apply::reconcile;
+use super::apply::{Mode, reconcile};
 use super::exit;
 use crate::artifacts::{CodeArgs, CodeSource};
 use crate::aws::Clients;
@@ -277,7 +277,7 @@ async fn deploy(g: &Global, code: &CodeArgs, seed: SeedArgs) -> Result<Session> 
         Session::open(&g, Options::default(), &CodeSource::Deploy(code.clone())).await?;
     session.seed_args(seed);
     let stack = session.stack.clone();
-    let code = reconcile(&g, &session, &stack, "apply", true, false).await?;
+    let code = reconcile(&g, &session, &stack, Mode::Apply, true, false).await?;
     if code != exit::OK {
         bail!("apply failed; fix the error above and run `cargo xtask up` again");
     }

@@ -167,6 +167,7 @@ async fn run_group(
     outcomes: &mut Vec<Outcome>,
 ) {
     let stage = crate::aws::next_stage();
+    longest_chains_first(nodes, &mut pending);
     let mut finished: HashMap<String, Status> = HashMap::new();
     let mut running = FuturesUnordered::new();
     loop {
@@ -251,6 +252,61 @@ async fn run_group(
     for (r, _) in pending {
         outcomes.push(skipped(r, "its dependencies did not complete"));
     }
+}
+
+/// Orders `pending` so that, of the actions ready at any moment, the one heading the longest
+/// chain of waiting actions (weighted by [`Node::round_trips`]) starts first: with a
+/// concurrency limit, starting a quick leaf before the head of the critical path delays the
+/// whole apply by the head's length.
+fn longest_chains_first(
+    nodes: &HashMap<&str, &Arc<dyn Node>>,
+    pending: &mut [(&Planned, Vec<String>)],
+) {
+    let weight = |id: &str| nodes.get(id).map_or(1, |n| n.round_trips().max(1)) as u64;
+    // Who waits on whom, within this group.
+    let mut waiters: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (r, waits) in pending.iter() {
+        for w in waits {
+            waiters.entry(w.as_str()).or_default().push(r.id.as_str());
+        }
+    }
+    fn chain<'a>(
+        id: &'a str,
+        waiters: &HashMap<&'a str, Vec<&'a str>>,
+        weight: &dyn Fn(&str) -> u64,
+        memo: &mut HashMap<&'a str, u64>,
+        depth: usize,
+    ) -> u64 {
+        if let Some(v) = memo.get(id) {
+            return *v;
+        }
+        // A cycle cannot come from a valid graph; the bound only keeps a bad one finite.
+        let below = if depth > 256 {
+            0
+        } else {
+            waiters
+                .get(id)
+                .into_iter()
+                .flatten()
+                .map(|w| chain(w, waiters, weight, memo, depth + 1))
+                .max()
+                .unwrap_or(0)
+        };
+        let v = weight(id) + below;
+        memo.insert(id, v);
+        v
+    }
+    let mut memo = HashMap::new();
+    let lengths: HashMap<String, u64> = pending
+        .iter()
+        .map(|(r, _)| {
+            (
+                r.id.clone(),
+                chain(r.id.as_str(), &waiters, &weight, &mut memo, 0),
+            )
+        })
+        .collect();
+    pending.sort_by_key(|(r, _)| std::cmp::Reverse(lengths[&r.id]));
 }
 
 async fn execute(ctx: &Ctx, node: &Arc<dyn Node>, r: &Planned) -> Result<()> {

@@ -115,6 +115,11 @@ pub trait Provider: Send + Sync + 'static {
     /// Short kind name, as in resource ids (`s3_bucket`).
     const KIND: &'static str;
 
+    /// About how many round-trips one after another a create of this kind takes. Apply starts
+    /// the longest chains of these first, so a slow kind at the head of a long chain (a REST
+    /// API, then its stage, then a usage plan) does not wait behind quick ones.
+    const ROUND_TRIPS: u32 = 1;
+
     /// The live state, or `None` when the resource does not exist.
     async fn read(&self, ctx: &Ctx, spec: &Self::Spec) -> Result<Option<Self::Observed>>;
 
@@ -172,6 +177,8 @@ pub trait Node: Send + Sync {
     fn name(&self) -> &str;
     fn depends_on(&self) -> &[String];
     fn ensure(&self) -> Ensure;
+    /// See [`Provider::ROUND_TRIPS`].
+    fn round_trips(&self) -> u32;
     /// Reads live state once and keeps it for the actions that follow.
     async fn observe(
         &self,
@@ -238,6 +245,9 @@ impl<P: Provider> Node for Bound<P> {
     }
     fn ensure(&self) -> Ensure {
         self.ensure
+    }
+    fn round_trips(&self) -> u32 {
+        P::ROUND_TRIPS
     }
 
     async fn observe(

@@ -92,6 +92,7 @@ impl Provider for ApiAccount {
     type Spec = ApiAccountSpec;
     type Observed = ObservedAccount;
     const KIND: &'static str = "api_account";
+    const ROUND_TRIPS: u32 = 3;
 
     async fn read(&self, ctx: &Ctx, _spec: &ApiAccountSpec) -> Result<Option<ObservedAccount>> {
         let a = ctx

@@ -62,6 +62,7 @@ impl Provider for ApiStage {
     type Spec = ApiStageSpec;
     type Observed = ObservedStage;
     const KIND: &'static str = "api_stage";
+    const ROUND_TRIPS: u32 = 4;
 
     async fn read(&self, ctx: &Ctx, spec: &ApiStageSpec) -> Result<Option<ObservedStage>> {
         let Some(api) = apigw::find_rest_api(ctx, &spec.api_name).await? else {

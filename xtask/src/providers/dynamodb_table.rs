@@ -216,6 +216,7 @@ impl Provider for DynamoDbTable {
     type Spec = TableSpec;
     type Observed = ObservedTable;
     const KIND: &'static str = "dynamodb_table";
+    const ROUND_TRIPS: u32 = 3;
 
     async fn read(&self, ctx: &Ctx, spec: &TableSpec) -> Result<Option<ObservedTable>> {
         // The tags and the backup settings go out with DescribeTable, by the ARN AWS gives

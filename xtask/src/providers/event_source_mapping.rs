@@ -91,6 +91,7 @@ impl Provider for EventSourceMapping {
     type Spec = EventSourceMappingSpec;
     type Observed = ObservedMapping;
     const KIND: &'static str = "event_source_mapping";
+    const ROUND_TRIPS: u32 = 3;
 
     async fn read(
         &self,

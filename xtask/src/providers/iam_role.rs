@@ -118,6 +118,7 @@ impl Provider for IamRole {
     type Spec = RoleSpec;
     type Observed = ObservedRole;
     const KIND: &'static str = "iam_role";
+    const ROUND_TRIPS: u32 = 2;
 
     async fn read(&self, ctx: &Ctx, spec: &RoleSpec) -> Result<Option<ObservedRole>> {
         let iam = &ctx.aws.iam;

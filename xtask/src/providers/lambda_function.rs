@@ -413,6 +413,7 @@ impl Provider for LambdaFunction {
     type Spec = FunctionSpec;
     type Observed = ObservedFunction;
     const KIND: &'static str = "lambda_function";
+    const ROUND_TRIPS: u32 = 3;
 
     async fn read(&self, ctx: &Ctx, spec: &FunctionSpec) -> Result<Option<ObservedFunction>> {
         let lambda = &ctx.aws.lambda;

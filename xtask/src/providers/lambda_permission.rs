@@ -75,6 +75,7 @@ impl Provider for LambdaPermission {
     type Spec = LambdaPermissionSpec;
     type Observed = ObservedPermission;
     const KIND: &'static str = "lambda_permission";
+    const ROUND_TRIPS: u32 = 2;
 
     async fn read(
         &self,

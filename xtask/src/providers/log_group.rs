@@ -31,6 +31,7 @@ impl Provider for LogGroup {
     type Spec = LogGroupSpec;
     type Observed = ObservedLogGroup;
     const KIND: &'static str = "log_group";
+    const ROUND_TRIPS: u32 = 2;
 
     async fn read(&self, ctx: &Ctx, spec: &LogGroupSpec) -> Result<Option<ObservedLogGroup>> {
         let logs = &ctx.aws.logs;

@@ -339,7 +339,17 @@ pub const DEPLOY_ROLE: &[Permission] = &[
     ),
     p("ssm", "delete_parameter", &["ssm:DeleteParameter"]),
     p("ssm", "get_parameter", &["ssm:GetParameter"]),
-    p("ssm", "put_parameter", &["ssm:PutParameter"]),
+    p(
+        "ssm",
+        "get_parameters_by_path",
+        &["ssm:GetParametersByPath"],
+    ),
+    // Tags given to PutParameter also need AddTagsToResource.
+    p(
+        "ssm",
+        "put_parameter",
+        &["ssm:PutParameter", "ssm:AddTagsToResource"],
+    ),
     // Needs no permission (any principal may call it); listed so the list is complete.
     p("sts", "get_caller_identity", &["sts:GetCallerIdentity"]),
 ];

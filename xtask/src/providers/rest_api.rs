@@ -215,6 +215,7 @@ impl Provider for RestApi {
     type Spec = RestApiSpec;
     type Observed = ObservedApi;
     const KIND: &'static str = "rest_api";
+    const ROUND_TRIPS: u32 = 7;
 
     async fn read(&self, ctx: &Ctx, spec: &RestApiSpec) -> Result<Option<ObservedApi>> {
         let Some(api) = apigw::find_rest_api(ctx, &spec.name).await? else {

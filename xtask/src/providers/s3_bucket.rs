@@ -155,6 +155,7 @@ impl Provider for S3Bucket {
     type Spec = BucketSpec;
     type Observed = ObservedBucket;
     const KIND: &'static str = "s3_bucket";
+    const ROUND_TRIPS: u32 = 2;
 
     async fn read(&self, ctx: &Ctx, spec: &BucketSpec) -> Result<Option<ObservedBucket>> {
         let s3 = &ctx.aws.s3;

@@ -85,6 +85,7 @@ impl Provider for UsagePlan {
     type Spec = UsagePlanSpec;
     type Observed = ObservedPlan;
     const KIND: &'static str = "usage_plan";
+    const ROUND_TRIPS: u32 = 3;
 
     async fn read(&self, ctx: &Ctx, spec: &UsagePlanSpec) -> Result<Option<ObservedPlan>> {
         let Some(p) = find(ctx, &spec.name).await? else {

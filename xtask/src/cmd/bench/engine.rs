@@ -27,7 +27,8 @@ use serde::Serialize;
 use stacks::Stack;
 
 use crate::aws::{Call, CallLog, Clients, Target, transport};
-use crate::cmd::{apply::reconcile, exit, nodes};
+use crate::cmd::apply::{Mode, reconcile};
+use crate::cmd::{exit, nodes};
 use crate::emulator::TestEmulator;
 use crate::engine::{Ctx, Options, plan};
 use crate::session::{Global, Session, load_config};
@@ -80,6 +81,12 @@ pub struct Phase {
     /// The resources whose calls spanned the most round-trips in one pass (`apply: rest_api.x
     /// 25 calls over 30.1`), to see where the depth goes.
     pub slowest: Vec<String>,
+    /// When each pass and each call outside the engine ran, in round-trips from the phase's
+    /// start (`plan 0.0-4.6`, `SSM.PutParameter 4.7-5.7`): where a phase's depth goes.
+    pub timeline: Vec<String>,
+    /// Each resource's span in each apply pass, in order of start (`5.1-7.2 lambda_function.x
+    /// (3 calls)`): what waited for what.
+    pub apply_spans: Vec<String>,
 }
 
 pub async fn run(g: &Global, args: &Args) -> Result<u8> {
@@ -174,7 +181,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
     phases.push(
         meter
             .phase("apply from empty", s, || {
-                applied(reconcile(&quiet, &first, s, "apply", true, false))
+                applied(reconcile(&quiet, &first, s, Mode::Apply, true, false))
             })
             .await?,
     );
@@ -192,7 +199,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
     phases.push(
         meter
             .phase("no-op apply", s, || {
-                applied(reconcile(&quiet, &first, s, "apply", true, false))
+                applied(reconcile(&quiet, &first, s, Mode::Apply, true, false))
             })
             .await?,
     );
@@ -203,7 +210,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
     phases.push(
         meter
             .phase("one-function code change", s, || {
-                applied(reconcile(&quiet, &changed, s, "apply", true, false))
+                applied(reconcile(&quiet, &changed, s, Mode::Apply, true, false))
             })
             .await?,
     );
@@ -212,7 +219,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
     phases.push(
         meter
             .phase("destroy", s, || {
-                applied(reconcile(&quiet, &absent, s, "destroy", true, false))
+                applied(reconcile(&quiet, &absent, s, Mode::Destroy, true, false))
             })
             .await?,
     );
@@ -249,6 +256,7 @@ async fn warm_up(aws: &Clients) {
             .service_namespace(aws_sdk_applicationautoscaling::types::ServiceNamespace::Dynamodb)
             .send(),
         aws.ssm.describe_parameters().max_results(1).send(),
+        aws.cloudformation.list_stacks().send(),
     );
 }
 
@@ -374,8 +382,12 @@ impl Meter<'_> {
                 .or_insert(0) += 1;
         }
         let slowest = slowest(&calls, self.latency, 6);
+        let timeline = timeline(&calls, started, self.latency);
+        let apply_spans = apply_spans(&calls, started, self.latency);
         Ok(Phase {
+            apply_spans,
             slowest,
+            timeline,
             phase: name,
             calls: calls.len(),
             writes: calls.iter().filter(|c| c.write).count(),
@@ -395,6 +407,63 @@ impl Meter<'_> {
             by_operation,
         })
     }
+}
+
+/// Each engine pass as one span and each call outside the engine on its own, in order of start.
+fn timeline(calls: &[Call], phase_start: Instant, latency: Duration) -> Vec<String> {
+    let at =
+        |t: Instant| t.saturating_duration_since(phase_start).as_secs_f64() / latency.as_secs_f64();
+    let mut rows: Vec<(f64, f64, String)> = Vec::new();
+    let mut passes: BTreeMap<u64, (f64, f64, &str, usize)> = BTreeMap::new();
+    for c in calls {
+        let Some(start) = c.started else { continue };
+        let (a, b) = (at(start), at(start + Duration::from_millis(c.millis)));
+        match &c.scope {
+            Some(s) => {
+                let e = passes.entry(s.stage).or_insert((a, b, s.kind, 0));
+                e.0 = e.0.min(a);
+                e.1 = e.1.max(b);
+                e.3 += 1;
+            }
+            None => rows.push((
+                a,
+                b,
+                format!("{}.{}", c.service.replace(' ', ""), c.operation),
+            )),
+        }
+    }
+    for (a, b, kind, n) in passes.into_values() {
+        rows.push((a, b, format!("{kind} pass ({n} calls)")));
+    }
+    rows.sort_by(|x, y| x.0.total_cmp(&y.0));
+    rows.into_iter()
+        .map(|(a, b, what)| format!("{a:.1}-{b:.1} {what}"))
+        .collect()
+}
+
+/// Each resource's span in the apply passes, in order of start.
+fn apply_spans(calls: &[Call], phase_start: Instant, latency: Duration) -> Vec<String> {
+    let at =
+        |t: Instant| t.saturating_duration_since(phase_start).as_secs_f64() / latency.as_secs_f64();
+    let mut spans: HashMap<(u64, &str), (f64, f64, usize)> = HashMap::new();
+    for c in calls {
+        let (Some(s), Some(start)) = (&c.scope, c.started) else {
+            continue;
+        };
+        if s.kind != "apply" {
+            continue;
+        }
+        let (a, b) = (at(start), at(start + Duration::from_millis(c.millis)));
+        let e = spans.entry((s.stage, s.node.as_str())).or_insert((a, b, 0));
+        e.0 = e.0.min(a);
+        e.1 = e.1.max(b);
+        e.2 += 1;
+    }
+    let mut rows: Vec<_> = spans.into_iter().collect();
+    rows.sort_by(|x, y| x.1.0.total_cmp(&y.1.0));
+    rows.into_iter()
+        .map(|((_, node), (a, b, n))| format!("{a:.1}-{b:.1} {node} ({n} calls)"))
+        .collect()
 }
 
 /// The `n` resources whose calls spanned the most round-trips of `latency`, with their pass.
