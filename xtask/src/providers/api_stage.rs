@@ -162,8 +162,12 @@ impl Provider for ApiStage {
     }
 
     async fn create(&self, ctx: &Ctx, spec: &ApiStageSpec) -> Result<()> {
-        let api_id = apigw::rest_api_id(ctx, &spec.api_name).await?;
-        check_logging_role(ctx).await?;
+        let (api_id, role) = tokio::join!(
+            apigw::rest_api_id(ctx, &spec.api_name),
+            check_logging_role(ctx)
+        );
+        let api_id = api_id?;
+        role?;
         let deployment = deploy(ctx, &api_id, &spec.deployment_hash).await?;
         ctx.aws
             .apigateway

@@ -410,12 +410,26 @@ impl Provider for RestApi {
         .await
         .context("CreateRestApi")?;
         let id = created.id().unwrap_or_default().to_string();
-        // Read back what a fresh API has (its root resource; AWS adds no gateway responses).
-        let live = self
-            .read(ctx, spec)
-            .await?
-            .filter(|o| o.id == id)
-            .with_context(|| format!("REST API {} vanished after creation", spec.name))?;
+        // A fresh API has only its root resource (AWS adds no gateway responses), whose id
+        // the create's answer carries; an answer without it costs a read back.
+        let live = match created.root_resource_id() {
+            Some(root) => ObservedApi {
+                id,
+                description: spec.description.clone(),
+                endpoint_type: Some(spec.endpoint_type.as_str().to_string()),
+                tags: spec.tags.clone(),
+                root_id: Some(root.to_string()),
+                resources: BTreeMap::new(),
+                routes: BTreeMap::new(),
+                responses: BTreeMap::new(),
+                validators: BTreeMap::new(),
+            },
+            None => self
+                .read(ctx, spec)
+                .await?
+                .filter(|o| o.id == id)
+                .with_context(|| format!("REST API {} vanished after creation", spec.name))?,
+        };
         converge(ctx, spec, &live).await
     }
 
@@ -782,7 +796,12 @@ async fn put_route(
         }
         Target::Mock { allow_origin } => {
             let origin = allow_origin.clone().unwrap_or_else(|| "*".into());
-            write(ctx, &format!("PutIntegration {key}"), || {
+            // The method response needs only the method; the integration response needs both.
+            let (integration_what, response_what) = (
+                format!("PutIntegration {key}"),
+                format!("PutMethodResponse {key}"),
+            );
+            let integration = write(ctx, &integration_what, || {
                 gw.put_integration()
                     .rest_api_id(api)
                     .resource_id(resource)
@@ -790,10 +809,8 @@ async fn put_route(
                     .r#type(IntegrationType::Mock)
                     .request_templates("application/json", MOCK_TEMPLATE)
                     .send()
-            })
-            .await
-            .with_context(|| format!("PutIntegration {key}"))?;
-            write(ctx, &format!("PutMethodResponse {key}"), || {
+            });
+            let method_response = write(ctx, &response_what, || {
                 gw.put_method_response()
                     .rest_api_id(api)
                     .resource_id(resource)
@@ -803,9 +820,10 @@ async fn put_route(
                     .response_parameters(ALLOW_HEADERS, false)
                     .response_parameters(ALLOW_METHODS, false)
                     .send()
-            })
-            .await
-            .with_context(|| format!("PutMethodResponse {key}"))?;
+            });
+            let (integration, method_response) = tokio::join!(integration, method_response);
+            integration.with_context(|| format!("PutIntegration {key}"))?;
+            method_response.with_context(|| format!("PutMethodResponse {key}"))?;
             write(ctx, &format!("PutIntegrationResponse {key}"), || {
                 gw.put_integration_response()
                     .rest_api_id(api)

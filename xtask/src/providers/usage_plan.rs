@@ -178,7 +178,9 @@ impl Provider for UsagePlan {
     }
 
     async fn create(&self, ctx: &Ctx, spec: &UsagePlanSpec) -> Result<()> {
-        let api_id = apigw::rest_api_id(ctx, &spec.api_name).await?;
+        let (api_id, key) =
+            tokio::join!(apigw::rest_api_id(ctx, &spec.api_name), key_id(ctx, spec));
+        let (api_id, key) = (api_id?, key?);
         let created = ctx
             .aws
             .apigateway
@@ -208,7 +210,7 @@ impl Provider for UsagePlan {
             .send()
             .await
             .context("CreateUsagePlan")?;
-        attach_key(ctx, created.id().unwrap_or_default(), spec).await
+        attach_key(ctx, created.id().unwrap_or_default(), &key).await
     }
 
     async fn update(
@@ -271,7 +273,7 @@ impl Provider for UsagePlan {
                 .context("UpdateUsagePlan")?;
         }
         if changed("keys") {
-            attach_key(ctx, &o.id, spec).await?;
+            attach_key(ctx, &o.id, &key_id(ctx, spec).await?).await?;
         }
         if changed("tags") {
             let arn = apigw::resource_arn(&ctx.region, &format!("/usageplans/{}", o.id));
@@ -314,17 +316,21 @@ impl Provider for UsagePlan {
     }
 }
 
-async fn attach_key(ctx: &Ctx, plan_id: &str, spec: &UsagePlanSpec) -> Result<()> {
-    let key = apigw::find_api_key(ctx, &spec.key_name)
+/// The id of the plan's API key, which must exist.
+async fn key_id(ctx: &Ctx, spec: &UsagePlanSpec) -> Result<String> {
+    apigw::find_api_key(ctx, &spec.key_name)
         .await?
         .and_then(|k| k.id().map(str::to_string))
-        .with_context(|| format!("API key {} does not exist", spec.key_name))?;
+        .with_context(|| format!("API key {} does not exist", spec.key_name))
+}
+
+async fn attach_key(ctx: &Ctx, plan_id: &str, key: &str) -> Result<()> {
     match ctx
         .aws
         .apigateway
         .create_usage_plan_key()
         .usage_plan_id(plan_id)
-        .key_id(&key)
+        .key_id(key)
         .key_type("API_KEY")
         .send()
         .await

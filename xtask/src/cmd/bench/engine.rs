@@ -12,7 +12,7 @@
 //! - critical path: the calls a perfect scheduler could not overlap, if each resource made its
 //!   calls one after another: per plan pass the resource with most reads, per apply pass the
 //!   longest dependency chain weighted by each resource's calls, plus calls outside the engine
-//!   (the lock);
+//!   (the lock, the ownership check; those that ran side by side count once);
 //! - throttled: attempts that API Gateway's documented per-account limits would have refused.
 //!
 //! The functions are stand-in zips (moto stores code it never runs), so no build is needed;
@@ -510,7 +510,8 @@ fn critical_path(calls: &[Call], stack: &Stack, span: Option<Duration>) -> (usiz
     let mut stages: BTreeMap<u64, (&str, HashMap<&str, usize>)> = BTreeMap::new();
     // (first start, last end) of each resource's calls per stage
     let mut spans: HashMap<(u64, &str), (Instant, Instant)> = HashMap::new();
-    let mut outside = 0;
+    // Calls outside the engine (the lock, the ownership check) that overlap count once.
+    let mut outside_calls: Vec<(Instant, Instant)> = Vec::new();
     for c in calls {
         match &c.scope {
             Some(s) => {
@@ -529,9 +530,28 @@ fn critical_path(calls: &[Call], stack: &Stack, span: Option<Duration>) -> (usiz
                     e.1 = e.1.max(end);
                 }
             }
-            None => outside += if span.is_some() { 10 } else { 1 },
+            None => {
+                if let Some(start) = c.started {
+                    outside_calls.push((start, start + Duration::from_millis(c.millis)));
+                }
+            }
         }
     }
+    outside_calls.sort();
+    let mut merged: Vec<(Instant, Instant)> = Vec::new();
+    for (a, b) in outside_calls {
+        match merged.last_mut() {
+            Some(last) if a < last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    let outside: usize = match span {
+        Some(latency) => merged
+            .iter()
+            .map(|(a, b)| ((*b - *a).as_secs_f64() / latency.as_secs_f64() * 10.0).round() as usize)
+            .sum(),
+        None => merged.len(),
+    };
     if let Some(latency) = span {
         for (stage, (_, weights)) in stages.iter_mut() {
             for (node, w) in weights.iter_mut() {
