@@ -224,11 +224,6 @@ async fn decide(
     let order = topo_order(&nodes)?;
     let nodes: Vec<Arc<dyn Node>> = order.into_iter().map(|i| nodes[i].clone()).collect();
     let stage = crate::aws::next_stage();
-    let scope = |node: &dyn Node| crate::aws::Scope {
-        stage,
-        kind: "plan",
-        node: node.id().to_string(),
-    };
     // The names this pass reads, by kind, for providers that describe several at once.
     super::lookup::set_peers(
         stage,
@@ -237,15 +232,80 @@ async fn decide(
             .filter(|n| shown.and_then(|p| kept(p, n)).is_none())
             .map(|n| (n.kind(), n.name())),
     );
-    let observed = futures::stream::iter(nodes)
+    let read = read_all(ctx, stage, nodes, owner_tags, concurrency, shown).await?;
+    let (mut resources, nodes, early) = classify(read);
+    inspect(ctx, stage, &mut resources, early).await?;
+    super::lookup::forget(stage);
+    Ok(Plan {
+        env: env.to_string(),
+        account_id: ctx.account_id.clone(),
+        region: ctx.region.clone(),
+        resources,
+        nodes,
+    })
+}
+
+/// One node as read: its observation and, for a node that is to go, what deleting it would
+/// purge (asked right after the read rather than after every read: a destroy's plan is then
+/// as deep as its slowest resource, not the slowest read plus the slowest inspection).
+struct Read {
+    node: Arc<dyn Node>,
+    observation: super::Observation,
+    deletion_details: Option<Vec<String>>,
+}
+
+fn scope(stage: u64, node: &dyn Node) -> crate::aws::Scope {
+    crate::aws::Scope {
+        stage,
+        kind: "plan",
+        node: node.id().to_string(),
+    }
+}
+
+/// Reads every node not kept from `shown`, at most `READ_FANOUT * concurrency` at once.
+async fn read_all(
+    ctx: &Ctx,
+    stage: u64,
+    nodes: Vec<Arc<dyn Node>>,
+    owner_tags: &BTreeMap<String, String>,
+    concurrency: usize,
+    shown: Option<&Plan>,
+) -> Result<Vec<Read>> {
+    futures::stream::iter(nodes)
         .map(|n| async move {
-            if let Some(kept) = shown.and_then(|p| kept(p, &n)) {
-                return Ok(kept);
+            if let Some((node, observation)) = shown.and_then(|p| kept(p, &n)) {
+                return Ok(Read {
+                    node,
+                    observation,
+                    deletion_details: None,
+                });
             }
-            crate::aws::scoped(scope(n.as_ref()), n.observe(ctx, owner_tags))
-                .await
-                .with_context(|| format!("reading {} ({})", n.id(), n.name()))
-                .map(|o| (n, o))
+            crate::aws::scoped(scope(stage, n.as_ref()), async {
+                let observation = n
+                    .observe(ctx, owner_tags)
+                    .await
+                    .with_context(|| format!("reading {} ({})", n.id(), n.name()))?;
+                // A foreign resource is never deleted; an inherited one whose owner turns out
+                // foreign is not either, and then this read was merely wasted.
+                let goes = n.ensure() == Ensure::Absent
+                    && observation.exists
+                    && observation.ownership != Ownership::Foreign;
+                let deletion_details = if goes {
+                    Some(
+                        n.deletion_details(ctx)
+                            .await
+                            .with_context(|| format!("inspecting {} before deletion", n.id()))?,
+                    )
+                } else {
+                    None
+                };
+                Ok(Read {
+                    node: n.clone(),
+                    observation,
+                    deletion_details,
+                })
+            })
+            .await
         })
         // Reads change nothing and cost one round-trip each: let more of them overlap than
         // writes, so a plan is about as deep as its slowest resource.
@@ -253,24 +313,36 @@ async fn decide(
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect::<Result<Vec<_>>>()?;
-    let (nodes, observations): (Vec<Arc<dyn Node>>, Vec<super::Observation>) =
-        observed.into_iter().unzip();
+        .collect()
+}
 
-    let mut resources: Vec<Planned> = Vec::with_capacity(nodes.len());
+/// What [`classify`] leaves to [`inspect`]: the index of a planned resource, its node, and
+/// the deletion details already read for it.
+type ToInspect = Vec<(usize, Arc<dyn Node>, Option<Vec<String>>)>;
+
+/// Decides each node's action from its read, in dependency order (an untaggable resource
+/// inherits its owner's ownership, a dependent of a replaced resource is replaced too). Returns
+/// the planned resources, their nodes, and what still needs inspecting.
+fn classify(read: Vec<Read>) -> (Vec<Planned>, Vec<Arc<dyn Node>>, ToInspect) {
+    let mut resources: Vec<Planned> = Vec::with_capacity(read.len());
+    let mut nodes = Vec::with_capacity(read.len());
     let mut by_id: HashMap<String, usize> = HashMap::new();
-    let mut inspect: Vec<(usize, Arc<dyn Node>)> = Vec::new();
-    for (node, obs) in nodes.iter().zip(observations) {
-        let obs: super::Observation = obs;
+    let mut to_inspect = Vec::new();
+    for Read {
+        node,
+        observation: obs,
+        deletion_details,
+    } in read
+    {
+        let action_of = |d: &String| by_id.get(d).map(|&i: &usize| resources[i].action);
         // Untaggable resources belong to the owner of what they hang off.
         let ownership = match obs.ownership {
             Ownership::Inherited => {
-                let foreign = node.depends_on().iter().any(|d| {
-                    by_id
-                        .get(d)
-                        .is_some_and(|&i| resources[i].action == Action::Conflict)
-                });
-                if foreign {
+                if node
+                    .depends_on()
+                    .iter()
+                    .any(|d| action_of(d) == Some(Action::Conflict))
+                {
                     Ownership::Foreign
                 } else {
                     Ownership::Ours
@@ -278,11 +350,10 @@ async fn decide(
             }
             o => o,
         };
-        let replaced_dep = node.depends_on().iter().find(|d| {
-            by_id
-                .get(*d)
-                .is_some_and(|&i| resources[i].action == Action::Replace)
-        });
+        let replaced_dep = node
+            .depends_on()
+            .iter()
+            .find(|d| action_of(d) == Some(Action::Replace));
         let mut details = Vec::new();
         let (action, changes) = match (node.ensure(), obs.exists, ownership) {
             (_, true, Ownership::Foreign) => {
@@ -305,14 +376,11 @@ async fn decide(
                 }
             }
             (Ensure::Absent, true, _) => (Action::Delete, Vec::new()),
-            (Ensure::Absent, false, _) => (Action::NoOp, Vec::new()),
-        };
-        if node.ensure() == Ensure::Absent && !obs.exists {
             // Neither wanted nor there: not part of the plan at all.
-            continue;
-        }
-        if action == Action::Delete || (action == Action::Replace && !ctx.options.allow_data_loss) {
-            inspect.push((resources.len(), node.clone()));
+            (Ensure::Absent, false, _) => continue,
+        };
+        if matches!(action, Action::Delete | Action::Replace) {
+            to_inspect.push((resources.len(), node.clone(), deletion_details));
         }
         by_id.insert(node.id().to_string(), resources.len());
         resources.push(Planned {
@@ -325,46 +393,54 @@ async fn decide(
             blocked: None,
             depends_on: node.depends_on().to_vec(),
         });
+        nodes.push(node);
     }
-    // What a deletion would purge and whether a replacement loses data: each resource's own
-    // question, asked of all of them at once.
-    let inspected = futures::future::join_all(inspect.iter().map(|(i, node)| {
-        let action = resources[*i].action;
-        crate::aws::scoped(scope(node.as_ref()), async move {
-            if action == Action::Delete {
-                node.deletion_details(ctx)
-                    .await
-                    .with_context(|| format!("inspecting {} before deletion", node.id()))
-                    .map(|d| (d, false))
-            } else {
-                node.holds_data(ctx)
-                    .await
-                    .with_context(|| format!("checking whether {} holds data", node.id()))
-                    .map(|h| (Vec::new(), h))
-            }
+    (resources, nodes, to_inspect)
+}
+
+/// What a deletion would purge and whether a replacement loses data: each resource's own
+/// question, asked of all of them at once (deletion details read with the node are reused).
+async fn inspect(
+    ctx: &Ctx,
+    stage: u64,
+    resources: &mut [Planned],
+    to_inspect: ToInspect,
+) -> Result<()> {
+    let allow_data_loss = ctx.options.allow_data_loss;
+    let inspected = futures::future::join_all(to_inspect.into_iter().map(|(i, node, early)| {
+        let action = resources[i].action;
+        crate::aws::scoped(scope(stage, node.as_ref()), async move {
+            let found = match (action, early) {
+                (Action::Delete, Some(details)) => (details, false),
+                (Action::Delete, None) => {
+                    let details = node
+                        .deletion_details(ctx)
+                        .await
+                        .with_context(|| format!("inspecting {} before deletion", node.id()))?;
+                    (details, false)
+                }
+                (_, _) if allow_data_loss => (Vec::new(), false),
+                _ => {
+                    let holds = node
+                        .holds_data(ctx)
+                        .await
+                        .with_context(|| format!("checking whether {} holds data", node.id()))?;
+                    (Vec::new(), holds)
+                }
+            };
+            Ok::<_, anyhow::Error>((i, found))
         })
     }))
     .await;
-    for ((i, _), found) in inspect.iter().zip(inspected) {
-        let (details, holds_data) = found?;
-        resources[*i].details.extend(details);
+    for found in inspected {
+        let (i, (details, holds_data)) = found?;
+        resources[i].details.extend(details);
         if holds_data {
-            resources[*i].blocked = Some(
+            resources[i].blocked = Some(
                 "holds data that replacing it would destroy; pass --allow-data-loss to replace it anyway"
                     .to_string(),
             );
         }
     }
-    super::lookup::forget(stage);
-    let nodes = nodes
-        .into_iter()
-        .filter(|n| by_id.contains_key(n.id()))
-        .collect();
-    Ok(Plan {
-        env: env.to_string(),
-        account_id: ctx.account_id.clone(),
-        region: ctx.region.clone(),
-        resources,
-        nodes,
-    })
+    Ok(())
 }

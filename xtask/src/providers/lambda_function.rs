@@ -755,22 +755,10 @@ impl Provider for LambdaFunction {
         Ok(())
     }
 
-    async fn delete(&self, ctx: &Ctx, spec: &FunctionSpec, o: &ObservedFunction) -> Result<()> {
+    async fn delete(&self, ctx: &Ctx, spec: &FunctionSpec, _: &ObservedFunction) -> Result<()> {
         let lambda = &ctx.aws.lambda;
-        if o.alias_target.is_some() {
-            match lambda
-                .delete_alias()
-                .function_name(&spec.name)
-                .name(&spec.alias)
-                .send()
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.code() == Some("ResourceNotFoundException") => {}
-                Err(e) => return Err(e).context("DeleteAlias"),
-            }
-        }
-        // Without a qualifier DeleteFunction removes the function and every version.
+        // Without a qualifier DeleteFunction removes the function, every version and every
+        // alias: one call, no DeleteAlias before it.
         match lambda
             .delete_function()
             .function_name(&spec.name)

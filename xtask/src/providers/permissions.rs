@@ -202,7 +202,6 @@ pub const DEPLOY_ROLE: &[Permission] = &[
             "s3:GetObject",
         ],
     ),
-    p("lambda", "delete_alias", &["lambda:DeleteAlias"]),
     p(
         "lambda",
         "delete_event_source_mapping",
