@@ -383,12 +383,25 @@ impl Provider for S3Bucket {
     async fn delete(&self, ctx: &Ctx, spec: &BucketSpec, _observed: &ObservedBucket) -> Result<()> {
         let s3 = &ctx.aws.s3;
         let b = spec.name.as_str();
-        purge(ctx, b).await?;
-        match s3.delete_bucket().bucket(b).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("NoSuchBucket") => Ok(()),
-            Err(e) => Err(e).context("DeleteBucket"),
+        // The purge stops after the last page it deleted instead of listing once more to see
+        // the bucket empty; something written meanwhile makes DeleteBucket refuse, and then
+        // the purge runs again.
+        for attempt in 1..=PURGE_ATTEMPTS {
+            purge(ctx, b).await?;
+            match s3.delete_bucket().bucket(b).send().await {
+                Ok(_) => return Ok(()),
+                Err(e) if error_code(&e) == Some("NoSuchBucket") => return Ok(()),
+                Err(e) if error_code(&e) == Some("BucketNotEmpty") && attempt < PURGE_ATTEMPTS => {
+                    tracing::warn!(
+                        bucket = b,
+                        attempt,
+                        "objects appeared during the purge: purging again"
+                    );
+                }
+                Err(e) => return Err(e).context("DeleteBucket"),
+            }
         }
+        unreachable!("the last attempt returns")
     }
 
     async fn deletion_details(&self, ctx: &Ctx, o: &ObservedBucket) -> Result<Vec<String>> {
@@ -597,7 +610,11 @@ pub async fn count_versions(ctx: &Ctx, bucket: &str) -> Result<(usize, usize)> {
     }
 }
 
-/// Deletes every object version and delete marker, a page (at most 1,000 keys) at a time.
+/// How often a bucket's deletion purges it when new objects keep it from being deleted.
+const PURGE_ATTEMPTS: u32 = 3;
+
+/// Deletes every object version and delete marker, a page (at most 1,000 keys) at a time, and
+/// returns after deleting the last page it listed (the bucket may have gained objects since).
 pub async fn purge(ctx: &Ctx, bucket: &str) -> Result<()> {
     let s3 = &ctx.aws.s3;
     loop {
@@ -623,6 +640,7 @@ pub async fn purge(ctx: &Ctx, bucket: &str) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
+        let last_page = page.is_truncated() != Some(true);
         for chunk in ids.chunks(DELETE_BATCH) {
             let objects = chunk
                 .iter()
@@ -654,6 +672,9 @@ pub async fn purge(ctx: &Ctx, bucket: &str) -> Result<()> {
                     err.message().unwrap_or_default()
                 );
             }
+        }
+        if last_page {
+            return Ok(());
         }
     }
 }
