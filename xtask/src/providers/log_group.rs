@@ -38,14 +38,21 @@ impl Provider for LogGroup {
         // Every log group this plan pass reads, in one DescribeLogGroups (by exact names, up to
         // 50 a call) instead of one prefix search each.
         let names = crate::engine::lookup::peers(Self::KIND, &spec.name);
-        let groups = crate::engine::lookup::once(
-            &format!("logs.DescribeLogGroups.{}", names.join(",")),
-            || describe(ctx, names.clone()),
-        )
-        .await?;
-        let Some(group) = groups
+        let key = format!("logs.DescribeLogGroups.{}", names.join(","));
+        let groups = crate::engine::lookup::once(&key, || describe(ctx, names.clone()));
+        // The tags are asked by the ARN the group would have, beside the description: a
+        // group that exists costs one round-trip instead of two; for one that does not, the
+        // answer (not found) is dropped.
+        let expected_arn = stacks::names::log_group_arn(&ctx.region, &ctx.account_id, &spec.name);
+        let tags = logs
+            .list_tags_for_resource()
+            .resource_arn(&expected_arn)
+            .send();
+        let (groups, tags) = tokio::join!(groups, tags);
+        let Some(group) = groups?
             .iter()
             .find(|g| g.log_group_name() == Some(spec.name.as_str()))
+            .cloned()
         else {
             return Ok(None);
         };
@@ -55,12 +62,17 @@ impl Provider for LogGroup {
             .unwrap_or_default()
             .trim_end_matches(":*")
             .to_string();
-        let tags = logs
-            .list_tags_for_resource()
-            .resource_arn(&arn)
-            .send()
-            .await
-            .context("ListTagsForResource")?
+        let tags = match tags {
+            Ok(t) if arn == expected_arn => t,
+            // Another partition's ARN form, or a group made between the two calls: ask again.
+            _ => logs
+                .list_tags_for_resource()
+                .resource_arn(&arn)
+                .send()
+                .await
+                .context("ListTagsForResource")?,
+        };
+        let tags = tags
             .tags()
             .cloned()
             .unwrap_or_default()
