@@ -20,37 +20,8 @@ pub const USAGE_PLAN: &str = "usage_plan.default";
 /// The alias every integration and permission targets.
 pub use crate::invoice_app::ALIAS;
 
-/// One HTTP endpoint of the app: path, method, the function behind it, query parameters
-/// (name, required).
-pub struct Endpoint {
-    pub path: &'static str,
-    pub method: &'static str,
-    pub function: &'static str,
-    pub query: &'static [(&'static str, bool)],
-}
-
-/// The app's HTTP contract as the functions implement it (see `functions/*/src/lib.rs`).
-/// `download-invoice` takes `InvoiceID` or `invoiceId`, so neither alone is required.
-pub const ENDPOINTS: [Endpoint; 3] = [
-    Endpoint {
-        path: "/insert-invoice",
-        method: "POST",
-        function: "insert-invoice",
-        query: &[],
-    },
-    Endpoint {
-        path: "/list-invoices",
-        method: "GET",
-        function: "list-invoices",
-        query: &[("customerId", true), ("limit", false), ("pageToken", false)],
-    },
-    Endpoint {
-        path: "/download-invoice",
-        method: "GET",
-        function: "download-pdf",
-        query: &[("InvoiceID", false), ("invoiceId", false)],
-    },
-];
+/// The app's HTTP contract, derived from the functions' routes.
+pub use crate::functions::{ENDPOINTS, Endpoint};
 
 /// The JSON access log line: request id, caller, route, status, latency, key, errors.
 pub const ACCESS_LOG_FORMAT: &str = r#"{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","apiKeyId":"$context.identity.apiKeyId","requestTime":"$context.requestTime","httpMethod":"$context.httpMethod","resourcePath":"$context.resourcePath","status":"$context.status","protocol":"$context.protocol","responseLength":"$context.responseLength","responseLatency":"$context.responseLatency","integrationLatency":"$context.integrationLatency","integrationStatus":"$context.integrationStatus","errorMessage":"$context.error.message"}"#;
@@ -124,9 +95,45 @@ pub fn resources(
     } else {
         Ensure::Absent
     };
+    let api = rest_api(config, names, account_id, region, tags);
+    let mut out = Vec::new();
+    // The account setting is only ever added, never removed (see `Stack::into_absent`), so a
+    // disabled API does not list it at all.
+    if a.enabled {
+        out.push(Resource {
+            id: ACCOUNT.into(),
+            depends_on: vec![],
+            ensure,
+            spec: Spec::ApiAccount(ApiAccountSpec {
+                setup: a.setup_cloudwatch_role,
+                role_name: names.apigateway_cloudwatch_role(),
+            }),
+        });
+    }
+    let stage = stage(config, names, account_id, region, &api, tags, ensure);
+    let permissions = permissions(config, &api, ensure);
+    out.push(Resource {
+        id: REST_API.into(),
+        depends_on: vec![],
+        ensure,
+        spec: Spec::RestApi(api),
+    });
+    out.extend(stage);
+    out.extend(key_and_plan(config, names, tags, ensure));
+    out.extend(permissions);
+    out
+}
+
+/// The API with one route per endpoint, each integrated with its function's alias.
+fn rest_api(
+    config: &Config,
+    names: &Names,
+    account_id: &str,
+    region: &str,
+    tags: &BTreeMap<String, String>,
+) -> RestApiSpec {
     let part = partition(region);
-    let api_name = names.rest_api();
-    let cors_origin = a.cors_allowed_origins.first().cloned();
+    let cors_origin = config.api.cors_allowed_origins.first().cloned();
     let routes: Vec<RouteSpec> = ENDPOINTS
         .iter()
         .map(|e| {
@@ -147,23 +154,34 @@ pub fn resources(
             }
         })
         .collect();
-    let api = RestApiSpec {
-        name: api_name.clone(),
+    RestApiSpec {
+        name: names.rest_api(),
         description: format!("{} HTTP API ({})", config.app, names.env()),
-        endpoint_type: a.endpoint_type,
+        endpoint_type: config.api.endpoint_type,
         gateway_responses: gateway_responses(cors_origin.as_deref()),
         cors_origin,
         routes,
         tags: tags.clone(),
-    };
-    let log_group = format!("/aws/apigateway/{api_name}");
-    // The account setting is only ever added, never removed (see `Stack::into_absent`), so a
-    // disabled API does not list it at all.
+    }
+}
+
+/// The access log group and the stage that deploys `api` and logs to it.
+fn stage(
+    config: &Config,
+    names: &Names,
+    account_id: &str,
+    region: &str,
+    api: &RestApiSpec,
+    tags: &BTreeMap<String, String>,
+    ensure: Ensure,
+) -> [Resource; 2] {
+    let a = &config.api;
+    let log_group = format!("/aws/apigateway/{}", api.name);
     let mut stage_deps = vec![REST_API.to_string(), ACCESS_LOG_GROUP.to_string()];
     if a.enabled {
         stage_deps.push(ACCOUNT.into());
     }
-    let mut out = vec![
+    [
         Resource {
             id: ACCESS_LOG_GROUP.into(),
             depends_on: vec![],
@@ -179,7 +197,7 @@ pub fn resources(
             depends_on: stage_deps,
             ensure,
             spec: Spec::ApiStage(ApiStageSpec {
-                api_name: api_name.clone(),
+                api_name: names.rest_api(),
                 stage_name: a.stage_name.clone(),
                 deployment_hash: api.deployment_hash(),
                 access_log_group_arn: crate::names::log_group_arn(region, account_id, &log_group),
@@ -189,6 +207,18 @@ pub fn resources(
                 tags: tags.clone(),
             }),
         },
+    ]
+}
+
+/// The API key and the usage plan binding it to the stage.
+fn key_and_plan(
+    config: &Config,
+    names: &Names,
+    tags: &BTreeMap<String, String>,
+    ensure: Ensure,
+) -> [Resource; 2] {
+    let a = &config.api;
+    [
         Resource {
             id: API_KEY.into(),
             depends_on: vec![],
@@ -205,7 +235,7 @@ pub fn resources(
             ensure,
             spec: Spec::UsagePlan(UsagePlanSpec {
                 name: names.usage_plan(),
-                api_name: api_name.clone(),
+                api_name: names.rest_api(),
                 stage_name: a.stage_name.clone(),
                 key_name: names.api_key(),
                 rate_limit: a.usage_plan.throttle.rate_limit,
@@ -215,62 +245,39 @@ pub fn resources(
                 tags: tags.clone(),
             }),
         },
-    ];
-    for (r, e) in api.routes.iter().zip(ENDPOINTS.iter()) {
-        let label = r.path.trim_start_matches('/').replace('-', "_");
-        let mut depends_on = vec![REST_API.to_string()];
-        if config.functions.enabled {
-            // The statement hangs off the function's alias, which the function resource makes.
-            depends_on.insert(0, crate::invoice_app::function_id(e.function));
-        }
-        out.push(Resource {
-            id: format!("lambda_permission.{label}"),
-            depends_on,
-            ensure,
-            spec: Spec::LambdaPermission(LambdaPermissionSpec {
-                function_name: r.function_name.clone(),
-                qualifier: ALIAS.into(),
-                // Stable: derived from the route, so a re-apply finds it.
-                statement_id: format!(
-                    "apigateway-{}-{}",
-                    r.method.to_ascii_lowercase(),
-                    r.path.trim_start_matches('/')
-                ),
-                principal: "apigateway.amazonaws.com".into(),
-                api_name: api_name.clone(),
-                source_arn_suffix: format!(
-                    "{}/{}/{}",
-                    a.stage_name,
-                    r.method,
-                    r.path.trim_start_matches('/')
-                ),
-            }),
-        });
-    }
-    out.insert(
-        0,
-        Resource {
-            id: REST_API.into(),
-            depends_on: vec![],
-            ensure,
-            spec: Spec::RestApi(api),
-        },
-    );
-    if a.enabled {
-        out.insert(
-            0,
+    ]
+}
+
+/// Per route, the statement letting API Gateway invoke the function's alias.
+fn permissions(config: &Config, api: &RestApiSpec, ensure: Ensure) -> Vec<Resource> {
+    let stage_name = &config.api.stage_name;
+    api.routes
+        .iter()
+        .zip(ENDPOINTS.iter())
+        .map(|(r, e)| {
+            let path = r.path.trim_start_matches('/');
+            let mut depends_on = vec![REST_API.to_string()];
+            if config.functions.enabled {
+                // The statement hangs off the function's alias, which the function resource
+                // makes.
+                depends_on.insert(0, crate::invoice_app::function_id(e.function));
+            }
             Resource {
-                id: ACCOUNT.into(),
-                depends_on: vec![],
+                id: format!("lambda_permission.{}", path.replace('-', "_")),
+                depends_on,
                 ensure,
-                spec: Spec::ApiAccount(ApiAccountSpec {
-                    setup: a.setup_cloudwatch_role,
-                    role_name: names.apigateway_cloudwatch_role(),
+                spec: Spec::LambdaPermission(LambdaPermissionSpec {
+                    function_name: r.function_name.clone(),
+                    qualifier: ALIAS.into(),
+                    // Stable: derived from the route, so a re-apply finds it.
+                    statement_id: format!("apigateway-{}-{path}", r.method.to_ascii_lowercase()),
+                    principal: "apigateway.amazonaws.com".into(),
+                    api_name: api.name.clone(),
+                    source_arn_suffix: format!("{stage_name}/{}/{path}", r.method),
                 }),
-            },
-        );
-    }
-    out
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,8 +5,12 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::config::{AutoscalingConfig, BillingMode, Config, ScalingConfig};
+use crate::functions::{APP_FUNCTIONS, AppFunction, On};
 use crate::model::*;
 use crate::names::Names;
+
+/// The app's functions are described in [`crate::functions`]; these are derived there.
+pub use crate::functions::{FUNCTIONS, SEED_FUNCTION, STREAM_FUNCTION};
 
 pub const INVOICES_GSI: &str = "CustomerID-Index";
 
@@ -15,16 +19,6 @@ pub const PDF_BUCKET: &str = "s3_bucket.pdfs";
 pub const INVOICES_TABLE: &str = "dynamodb_table.invoices";
 pub const PROCESSED_TABLE: &str = "dynamodb_table.processed";
 
-/// The Lambda functions of the app: each is a crate under `functions/` of the same name.
-pub const FUNCTIONS: [&str; 5] = [
-    "insert-invoice",
-    "list-invoices",
-    "generate-pdf",
-    "download-pdf",
-    "insert-mock-data",
-];
-/// The function the invoices table's stream triggers.
-pub const STREAM_FUNCTION: &str = "generate-pdf";
 /// The alias every function's callers use; not `latest`, which reads too much like `$LATEST`.
 pub const ALIAS: &str = "live";
 pub const RUNTIME: &str = "provided.al2023";
@@ -52,11 +46,11 @@ pub fn log_group_id(function: &str) -> String {
 pub fn artifact_id(function: &str) -> String {
     format!("s3_object.{}_code", function.replace('-', "_"))
 }
+/// The event source mapping feeding the invoices stream to [`STREAM_FUNCTION`].
 pub const STREAM_MAPPING: &str = "event_source_mapping.generate_pdf_invoices_stream";
 /// The seed step: insert-mock-data's sample invoices in the invoices table.
 pub const SEED: &str = "seed.mock_invoices";
-/// The function that seeds, and what it writes (see its crate's `COUNT` and `CUSTOMERS`).
-pub const SEED_FUNCTION: &str = "insert-mock-data";
+/// What the seed function writes (see its crate's `COUNT` and `CUSTOMERS`).
 pub const SEED_INVOICES: u32 = 100;
 pub const SEED_CUSTOMERS: u32 = 10;
 
@@ -107,54 +101,37 @@ impl Arns {
                 .collect(),
         }
     }
+
+    /// The ARN a grant names.
+    pub fn of(&self, on: On) -> String {
+        match on {
+            On::InvoicesTable => self.invoices_table.clone(),
+            On::InvoicesGsi => self.invoices_gsi.clone(),
+            On::InvoicesStreams => self.invoices_streams.clone(),
+            On::ProcessedTable => self.processed_table.clone(),
+            On::PdfObjects => self.pdf_objects.clone(),
+            On::Any => "*".to_string(),
+        }
+    }
 }
 
 /// The least-privilege inline policy of one function: `(actions, resources)` per statement,
-/// exactly what its handler calls, on exactly the ARNs it touches, plus writing to its own log
-/// group. `None` for an unknown name.
+/// exactly what its handler calls (its [`AppFunction::grants`]), on exactly the ARNs it
+/// touches, plus writing to its own log group. `None` for an unknown name.
 pub fn function_permissions(
     function: &str,
     a: &Arns,
 ) -> Option<Vec<(Vec<&'static str>, Vec<String>)>> {
+    let f = crate::functions::get(function)?;
     let logs = (
         vec!["logs:CreateLogStream", "logs:PutLogEvents"],
         vec![a.log_streams.get(function)?.clone()],
     );
-    let mut statements = match function {
-        // Query: the invoice is looked up by its hash key InvoiceID alone (whichever customer
-        // holds it), so a retried request is answered from the stored item. PutItem covers
-        // both puts of the insert's transaction (the invoice and its InvoiceID guard).
-        "insert-invoice" | "insert-mock-data" => vec![(
-            vec!["dynamodb:PutItem", "dynamodb:Query"],
-            vec![a.invoices_table.clone()],
-        )],
-        "list-invoices" => vec![(vec!["dynamodb:Query"], vec![a.invoices_gsi.clone()])],
-        // The four stream actions are what the event source mapping's poller uses, under the
-        // function's role. ListStreams accepts no resource but `*` (IAM ignores a statement
-        // that names anything else for it), so it gets its own statement.
-        "generate-pdf" => vec![
-            (
-                vec![
-                    "dynamodb:DescribeStream",
-                    "dynamodb:GetRecords",
-                    "dynamodb:GetShardIterator",
-                ],
-                vec![a.invoices_streams.clone()],
-            ),
-            (vec!["dynamodb:ListStreams"], vec!["*".to_string()]),
-            (vec!["s3:PutObject"], vec![a.pdf_objects.clone()]),
-            (vec!["dynamodb:PutItem"], vec![a.processed_table.clone()]),
-        ],
-        // The handler looks the invoice up too, to tell "no such invoice" (404) from "PDF not
-        // ready yet" (409): GetItem on the processed table, Query by InvoiceID on the
-        // invoices table. GetObject is what the presigned URL uses.
-        "download-pdf" => vec![
-            (vec!["dynamodb:GetItem"], vec![a.processed_table.clone()]),
-            (vec!["dynamodb:Query"], vec![a.invoices_table.clone()]),
-            (vec!["s3:GetObject"], vec![a.pdf_objects.clone()]),
-        ],
-        _ => return None,
-    };
+    let mut statements: Vec<_> = f
+        .grants
+        .iter()
+        .map(|g| (g.actions.to_vec(), vec![a.of(g.on)]))
+        .collect();
     statements.push(logs);
     Some(statements)
 }
@@ -172,25 +149,13 @@ pub fn function_policy(function: &str, arns: &Arns) -> Option<Value> {
 
 /// The environment variables a function's handler reads.
 pub fn function_environment(
-    function: &str,
+    function: &AppFunction,
     names: &Names,
     log_level: &str,
 ) -> BTreeMap<String, String> {
     let mut env = BTreeMap::from([("LOG_LEVEL".to_string(), log_level.to_string())]);
-    let (invoices, processed, pdfs) = match function {
-        "insert-invoice" | "list-invoices" | "insert-mock-data" => (true, false, false),
-        "generate-pdf" => (false, true, true),
-        "download-pdf" => (true, true, true),
-        _ => (false, false, false),
-    };
-    if invoices {
-        env.insert("INVOICES_TABLE".into(), names.invoices_table());
-    }
-    if processed {
-        env.insert("PROCESSED_TABLE".into(), names.processed_table());
-    }
-    if pdfs {
-        env.insert("PDF_BUCKET".into(), names.pdf_bucket());
+    for var in function.env {
+        env.insert(var.name().into(), var.value(names));
     }
     env
 }
@@ -210,6 +175,31 @@ pub fn invoice_app(config: &Config, target: &Target<'_>, code: &BTreeMap<String,
     let mut tags = config.tags.clone();
     tags.extend(names.ownership_tags());
 
+    let mut resources = buckets(config, &names, &tags);
+    invoices_table(&mut resources, config, &names, &tags);
+    processed_table(&mut resources, config, &names, &tags);
+    functions(&mut resources, config, target, &names, &tags, code);
+    if config.mock_data.enabled && config.functions.enabled {
+        resources.push(seed(&names));
+    }
+    resources.extend(crate::api::resources(
+        config,
+        &names,
+        account_id,
+        target.region,
+        &tags,
+    ));
+
+    Stack {
+        app: config.app.clone(),
+        env: env.into(),
+        ownership_tags: names.ownership_tags(),
+        resources,
+    }
+}
+
+/// The artifacts and PDF buckets: versioned, encrypted, private.
+fn buckets(config: &Config, names: &Names, tags: &BTreeMap<String, String>) -> Vec<Resource> {
     let mut resources = Vec::new();
     for (id, name) in [
         (ARTIFACTS_BUCKET, names.artifacts_bucket()),
@@ -235,7 +225,16 @@ pub fn invoice_app(config: &Config, target: &Target<'_>, code: &BTreeMap<String,
             }),
         });
     }
+    resources
+}
 
+/// The invoices table with its customer index and stream, and their capacity scaling.
+fn invoices_table(
+    resources: &mut Vec<Resource>,
+    config: &Config,
+    names: &Names,
+    tags: &BTreeMap<String, String>,
+) {
     let invoices = names.invoices_table();
     let t = &config.invoices_table;
     let table_scaling = t.autoscaling.active(t.billing_mode);
@@ -276,7 +275,7 @@ pub fn invoice_app(config: &Config, target: &Target<'_>, code: &BTreeMap<String,
         }),
     });
     scaling(
-        &mut resources,
+        resources,
         INVOICES_TABLE,
         "invoices",
         &invoices,
@@ -284,14 +283,22 @@ pub fn invoice_app(config: &Config, target: &Target<'_>, code: &BTreeMap<String,
         table_scaling,
     );
     scaling(
-        &mut resources,
+        resources,
         INVOICES_TABLE,
         "invoices_gsi",
         &invoices,
         Some(INVOICES_GSI),
         gsi_scaling,
     );
+}
 
+/// The processed-invoices table (which PDFs exist) and its capacity scaling.
+fn processed_table(
+    resources: &mut Vec<Resource>,
+    config: &Config,
+    names: &Names,
+    tags: &BTreeMap<String, String>,
+) {
     let processed = names.processed_table();
     let p = &config.processed_table;
     let processed_scaling = p.autoscaling.active(p.billing_mode);
@@ -318,32 +325,13 @@ pub fn invoice_app(config: &Config, target: &Target<'_>, code: &BTreeMap<String,
         }),
     });
     scaling(
-        &mut resources,
+        resources,
         PROCESSED_TABLE,
         "processed",
         &processed,
         None,
         processed_scaling,
     );
-
-    functions(&mut resources, config, target, &names, &tags, code);
-    if config.mock_data.enabled && config.functions.enabled {
-        resources.push(seed(&names));
-    }
-    resources.extend(crate::api::resources(
-        config,
-        &names,
-        account_id,
-        target.region,
-        &tags,
-    ));
-
-    Stack {
-        app: config.app.clone(),
-        env: env.into(),
-        ownership_tags: names.ownership_tags(),
-        resources,
-    }
 }
 
 /// The seed step, after the table, the seeding function's alias and permissions, and the
@@ -464,6 +452,17 @@ fn scaling(
     }
 }
 
+/// What every function's resources share.
+struct Shared<'a> {
+    config: &'a Config,
+    names: &'a Names,
+    tags: &'a BTreeMap<String, String>,
+    ensure: Ensure,
+    arns: Arns,
+    role_arn_prefix: String,
+    artifacts_bucket: String,
+}
+
 /// Role, log group, artifact and function per function, and the stream trigger.
 fn functions(
     out: &mut Vec<Resource>,
@@ -473,91 +472,104 @@ fn functions(
     tags: &BTreeMap<String, String>,
     code: &BTreeMap<String, Code>,
 ) {
-    let f = &config.functions;
-    let ensure = if f.enabled {
+    let ensure = if config.functions.enabled {
         Ensure::Present
     } else {
         Ensure::Absent
     };
     let partition = crate::names::partition(target.region);
-    let arns = Arns::new(names, target.region, target.account_id);
-    let artifacts_bucket = names.artifacts_bucket();
-    for function in FUNCTIONS {
-        let o = f.overrides.get(function).cloned().unwrap_or_default();
-        let log_level = o.log_level.unwrap_or_else(|| f.log_level.clone());
-        let role = names.function_role(function);
-        let c = code.get(function).cloned().unwrap_or(Code {
+    let shared = Shared {
+        config,
+        names,
+        tags,
+        ensure,
+        arns: Arns::new(names, target.region, target.account_id),
+        role_arn_prefix: format!("arn:{partition}:iam::{}:role/", target.account_id),
+        artifacts_bucket: names.artifacts_bucket(),
+    };
+    for function in &APP_FUNCTIONS {
+        let c = code.get(function.name).cloned().unwrap_or(Code {
             zip_path: Default::default(),
             sha256_hex: String::new(),
             sha256_b64: String::new(),
         });
-        let key = artifact_key(function, &c.sha256_hex);
-        out.push(Resource {
-            id: role_id(function),
-            depends_on: vec![],
-            ensure,
-            spec: Spec::Role(RoleSpec {
-                name: role.clone(),
-                service: "lambda.amazonaws.com".into(),
-                // Logging is in the inline policy, scoped to the function's log group.
-                managed_policy_arns: vec![],
-                inline_policy_name: INLINE_POLICY_NAME.into(),
-                inline_policy: function_policy(function, &arns).expect("a known function"),
-                tags: tags.clone(),
-            }),
-        });
-        out.push(Resource {
-            id: log_group_id(function),
-            depends_on: vec![],
-            ensure,
-            spec: Spec::LogGroup(LogGroupSpec {
-                name: names.function_log_group(function),
-                retention_days: f.log_retention_days,
-                tags: tags.clone(),
-            }),
-        });
-        out.push(Resource {
-            id: artifact_id(function),
-            depends_on: vec![ARTIFACTS_BUCKET.into()],
-            ensure,
-            spec: Spec::Object(ObjectSpec {
-                bucket: artifacts_bucket.clone(),
-                key: key.clone(),
-                source: c.zip_path.clone(),
-                sha256_b64: c.sha256_b64.clone(),
-            }),
-        });
-        out.push(Resource {
-            id: function_id(function),
-            // The log group first, so Lambda never creates it itself without retention.
-            depends_on: vec![
-                role_id(function),
-                log_group_id(function),
-                artifact_id(function),
-            ],
-            ensure,
-            spec: Spec::Function(FunctionSpec {
-                name: names.function(function),
-                role_arn: format!("arn:{partition}:iam::{}:role/{role}", target.account_id),
-                runtime: RUNTIME.into(),
-                handler: HANDLER.into(),
-                architecture: f.architecture.as_str().into(),
-                memory_mb: o.memory_mb.unwrap_or(f.memory_mb),
-                timeout_secs: o.timeout_secs.unwrap_or(f.timeout_secs),
-                environment: function_environment(function, names, &log_level),
-                code_bucket: artifacts_bucket.clone(),
-                code_key: key,
-                code_sha256_hex: c.sha256_hex,
-                code_sha256_b64: c.sha256_b64,
-                alias: ALIAS.into(),
-                keep_versions: f.keep_versions,
-                tags: tags.clone(),
-            }),
-        });
+        function_resources(out, function, &shared, c);
     }
+    out.push(stream_mapping(config, names, ensure));
+}
+
+/// One function's role, log group, artifact and function (with its alias).
+fn function_resources(out: &mut Vec<Resource>, function: &AppFunction, s: &Shared<'_>, c: Code) {
+    let (f, names, name) = (&s.config.functions, s.names, function.name);
+    let o = f.overrides.get(name).cloned().unwrap_or_default();
+    let log_level = o.log_level.unwrap_or_else(|| f.log_level.clone());
+    let role = names.function_role(name);
+    let key = artifact_key(name, &c.sha256_hex);
+    out.push(Resource {
+        id: role_id(name),
+        depends_on: vec![],
+        ensure: s.ensure,
+        spec: Spec::Role(RoleSpec {
+            name: role.clone(),
+            service: "lambda.amazonaws.com".into(),
+            // Logging is in the inline policy, scoped to the function's log group.
+            managed_policy_arns: vec![],
+            inline_policy_name: INLINE_POLICY_NAME.into(),
+            inline_policy: function_policy(name, &s.arns).expect("a known function"),
+            tags: s.tags.clone(),
+        }),
+    });
+    out.push(Resource {
+        id: log_group_id(name),
+        depends_on: vec![],
+        ensure: s.ensure,
+        spec: Spec::LogGroup(LogGroupSpec {
+            name: names.function_log_group(name),
+            retention_days: f.log_retention_days,
+            tags: s.tags.clone(),
+        }),
+    });
+    out.push(Resource {
+        id: artifact_id(name),
+        depends_on: vec![ARTIFACTS_BUCKET.into()],
+        ensure: s.ensure,
+        spec: Spec::Object(ObjectSpec {
+            bucket: s.artifacts_bucket.clone(),
+            key: key.clone(),
+            source: c.zip_path.clone(),
+            sha256_b64: c.sha256_b64.clone(),
+        }),
+    });
+    out.push(Resource {
+        id: function_id(name),
+        // The log group first, so Lambda never creates it itself without retention.
+        depends_on: vec![role_id(name), log_group_id(name), artifact_id(name)],
+        ensure: s.ensure,
+        spec: Spec::Function(FunctionSpec {
+            name: names.function(name),
+            role_arn: format!("{}{role}", s.role_arn_prefix),
+            runtime: RUNTIME.into(),
+            handler: HANDLER.into(),
+            architecture: f.architecture.as_str().into(),
+            memory_mb: o.memory_mb.unwrap_or(f.memory_mb),
+            timeout_secs: o.timeout_secs.unwrap_or(f.timeout_secs),
+            environment: function_environment(function, names, &log_level),
+            code_bucket: s.artifacts_bucket.clone(),
+            code_key: key,
+            code_sha256_hex: c.sha256_hex,
+            code_sha256_b64: c.sha256_b64,
+            alias: ALIAS.into(),
+            keep_versions: f.keep_versions,
+            tags: s.tags.clone(),
+        }),
+    });
+}
+
+/// The invoices table's stream triggering [`STREAM_FUNCTION`]'s alias.
+fn stream_mapping(config: &Config, names: &Names, ensure: Ensure) -> Resource {
     let s = &config.stream_trigger;
     let function = names.function(STREAM_FUNCTION);
-    out.push(Resource {
+    Resource {
         id: STREAM_MAPPING.into(),
         depends_on: vec![INVOICES_TABLE.into(), function_id(STREAM_FUNCTION)],
         ensure,
@@ -574,7 +586,7 @@ fn functions(
             max_retries: s.max_retries,
             report_batch_item_failures: s.report_batch_item_failures,
         }),
-    });
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! Template synthesis: the stack model (`stacks::invoice_app`) as one CloudFormation template.
 //!
 //! There is no second description of the app: [`synth`] walks the same `Vec<Resource>` the
-//! direct engine deploys, with one exhaustive `match` over [`Spec`] and every spec struct
-//! destructured without `..`, so a new kind or a new field does not compile until it has a
-//! CloudFormation form here. Each field is recorded as a [`Binding`] (where it landed in the
+//! direct engine deploys, with one exhaustive `match` over [`Spec`] handing each kind to its
+//! own `map_*` function, which destructures the spec struct without `..`, so a new kind or a
+//! new field does not compile until it has a CloudFormation form here. Each field is recorded as a [`Binding`] (where it landed in the
 //! template, or why it has no place there); the tests check every binding against the spec's
 //! own serialisation, so a field can be neither forgotten nor mis-placed.
 //!
@@ -167,6 +167,24 @@ impl Out<'_> {
                 conv,
             },
         });
+    }
+
+    /// Binds fields that land as they are, each at its pointer inside `logical`.
+    fn same(&mut self, logical: &str, fields: &[(&'static str, &str)]) {
+        for (field, pointer) in fields {
+            self.bind(field, logical, pointer, Conv::Same);
+        }
+    }
+
+    /// Binds `tags`, which every taggable kind puts at `/Properties/Tags`.
+    fn tags(&mut self, logical: &str) {
+        self.bind("tags", logical, "/Properties/Tags", Conv::Tags);
+    }
+
+    /// What CloudFormation does with the resource on delete and on replacement.
+    fn deletion(&mut self, logical: &str, policy: &str) {
+        self.set(logical, "DeletionPolicy", json!(policy));
+        self.set(logical, "UpdateReplacePolicy", json!(policy));
     }
 
     fn omit(&mut self, field: &'static str, why: &'static str) {
@@ -390,907 +408,857 @@ fn substitute(v: &mut Value) {
     }
 }
 
-/// The one mapping from the stack model to CloudFormation.
+/// The one mapping from the stack model to CloudFormation: one function per kind.
 fn map(r: &Resource, look: &Lookup<'_>, out: &mut Out<'_>) {
     let l = logical_id(&r.id);
     let deps = look.depends(r);
     match &r.spec {
-        Spec::Bucket(BucketSpec {
-            name,
-            versioning,
-            encryption,
-            block_public_access,
-            owner_enforced,
-            noncurrent_version_expiry_days,
-            tls_only,
-            tags,
-        }) => {
-            let mut p = json!({
-                "BucketName": name,
-                "VersioningConfiguration": {"Status": if *versioning { "Enabled" } else { "Suspended" }},
-                "BucketEncryption": {"ServerSideEncryptionConfiguration": [
-                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": encryption}}
-                ]},
-                "OwnershipControls": {"Rules": [{"ObjectOwnership":
-                    if *owner_enforced { "BucketOwnerEnforced" } else { "BucketOwnerPreferred" }}]},
-                "Tags": tag_list(tags),
-            });
-            let pab = json!({
-                "BlockPublicAcls": block_public_access,
-                "BlockPublicPolicy": block_public_access,
-                "IgnorePublicAcls": block_public_access,
-                "RestrictPublicBuckets": block_public_access,
-            });
-            p["PublicAccessBlockConfiguration"] = pab.clone();
-            if let Some(days) = noncurrent_version_expiry_days {
-                p["LifecycleConfiguration"] = json!({"Rules": [{
-                    "Id": crate::providers::s3_bucket::LIFECYCLE_RULE_ID,
-                    "Status": "Enabled",
-                    "Prefix": "",
-                    "NoncurrentVersionExpiration": {"NoncurrentDays": days},
-                }]});
-            }
-            out.add(&l, "AWS::S3::Bucket", p, &deps);
-            // Destroy purges versions first, then deletes: as the direct engine does.
-            out.set(&l, "DeletionPolicy", json!("Delete"));
-            out.set(&l, "UpdateReplacePolicy", json!("Delete"));
-            out.bind("name", &l, "/Properties/BucketName", Conv::Same);
-            out.bind(
-                "versioning",
-                &l,
-                "/Properties/VersioningConfiguration/Status",
-                Conv::Enabled,
-            );
-            out.bind(
-                "encryption",
-                &l,
-                "/Properties/BucketEncryption/ServerSideEncryptionConfiguration/0/ServerSideEncryptionByDefault/SSEAlgorithm",
-                Conv::Same,
-            );
-            out.bind(
-                "block_public_access",
-                &l,
-                "/Properties/PublicAccessBlockConfiguration",
-                Conv::Expect(pab),
-            );
-            out.bind(
-                "owner_enforced",
-                &l,
-                "/Properties/OwnershipControls/Rules/0/ObjectOwnership",
-                Conv::Expect(json!(if *owner_enforced {
-                    "BucketOwnerEnforced"
-                } else {
-                    "BucketOwnerPreferred"
-                })),
-            );
-            out.bind(
-                "noncurrent_version_expiry_days",
-                &l,
-                "/Properties/LifecycleConfiguration/Rules/0/NoncurrentVersionExpiration/NoncurrentDays",
-                Conv::Same,
-            );
-            let policy_l = format!("{l}Policy");
-            let spec = BucketSpec {
-                name: name.clone(),
-                versioning: *versioning,
-                encryption: *encryption,
-                block_public_access: *block_public_access,
-                owner_enforced: *owner_enforced,
-                noncurrent_version_expiry_days: *noncurrent_version_expiry_days,
-                tls_only: *tls_only,
-                tags: tags.clone(),
-            };
-            let policy = crate::providers::s3_bucket::desired_policy(&spec, REGION);
-            if let Some(doc) = &policy {
-                out.add(
-                    &policy_l,
-                    "AWS::S3::BucketPolicy",
-                    json!({"Bucket": r#ref(&l), "PolicyDocument": doc}),
-                    &[],
-                );
-            }
-            out.bind(
-                "tls_only",
-                &policy_l,
-                "/Properties/PolicyDocument",
-                Conv::Expect(policy.unwrap_or(Value::Null)),
-            );
-            out.bind("tags", &l, "/Properties/Tags", Conv::Tags);
-        }
-        Spec::Table(TableSpec {
-            name,
-            hash_key,
-            range_key,
-            billing,
-            gsis,
-            stream,
-            sse_kms,
-            point_in_time_recovery,
-            deletion_protection,
-            tags,
-        }) => {
-            let key = |k: &KeyAttr, t: &str| json!({"AttributeName": k.name, "KeyType": t});
-            let mut attrs: BTreeMap<&str, &str> = BTreeMap::new();
-            for k in std::iter::once(hash_key).chain(range_key.iter()).chain(
-                gsis.iter()
-                    .flat_map(|g| std::iter::once(&g.hash_key).chain(&g.range_key)),
-            ) {
-                attrs.insert(&k.name, k.attr_type.as_str());
-            }
-            let mut schema = vec![key(hash_key, "HASH")];
-            if let Some(rk) = range_key {
-                schema.push(key(rk, "RANGE"));
-            }
-            let throughput =
-                |c: &Capacity| json!({"ReadCapacityUnits": c.read, "WriteCapacityUnits": c.write});
-            let gsi_list: Vec<Value> = gsis
-                .iter()
-                .map(
-                    |GsiSpec {
-                         name,
-                         hash_key,
-                         range_key,
-                         projection_all,
-                         capacity,
-                     }| {
-                        let mut ks = vec![key(hash_key, "HASH")];
-                        if let Some(rk) = range_key {
-                            ks.push(key(rk, "RANGE"));
-                        }
-                        let mut g = json!({
-                            "IndexName": name,
-                            "KeySchema": ks,
-                            "Projection": {"ProjectionType": if *projection_all { "ALL" } else { "KEYS_ONLY" }},
-                        });
-                        if let Some(c) = capacity {
-                            g["ProvisionedThroughput"] = throughput(c);
-                        }
-                        g
-                    },
-                )
-                .collect();
-            let (mode, provisioned) = match billing {
-                Billing::Provisioned(c) => ("PROVISIONED", Some(throughput(c))),
-                Billing::PayPerRequest => ("PAY_PER_REQUEST", None),
-            };
-            let sse = if *sse_kms {
-                json!({"SSEEnabled": true, "SSEType": "KMS"})
-            } else {
-                json!({"SSEEnabled": false})
-            };
-            let mut p = json!({
-                "TableName": name,
-                "AttributeDefinitions": attrs.iter().map(|(n, t)| json!({"AttributeName": n, "AttributeType": t})).collect::<Vec<_>>(),
-                "KeySchema": schema,
-                "BillingMode": mode,
-                "SSESpecification": sse,
-                "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": point_in_time_recovery},
-                "DeletionProtectionEnabled": deletion_protection,
-                "Tags": tag_list(tags),
-            });
-            if let Some(t) = &provisioned {
-                p["ProvisionedThroughput"] = t.clone();
-            }
-            if !gsi_list.is_empty() {
-                p["GlobalSecondaryIndexes"] = json!(gsi_list);
-            }
-            if let Some(s) = stream {
-                p["StreamSpecification"] = json!({"StreamViewType": s});
-            }
-            out.add(&l, "AWS::DynamoDB::Table", p, &deps);
-            out.set(&l, "DeletionPolicy", json!("Delete"));
-            out.set(&l, "UpdateReplacePolicy", json!("Delete"));
-            out.bind("name", &l, "/Properties/TableName", Conv::Same);
-            out.bind(
-                "hash_key",
-                &l,
-                "/Properties/KeySchema/0",
-                Conv::Expect(key(hash_key, "HASH")),
-            );
-            out.bind(
-                "range_key",
-                &l,
-                "/Properties/KeySchema/1",
-                Conv::Expect(range_key.as_ref().map_or(Value::Null, |k| key(k, "RANGE"))),
-            );
-            out.bind(
-                "billing",
-                &l,
-                "/Properties/BillingMode",
-                Conv::Expect(json!(mode)),
-            );
-            out.bind(
-                "billing",
-                &l,
-                "/Properties/ProvisionedThroughput",
-                Conv::Expect(provisioned.unwrap_or(Value::Null)),
-            );
-            out.bind(
-                "gsis",
-                &l,
-                "/Properties/GlobalSecondaryIndexes",
-                Conv::Expect(if gsi_list.is_empty() {
-                    Value::Null
-                } else {
-                    json!(gsi_list)
-                }),
-            );
-            out.bind(
-                "stream",
-                &l,
-                "/Properties/StreamSpecification/StreamViewType",
-                Conv::Same,
-            );
-            out.bind(
-                "sse_kms",
-                &l,
-                "/Properties/SSESpecification",
-                Conv::Expect(sse),
-            );
-            out.bind(
-                "point_in_time_recovery",
-                &l,
-                "/Properties/PointInTimeRecoverySpecification/PointInTimeRecoveryEnabled",
-                Conv::Same,
-            );
-            out.bind(
-                "deletion_protection",
-                &l,
-                "/Properties/DeletionProtectionEnabled",
-                Conv::Same,
-            );
-            out.bind("tags", &l, "/Properties/Tags", Conv::Tags);
-        }
-        Spec::ScalableTarget(ScalableTargetSpec {
-            resource_id,
-            dimension,
-            min,
-            max,
-        }) => {
-            out.add(
-                &l,
-                "AWS::ApplicationAutoScaling::ScalableTarget",
-                json!({
-                    "ServiceNamespace": "dynamodb",
-                    "ResourceId": resource_id,
-                    "ScalableDimension": dimension,
-                    "MinCapacity": min,
-                    "MaxCapacity": max,
-                }),
-                &deps,
-            );
-            out.bind("resource_id", &l, "/Properties/ResourceId", Conv::Same);
-            out.bind("dimension", &l, "/Properties/ScalableDimension", Conv::Same);
-            out.bind("min", &l, "/Properties/MinCapacity", Conv::Same);
-            out.bind("max", &l, "/Properties/MaxCapacity", Conv::Same);
-        }
-        Spec::ScalingPolicy(ScalingPolicySpec {
-            name,
-            resource_id,
-            dimension,
-            metric,
-            target_value,
-            scale_in_cooldown_secs,
-            scale_out_cooldown_secs,
-        }) => {
-            // The target is named by resource id and dimension (not `ScalingTargetId`), as
-            // the direct engine does; the dependency orders them.
-            out.add(
-                &l,
-                "AWS::ApplicationAutoScaling::ScalingPolicy",
-                json!({
-                    "PolicyName": name,
-                    "PolicyType": "TargetTrackingScaling",
-                    "ServiceNamespace": "dynamodb",
-                    "ResourceId": resource_id,
-                    "ScalableDimension": dimension,
-                    "TargetTrackingScalingPolicyConfiguration": {
-                        "PredefinedMetricSpecification": {"PredefinedMetricType": metric},
-                        "TargetValue": target_value,
-                        "ScaleInCooldown": scale_in_cooldown_secs,
-                        "ScaleOutCooldown": scale_out_cooldown_secs,
-                    },
-                }),
-                &deps,
-            );
-            let t = "/Properties/TargetTrackingScalingPolicyConfiguration";
-            out.bind("name", &l, "/Properties/PolicyName", Conv::Same);
-            out.bind("resource_id", &l, "/Properties/ResourceId", Conv::Same);
-            out.bind("dimension", &l, "/Properties/ScalableDimension", Conv::Same);
-            out.bind(
-                "metric",
-                &l,
-                &format!("{t}/PredefinedMetricSpecification/PredefinedMetricType"),
-                Conv::Same,
-            );
-            out.bind("target_value", &l, &format!("{t}/TargetValue"), Conv::Same);
-            out.bind(
-                "scale_in_cooldown_secs",
-                &l,
-                &format!("{t}/ScaleInCooldown"),
-                Conv::Same,
-            );
-            out.bind(
-                "scale_out_cooldown_secs",
-                &l,
-                &format!("{t}/ScaleOutCooldown"),
-                Conv::Same,
-            );
-        }
-        Spec::Role(spec) => {
-            let RoleSpec {
-                name,
-                // The trust policy's principal: `spec.trust_policy()` below.
-                service: _,
-                managed_policy_arns,
-                inline_policy_name,
-                inline_policy,
-                tags,
-            } = spec;
-            out.add(
-                &l,
-                "AWS::IAM::Role",
-                json!({
-                    "RoleName": name,
-                    "AssumeRolePolicyDocument": spec.trust_policy(),
-                    "ManagedPolicyArns": managed_policy_arns,
-                    "Policies": [{"PolicyName": inline_policy_name, "PolicyDocument": inline_policy}],
-                    "Tags": tag_list(tags),
-                }),
-                &deps,
-            );
-            out.bind("name", &l, "/Properties/RoleName", Conv::Same);
-            out.bind(
-                "service",
-                &l,
-                "/Properties/AssumeRolePolicyDocument/Statement/0/Principal/Service",
-                Conv::Same,
-            );
-            out.bind(
-                "managed_policy_arns",
-                &l,
-                "/Properties/ManagedPolicyArns",
-                Conv::Same,
-            );
-            out.bind(
-                "inline_policy_name",
-                &l,
-                "/Properties/Policies/0/PolicyName",
-                Conv::Same,
-            );
-            out.bind(
-                "inline_policy",
-                &l,
-                "/Properties/Policies/0/PolicyDocument",
-                Conv::Same,
-            );
-            out.bind("tags", &l, "/Properties/Tags", Conv::Tags);
-        }
-        Spec::LogGroup(LogGroupSpec {
-            name,
-            retention_days,
-            tags,
-        }) => {
-            out.add(
-                &l,
-                "AWS::Logs::LogGroup",
-                json!({"LogGroupName": name, "RetentionInDays": retention_days, "Tags": tag_list(tags)}),
-                &deps,
-            );
-            out.set(&l, "DeletionPolicy", json!("Delete"));
-            out.set(&l, "UpdateReplacePolicy", json!("Delete"));
-            out.bind("name", &l, "/Properties/LogGroupName", Conv::Same);
-            out.bind(
-                "retention_days",
-                &l,
-                "/Properties/RetentionInDays",
-                Conv::Same,
-            );
-            out.bind("tags", &l, "/Properties/Tags", Conv::Tags);
-        }
-        Spec::Object(ObjectSpec {
-            bucket: _,
-            key: _,
-            source: _,
-            sha256_b64: _,
-        }) => {
-            const WHY: &str = "the zip is uploaded by xtask before the change set (`synth --upload`, `apply --engine cloudformation`); the function's Code names its bucket and key";
-            for field in ["bucket", "key", "source", "sha256_b64"] {
-                out.omit(field, WHY);
-            }
-        }
-        Spec::Function(FunctionSpec {
-            name,
-            role_arn,
-            runtime,
-            handler,
-            architecture,
-            memory_mb,
-            timeout_secs,
-            environment,
-            code_bucket,
-            code_key,
-            code_sha256_hex,
-            code_sha256_b64,
-            alias,
-            keep_versions: _,
-            tags,
-        }) => {
-            let p = json!({
-                "FunctionName": name,
-                "Role": role_arn,
-                "Runtime": runtime,
-                "Handler": handler,
-                "Architectures": [architecture],
-                "MemorySize": memory_mb,
-                "Timeout": timeout_secs,
-                "Environment": {"Variables": environment},
-                "Code": {"S3Bucket": code_bucket, "S3Key": code_key},
-                "Tags": tag_list(tags),
-            });
-            // A new version whenever code or configuration changes, as the direct engine
-            // publishes one: the hash of both is in the version's logical id.
-            let version_hash = {
-                use sha2::{Digest, Sha256};
-                hex::encode(Sha256::digest(p.to_string().as_bytes()))
-            };
-            out.add(&l, "AWS::Lambda::Function", p, &deps);
-            let version_l = format!("{l}Version{}", &version_hash[..12]);
-            out.add(
-                &version_l,
-                "AWS::Lambda::Version",
-                json!({
-                    "FunctionName": r#ref(&l),
-                    "CodeSha256": code_sha256_b64,
-                    "Description": format!("code sha256 {code_sha256_hex}"),
-                }),
-                &[],
-            );
-            let alias_l = format!("{l}Alias");
-            out.add(
-                &alias_l,
-                "AWS::Lambda::Alias",
-                json!({
-                    "FunctionName": r#ref(&l),
-                    "FunctionVersion": get_att(&version_l, "Version"),
-                    "Name": alias,
-                }),
-                &[],
-            );
-            out.bind("name", &l, "/Properties/FunctionName", Conv::Same);
-            out.bind("role_arn", &l, "/Properties/Role", Conv::Same);
-            out.bind("runtime", &l, "/Properties/Runtime", Conv::Same);
-            out.bind("handler", &l, "/Properties/Handler", Conv::Same);
-            out.bind(
-                "architecture",
-                &l,
-                "/Properties/Architectures/0",
-                Conv::Same,
-            );
-            out.bind("memory_mb", &l, "/Properties/MemorySize", Conv::Same);
-            out.bind("timeout_secs", &l, "/Properties/Timeout", Conv::Same);
-            out.bind(
-                "environment",
-                &l,
-                "/Properties/Environment/Variables",
-                Conv::Same,
-            );
-            out.bind("code_bucket", &l, "/Properties/Code/S3Bucket", Conv::Same);
-            out.bind("code_key", &l, "/Properties/Code/S3Key", Conv::Same);
-            out.bind(
-                "code_sha256_hex",
-                &version_l,
-                "/Properties/Description",
-                Conv::Expect(json!(format!("code sha256 {code_sha256_hex}"))),
-            );
-            out.bind(
-                "code_sha256_b64",
-                &version_l,
-                "/Properties/CodeSha256",
-                Conv::Same,
-            );
-            out.bind("alias", &alias_l, "/Properties/Name", Conv::Same);
-            out.omit(
-                "keep_versions",
-                "CloudFormation keeps the version the alias points at and deletes the one it replaced",
-            );
-            out.bind("tags", &l, "/Properties/Tags", Conv::Tags);
-        }
-        Spec::EventSourceMapping(EventSourceMappingSpec {
-            name: _,
-            table_name,
-            function_name,
-            alias: _,
-            starting_position,
-            batch_size,
-            batching_window_secs,
-            bisect_on_error,
-            max_retries,
-            report_batch_item_failures,
-            stream_view_type: _,
-        }) => {
-            let stream = look
-                .table(table_name)
-                .map(|t| get_att(&t, "StreamArn"))
-                .unwrap_or(Value::Null);
-            let target = look
-                .alias(function_name)
-                .map(|a| r#ref(&a))
-                .unwrap_or(Value::Null);
-            let mut p = json!({
-                "EventSourceArn": stream,
-                "FunctionName": target,
-                "StartingPosition": starting_position,
-                "BatchSize": batch_size,
-                "MaximumBatchingWindowInSeconds": batching_window_secs,
-                "BisectBatchOnFunctionError": bisect_on_error,
-                "MaximumRetryAttempts": max_retries,
-            });
-            if *report_batch_item_failures {
-                p["FunctionResponseTypes"] = json!(["ReportBatchItemFailures"]);
-            }
-            out.add(&l, "AWS::Lambda::EventSourceMapping", p, &deps);
-            out.omit("name", "a display name; mappings have none in AWS");
-            out.omit(
-                "stream_view_type",
-                "the table's view type; in the template the mapping follows the table's StreamArn",
-            );
-            out.bind(
-                "table_name",
-                &l,
-                "/Properties/EventSourceArn",
-                Conv::Expect(stream),
-            );
-            out.bind(
-                "function_name",
-                &l,
-                "/Properties/FunctionName",
-                Conv::Expect(target.clone()),
-            );
-            out.bind(
-                "alias",
-                &l,
-                "/Properties/FunctionName",
-                Conv::Expect(target),
-            );
-            out.bind(
-                "starting_position",
-                &l,
-                "/Properties/StartingPosition",
-                Conv::Same,
-            );
-            out.bind("batch_size", &l, "/Properties/BatchSize", Conv::Same);
-            out.bind(
-                "batching_window_secs",
-                &l,
-                "/Properties/MaximumBatchingWindowInSeconds",
-                Conv::Same,
-            );
-            out.bind(
-                "bisect_on_error",
-                &l,
-                "/Properties/BisectBatchOnFunctionError",
-                Conv::Same,
-            );
-            out.bind(
-                "max_retries",
-                &l,
-                "/Properties/MaximumRetryAttempts",
-                Conv::Same,
-            );
-            out.bind(
-                "report_batch_item_failures",
-                &l,
-                "/Properties/FunctionResponseTypes",
-                Conv::Expect(if *report_batch_item_failures {
-                    json!(["ReportBatchItemFailures"])
-                } else {
-                    Value::Null
-                }),
-            );
-        }
-        Spec::ApiAccount(ApiAccountSpec { setup, role_name }) => {
-            let role_l = format!("{l}Role");
-            if *setup {
-                out.add(
-                    &role_l,
-                    "AWS::IAM::Role",
-                    json!({
-                        "RoleName": role_name,
-                        "AssumeRolePolicyDocument": {
-                            "Version": "2012-10-17",
-                            "Statement": [{
-                                "Effect": "Allow",
-                                "Principal": {"Service": "apigateway.amazonaws.com"},
-                                "Action": "sts:AssumeRole",
-                            }],
-                        },
-                        "ManagedPolicyArns": [APIGW_LOGS_POLICY],
-                    }),
-                    &deps,
-                );
-                out.add(
-                    &l,
-                    "AWS::ApiGateway::Account",
-                    json!({"CloudWatchRoleArn": get_att(&role_l, "Arn")}),
-                    &[],
-                );
-                // One setting per account and region, serving every API there: it outlives
-                // the stack, as the direct engine never undoes it either.
-                for x in [&role_l, &l] {
-                    out.set(x, "DeletionPolicy", json!("Retain"));
-                    out.set(x, "UpdateReplacePolicy", json!("Retain"));
-                }
-            }
-            out.bind(
-                "setup",
-                &l,
-                "/Properties/CloudWatchRoleArn",
-                Conv::Expect(if *setup {
-                    get_att(&role_l, "Arn")
-                } else {
-                    Value::Null
-                }),
-            );
-            out.bind(
-                "role_name",
-                &role_l,
-                "/Properties/RoleName",
-                Conv::Expect(if *setup {
-                    json!(role_name)
-                } else {
-                    Value::Null
-                }),
-            );
-        }
+        Spec::Bucket(spec) => map_bucket(&l, spec, &deps, out),
+        Spec::Table(spec) => map_table(&l, spec, &deps, out),
+        Spec::ScalableTarget(spec) => map_scalable_target(&l, spec, &deps, out),
+        Spec::ScalingPolicy(spec) => map_scaling_policy(&l, spec, &deps, out),
+        Spec::Role(spec) => map_role(&l, spec, &deps, out),
+        Spec::LogGroup(spec) => map_log_group(&l, spec, &deps, out),
+        Spec::Object(spec) => map_object(spec, out),
+        Spec::Function(spec) => map_function(&l, spec, &deps, out),
+        Spec::EventSourceMapping(spec) => map_event_source_mapping(&l, spec, look, &deps, out),
+        Spec::ApiAccount(spec) => map_api_account(&l, spec, &deps, out),
         Spec::RestApi(spec) => map_rest_api(&l, spec, &deps, out),
-        Spec::ApiStage(ApiStageSpec {
-            api_name,
-            stage_name,
-            deployment_hash,
-            access_log_group_arn,
-            access_log_format,
-            throttle_rate,
-            throttle_burst,
-            tags,
-        }) => {
-            let api = look.api(api_name).unwrap_or_default();
-            let deployment = deployment_logical_id(&api, deployment_hash);
-            out.add(
-                &l,
-                "AWS::ApiGateway::Stage",
-                json!({
-                    "RestApiId": r#ref(&api),
-                    "StageName": stage_name,
-                    "DeploymentId": r#ref(&deployment),
-                    "AccessLogSetting": {"DestinationArn": access_log_group_arn, "Format": access_log_format},
-                    "MethodSettings": [{
-                        "ResourcePath": "/*",
-                        "HttpMethod": "*",
-                        "ThrottlingRateLimit": throttle_rate,
-                        "ThrottlingBurstLimit": throttle_burst,
+        Spec::ApiStage(spec) => map_api_stage(&l, spec, look, &deps, out),
+        Spec::ApiKey(spec) => map_api_key(&l, spec, &deps, out),
+        Spec::UsagePlan(spec) => map_usage_plan(&l, spec, look, out),
+        Spec::LambdaPermission(spec) => map_lambda_permission(&l, spec, look, &deps, out),
+        Spec::Seed(spec) => map_seed(spec, out),
+    }
+}
+
+/// `deps` without `logical`: for resources whose properties already `Ref` it.
+fn without(deps: &[String], logical: &str) -> Vec<String> {
+    deps.iter().filter(|d| *d != logical).cloned().collect()
+}
+
+/// A bucket and, when it has one, its policy.
+fn map_bucket(l: &str, spec: &BucketSpec, deps: &[String], out: &mut Out<'_>) {
+    let BucketSpec {
+        name,
+        versioning,
+        encryption,
+        block_public_access,
+        owner_enforced,
+        noncurrent_version_expiry_days,
+        // In the bucket policy: `desired_policy` below.
+        tls_only: _,
+        tags,
+    } = spec;
+    let ownership = if *owner_enforced {
+        "BucketOwnerEnforced"
+    } else {
+        "BucketOwnerPreferred"
+    };
+    let mut p = json!({
+        "BucketName": name,
+        "VersioningConfiguration": {"Status": if *versioning { "Enabled" } else { "Suspended" }},
+        "BucketEncryption": {"ServerSideEncryptionConfiguration": [
+            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": encryption}}
+        ]},
+        "OwnershipControls": {"Rules": [{"ObjectOwnership": ownership}]},
+        "Tags": tag_list(tags),
+    });
+    let pab = json!({
+        "BlockPublicAcls": block_public_access,
+        "BlockPublicPolicy": block_public_access,
+        "IgnorePublicAcls": block_public_access,
+        "RestrictPublicBuckets": block_public_access,
+    });
+    p["PublicAccessBlockConfiguration"] = pab.clone();
+    if let Some(days) = noncurrent_version_expiry_days {
+        p["LifecycleConfiguration"] = json!({"Rules": [{
+            "Id": crate::providers::s3_bucket::LIFECYCLE_RULE_ID,
+            "Status": "Enabled",
+            "Prefix": "",
+            "NoncurrentVersionExpiration": {"NoncurrentDays": days},
+        }]});
+    }
+    out.add(l, "AWS::S3::Bucket", p, deps);
+    // Destroy purges versions first, then deletes: as the direct engine does.
+    out.deletion(l, "Delete");
+    out.same(l, &[
+        ("name", "/Properties/BucketName"),
+        ("encryption", "/Properties/BucketEncryption/ServerSideEncryptionConfiguration/0/ServerSideEncryptionByDefault/SSEAlgorithm"),
+        ("noncurrent_version_expiry_days", "/Properties/LifecycleConfiguration/Rules/0/NoncurrentVersionExpiration/NoncurrentDays"),
+    ]);
+    out.bind(
+        "versioning",
+        l,
+        "/Properties/VersioningConfiguration/Status",
+        Conv::Enabled,
+    );
+    out.bind(
+        "block_public_access",
+        l,
+        "/Properties/PublicAccessBlockConfiguration",
+        Conv::Expect(pab),
+    );
+    out.bind(
+        "owner_enforced",
+        l,
+        "/Properties/OwnershipControls/Rules/0/ObjectOwnership",
+        Conv::Expect(json!(ownership)),
+    );
+    let policy_l = format!("{l}Policy");
+    let policy = crate::providers::s3_bucket::desired_policy(spec, REGION);
+    if let Some(doc) = &policy {
+        out.add(
+            &policy_l,
+            "AWS::S3::BucketPolicy",
+            json!({"Bucket": r#ref(l), "PolicyDocument": doc}),
+            &[],
+        );
+    }
+    out.bind(
+        "tls_only",
+        &policy_l,
+        "/Properties/PolicyDocument",
+        Conv::Expect(policy.unwrap_or(Value::Null)),
+    );
+    out.tags(l);
+}
+
+/// One entry of a key schema.
+fn key(k: &KeyAttr, key_type: &str) -> Value {
+    json!({"AttributeName": k.name, "KeyType": key_type})
+}
+
+/// A key schema: the hash key, then the range key if any.
+fn key_schema(hash_key: &KeyAttr, range_key: &Option<KeyAttr>) -> Vec<Value> {
+    let mut schema = vec![key(hash_key, "HASH")];
+    if let Some(rk) = range_key {
+        schema.push(key(rk, "RANGE"));
+    }
+    schema
+}
+
+fn throughput(c: &Capacity) -> Value {
+    json!({"ReadCapacityUnits": c.read, "WriteCapacityUnits": c.write})
+}
+
+fn gsi(g: &GsiSpec) -> Value {
+    let GsiSpec {
+        name,
+        hash_key,
+        range_key,
+        projection_all,
+        capacity,
+    } = g;
+    let mut v = json!({
+        "IndexName": name,
+        "KeySchema": key_schema(hash_key, range_key),
+        "Projection": {"ProjectionType": if *projection_all { "ALL" } else { "KEYS_ONLY" }},
+    });
+    if let Some(c) = capacity {
+        v["ProvisionedThroughput"] = throughput(c);
+    }
+    v
+}
+
+fn map_table(l: &str, spec: &TableSpec, deps: &[String], out: &mut Out<'_>) {
+    let TableSpec {
+        name,
+        hash_key,
+        range_key,
+        billing,
+        gsis,
+        stream,
+        sse_kms,
+        point_in_time_recovery,
+        deletion_protection,
+        tags,
+    } = spec;
+    let mut attrs: BTreeMap<&str, &str> = BTreeMap::new();
+    for k in std::iter::once(hash_key).chain(range_key.iter()).chain(
+        gsis.iter()
+            .flat_map(|g| std::iter::once(&g.hash_key).chain(&g.range_key)),
+    ) {
+        attrs.insert(&k.name, k.attr_type.as_str());
+    }
+    let gsi_list: Vec<Value> = gsis.iter().map(gsi).collect();
+    let (mode, provisioned) = match billing {
+        Billing::Provisioned(c) => ("PROVISIONED", Some(throughput(c))),
+        Billing::PayPerRequest => ("PAY_PER_REQUEST", None),
+    };
+    let sse = if *sse_kms {
+        json!({"SSEEnabled": true, "SSEType": "KMS"})
+    } else {
+        json!({"SSEEnabled": false})
+    };
+    let mut p = json!({
+        "TableName": name,
+        "AttributeDefinitions": attrs.iter().map(|(n, t)| json!({"AttributeName": n, "AttributeType": t})).collect::<Vec<_>>(),
+        "KeySchema": key_schema(hash_key, range_key),
+        "BillingMode": mode,
+        "SSESpecification": sse,
+        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": point_in_time_recovery},
+        "DeletionProtectionEnabled": deletion_protection,
+        "Tags": tag_list(tags),
+    });
+    if let Some(t) = &provisioned {
+        p["ProvisionedThroughput"] = t.clone();
+    }
+    if !gsi_list.is_empty() {
+        p["GlobalSecondaryIndexes"] = json!(gsi_list);
+    }
+    if let Some(s) = stream {
+        p["StreamSpecification"] = json!({"StreamViewType": s});
+    }
+    out.add(l, "AWS::DynamoDB::Table", p, deps);
+    out.deletion(l, "Delete");
+    out.same(
+        l,
+        &[
+            ("name", "/Properties/TableName"),
+            ("stream", "/Properties/StreamSpecification/StreamViewType"),
+            (
+                "point_in_time_recovery",
+                "/Properties/PointInTimeRecoverySpecification/PointInTimeRecoveryEnabled",
+            ),
+            (
+                "deletion_protection",
+                "/Properties/DeletionProtectionEnabled",
+            ),
+        ],
+    );
+    let range = range_key.as_ref().map_or(Value::Null, |k| key(k, "RANGE"));
+    let gsis = if gsi_list.is_empty() {
+        Value::Null
+    } else {
+        json!(gsi_list)
+    };
+    for (field, pointer, value) in [
+        ("hash_key", "/Properties/KeySchema/0", key(hash_key, "HASH")),
+        ("range_key", "/Properties/KeySchema/1", range),
+        ("billing", "/Properties/BillingMode", json!(mode)),
+        (
+            "billing",
+            "/Properties/ProvisionedThroughput",
+            provisioned.unwrap_or(Value::Null),
+        ),
+        ("gsis", "/Properties/GlobalSecondaryIndexes", gsis),
+        ("sse_kms", "/Properties/SSESpecification", sse),
+    ] {
+        out.bind(field, l, pointer, Conv::Expect(value));
+    }
+    out.tags(l);
+}
+
+fn map_scalable_target(l: &str, spec: &ScalableTargetSpec, deps: &[String], out: &mut Out<'_>) {
+    let ScalableTargetSpec {
+        resource_id,
+        dimension,
+        min,
+        max,
+    } = spec;
+    out.add(
+        l,
+        "AWS::ApplicationAutoScaling::ScalableTarget",
+        json!({
+            "ServiceNamespace": "dynamodb",
+            "ResourceId": resource_id,
+            "ScalableDimension": dimension,
+            "MinCapacity": min,
+            "MaxCapacity": max,
+        }),
+        deps,
+    );
+    out.same(
+        l,
+        &[
+            ("resource_id", "/Properties/ResourceId"),
+            ("dimension", "/Properties/ScalableDimension"),
+            ("min", "/Properties/MinCapacity"),
+            ("max", "/Properties/MaxCapacity"),
+        ],
+    );
+}
+
+fn map_scaling_policy(l: &str, spec: &ScalingPolicySpec, deps: &[String], out: &mut Out<'_>) {
+    let ScalingPolicySpec {
+        name,
+        resource_id,
+        dimension,
+        metric,
+        target_value,
+        scale_in_cooldown_secs,
+        scale_out_cooldown_secs,
+    } = spec;
+    const T: &str = "/Properties/TargetTrackingScalingPolicyConfiguration";
+    // The target is named by resource id and dimension (not `ScalingTargetId`), as the
+    // direct engine does; the dependency orders them.
+    out.add(
+        l,
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+        json!({
+            "PolicyName": name,
+            "PolicyType": "TargetTrackingScaling",
+            "ServiceNamespace": "dynamodb",
+            "ResourceId": resource_id,
+            "ScalableDimension": dimension,
+            "TargetTrackingScalingPolicyConfiguration": {
+                "PredefinedMetricSpecification": {"PredefinedMetricType": metric},
+                "TargetValue": target_value,
+                "ScaleInCooldown": scale_in_cooldown_secs,
+                "ScaleOutCooldown": scale_out_cooldown_secs,
+            },
+        }),
+        deps,
+    );
+    out.same(
+        l,
+        &[
+            ("name", "/Properties/PolicyName"),
+            ("resource_id", "/Properties/ResourceId"),
+            ("dimension", "/Properties/ScalableDimension"),
+            (
+                "metric",
+                &format!("{T}/PredefinedMetricSpecification/PredefinedMetricType"),
+            ),
+            ("target_value", &format!("{T}/TargetValue")),
+            ("scale_in_cooldown_secs", &format!("{T}/ScaleInCooldown")),
+            ("scale_out_cooldown_secs", &format!("{T}/ScaleOutCooldown")),
+        ],
+    );
+}
+
+fn map_role(l: &str, spec: &RoleSpec, deps: &[String], out: &mut Out<'_>) {
+    let RoleSpec {
+        name,
+        // The trust policy's principal: `spec.trust_policy()` below.
+        service: _,
+        managed_policy_arns,
+        inline_policy_name,
+        inline_policy,
+        tags,
+    } = spec;
+    out.add(
+        l,
+        "AWS::IAM::Role",
+        json!({
+            "RoleName": name,
+            "AssumeRolePolicyDocument": spec.trust_policy(),
+            "ManagedPolicyArns": managed_policy_arns,
+            "Policies": [{"PolicyName": inline_policy_name, "PolicyDocument": inline_policy}],
+            "Tags": tag_list(tags),
+        }),
+        deps,
+    );
+    out.same(
+        l,
+        &[
+            ("name", "/Properties/RoleName"),
+            (
+                "service",
+                "/Properties/AssumeRolePolicyDocument/Statement/0/Principal/Service",
+            ),
+            ("managed_policy_arns", "/Properties/ManagedPolicyArns"),
+            ("inline_policy_name", "/Properties/Policies/0/PolicyName"),
+            ("inline_policy", "/Properties/Policies/0/PolicyDocument"),
+        ],
+    );
+    out.tags(l);
+}
+
+fn map_log_group(l: &str, spec: &LogGroupSpec, deps: &[String], out: &mut Out<'_>) {
+    let LogGroupSpec {
+        name,
+        retention_days,
+        tags,
+    } = spec;
+    out.add(
+        l,
+        "AWS::Logs::LogGroup",
+        json!({"LogGroupName": name, "RetentionInDays": retention_days, "Tags": tag_list(tags)}),
+        deps,
+    );
+    out.deletion(l, "Delete");
+    out.same(
+        l,
+        &[
+            ("name", "/Properties/LogGroupName"),
+            ("retention_days", "/Properties/RetentionInDays"),
+        ],
+    );
+    out.tags(l);
+}
+
+fn map_object(spec: &ObjectSpec, out: &mut Out<'_>) {
+    let ObjectSpec {
+        bucket: _,
+        key: _,
+        source: _,
+        sha256_b64: _,
+    } = spec;
+    const WHY: &str = "the zip is uploaded by xtask before the change set (`synth --upload`, `apply --engine cloudformation`); the function's Code names its bucket and key";
+    for field in ["bucket", "key", "source", "sha256_b64"] {
+        out.omit(field, WHY);
+    }
+}
+
+/// A function, the version its code and configuration make, and the alias pointing at it.
+fn map_function(l: &str, spec: &FunctionSpec, deps: &[String], out: &mut Out<'_>) {
+    let FunctionSpec {
+        name,
+        role_arn,
+        runtime,
+        handler,
+        architecture,
+        memory_mb,
+        timeout_secs,
+        environment,
+        code_bucket,
+        code_key,
+        code_sha256_hex,
+        code_sha256_b64,
+        alias,
+        keep_versions: _,
+        tags,
+    } = spec;
+    let p = json!({
+        "FunctionName": name,
+        "Role": role_arn,
+        "Runtime": runtime,
+        "Handler": handler,
+        "Architectures": [architecture],
+        "MemorySize": memory_mb,
+        "Timeout": timeout_secs,
+        "Environment": {"Variables": environment},
+        "Code": {"S3Bucket": code_bucket, "S3Key": code_key},
+        "Tags": tag_list(tags),
+    });
+    // A new version whenever code or configuration changes, as the direct engine publishes
+    // one: the hash of both is in the version's logical id.
+    let version_hash = {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(p.to_string().as_bytes()))
+    };
+    out.add(l, "AWS::Lambda::Function", p, deps);
+    let version_l = format!("{l}Version{}", &version_hash[..12]);
+    out.add(
+        &version_l,
+        "AWS::Lambda::Version",
+        json!({
+            "FunctionName": r#ref(l),
+            "CodeSha256": code_sha256_b64,
+            "Description": format!("code sha256 {code_sha256_hex}"),
+        }),
+        &[],
+    );
+    let alias_l = format!("{l}Alias");
+    out.add(
+        &alias_l,
+        "AWS::Lambda::Alias",
+        json!({
+            "FunctionName": r#ref(l),
+            "FunctionVersion": get_att(&version_l, "Version"),
+            "Name": alias,
+        }),
+        &[],
+    );
+    out.same(
+        l,
+        &[
+            ("name", "/Properties/FunctionName"),
+            ("role_arn", "/Properties/Role"),
+            ("runtime", "/Properties/Runtime"),
+            ("handler", "/Properties/Handler"),
+            ("architecture", "/Properties/Architectures/0"),
+            ("memory_mb", "/Properties/MemorySize"),
+            ("timeout_secs", "/Properties/Timeout"),
+            ("environment", "/Properties/Environment/Variables"),
+            ("code_bucket", "/Properties/Code/S3Bucket"),
+            ("code_key", "/Properties/Code/S3Key"),
+        ],
+    );
+    out.bind(
+        "code_sha256_hex",
+        &version_l,
+        "/Properties/Description",
+        Conv::Expect(json!(format!("code sha256 {code_sha256_hex}"))),
+    );
+    out.same(&version_l, &[("code_sha256_b64", "/Properties/CodeSha256")]);
+    out.same(&alias_l, &[("alias", "/Properties/Name")]);
+    out.omit(
+        "keep_versions",
+        "CloudFormation keeps the version the alias points at and deletes the one it replaced",
+    );
+    out.tags(l);
+}
+
+fn map_event_source_mapping(
+    l: &str,
+    spec: &EventSourceMappingSpec,
+    look: &Lookup<'_>,
+    deps: &[String],
+    out: &mut Out<'_>,
+) {
+    let EventSourceMappingSpec {
+        name: _,
+        table_name,
+        function_name,
+        alias: _,
+        starting_position,
+        batch_size,
+        batching_window_secs,
+        bisect_on_error,
+        max_retries,
+        report_batch_item_failures,
+        stream_view_type: _,
+    } = spec;
+    let stream = look
+        .table(table_name)
+        .map(|t| get_att(&t, "StreamArn"))
+        .unwrap_or(Value::Null);
+    let target = look
+        .alias(function_name)
+        .map(|a| r#ref(&a))
+        .unwrap_or(Value::Null);
+    let response_types = if *report_batch_item_failures {
+        json!(["ReportBatchItemFailures"])
+    } else {
+        Value::Null
+    };
+    let mut p = json!({
+        "EventSourceArn": stream,
+        "FunctionName": target,
+        "StartingPosition": starting_position,
+        "BatchSize": batch_size,
+        "MaximumBatchingWindowInSeconds": batching_window_secs,
+        "BisectBatchOnFunctionError": bisect_on_error,
+        "MaximumRetryAttempts": max_retries,
+    });
+    if *report_batch_item_failures {
+        p["FunctionResponseTypes"] = response_types.clone();
+    }
+    out.add(l, "AWS::Lambda::EventSourceMapping", p, deps);
+    out.omit("name", "a display name; mappings have none in AWS");
+    out.omit(
+        "stream_view_type",
+        "the table's view type; in the template the mapping follows the table's StreamArn",
+    );
+    for (field, pointer, value) in [
+        ("table_name", "/Properties/EventSourceArn", stream),
+        ("function_name", "/Properties/FunctionName", target.clone()),
+        ("alias", "/Properties/FunctionName", target),
+        (
+            "report_batch_item_failures",
+            "/Properties/FunctionResponseTypes",
+            response_types,
+        ),
+    ] {
+        out.bind(field, l, pointer, Conv::Expect(value));
+    }
+    out.same(
+        l,
+        &[
+            ("starting_position", "/Properties/StartingPosition"),
+            ("batch_size", "/Properties/BatchSize"),
+            (
+                "batching_window_secs",
+                "/Properties/MaximumBatchingWindowInSeconds",
+            ),
+            ("bisect_on_error", "/Properties/BisectBatchOnFunctionError"),
+            ("max_retries", "/Properties/MaximumRetryAttempts"),
+        ],
+    );
+}
+
+/// API Gateway's account setting and the CloudWatch role it names, when the stack sets it up.
+fn map_api_account(l: &str, spec: &ApiAccountSpec, deps: &[String], out: &mut Out<'_>) {
+    let ApiAccountSpec { setup, role_name } = spec;
+    let role_l = format!("{l}Role");
+    if *setup {
+        out.add(
+            &role_l,
+            "AWS::IAM::Role",
+            json!({
+                "RoleName": role_name,
+                "AssumeRolePolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [{
+                        "Effect": "Allow",
+                        "Principal": {"Service": "apigateway.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
                     }],
-                    "Tags": tag_list(tags),
-                }),
-                &deps
-                    .iter()
-                    .filter(|d| **d != api)
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            );
-            out.bind(
-                "api_name",
-                &l,
-                "/Properties/RestApiId",
-                Conv::Expect(r#ref(&api)),
-            );
-            out.bind("stage_name", &l, "/Properties/StageName", Conv::Same);
-            out.bind(
-                "deployment_hash",
-                &l,
-                "/Properties/DeploymentId",
-                Conv::Expect(r#ref(&deployment)),
-            );
-            out.bind(
+                },
+                "ManagedPolicyArns": [APIGW_LOGS_POLICY],
+            }),
+            deps,
+        );
+        out.add(
+            l,
+            "AWS::ApiGateway::Account",
+            json!({"CloudWatchRoleArn": get_att(&role_l, "Arn")}),
+            &[],
+        );
+        // One setting per account and region, serving every API there: it outlives the
+        // stack, as the direct engine never undoes it either.
+        out.deletion(&role_l, "Retain");
+        out.deletion(l, "Retain");
+    }
+    let (role_arn, name) = if *setup {
+        (get_att(&role_l, "Arn"), json!(role_name))
+    } else {
+        (Value::Null, Value::Null)
+    };
+    out.bind(
+        "setup",
+        l,
+        "/Properties/CloudWatchRoleArn",
+        Conv::Expect(role_arn),
+    );
+    out.bind(
+        "role_name",
+        &role_l,
+        "/Properties/RoleName",
+        Conv::Expect(name),
+    );
+}
+
+fn map_api_stage(
+    l: &str,
+    spec: &ApiStageSpec,
+    look: &Lookup<'_>,
+    deps: &[String],
+    out: &mut Out<'_>,
+) {
+    let ApiStageSpec {
+        api_name,
+        stage_name,
+        deployment_hash,
+        access_log_group_arn,
+        access_log_format,
+        throttle_rate,
+        throttle_burst,
+        tags,
+    } = spec;
+    let api = look.api(api_name).unwrap_or_default();
+    let deployment = deployment_logical_id(&api, deployment_hash);
+    out.add(
+        l,
+        "AWS::ApiGateway::Stage",
+        json!({
+            "RestApiId": r#ref(&api),
+            "StageName": stage_name,
+            "DeploymentId": r#ref(&deployment),
+            "AccessLogSetting": {"DestinationArn": access_log_group_arn, "Format": access_log_format},
+            "MethodSettings": [{
+                "ResourcePath": "/*",
+                "HttpMethod": "*",
+                "ThrottlingRateLimit": throttle_rate,
+                "ThrottlingBurstLimit": throttle_burst,
+            }],
+            "Tags": tag_list(tags),
+        }),
+        &without(deps, &api),
+    );
+    out.bind(
+        "api_name",
+        l,
+        "/Properties/RestApiId",
+        Conv::Expect(r#ref(&api)),
+    );
+    out.bind(
+        "deployment_hash",
+        l,
+        "/Properties/DeploymentId",
+        Conv::Expect(r#ref(&deployment)),
+    );
+    out.same(
+        l,
+        &[
+            ("stage_name", "/Properties/StageName"),
+            (
                 "access_log_group_arn",
-                &l,
                 "/Properties/AccessLogSetting/DestinationArn",
-                Conv::Same,
-            );
-            out.bind(
-                "access_log_format",
-                &l,
-                "/Properties/AccessLogSetting/Format",
-                Conv::Same,
-            );
-            out.bind(
+            ),
+            ("access_log_format", "/Properties/AccessLogSetting/Format"),
+            (
                 "throttle_rate",
-                &l,
                 "/Properties/MethodSettings/0/ThrottlingRateLimit",
-                Conv::Same,
-            );
-            out.bind(
+            ),
+            (
                 "throttle_burst",
-                &l,
                 "/Properties/MethodSettings/0/ThrottlingBurstLimit",
-                Conv::Same,
-            );
-            out.bind("tags", &l, "/Properties/Tags", Conv::Tags);
-        }
-        Spec::ApiKey(ApiKeySpec {
-            name,
-            description,
-            tags,
-        }) => {
-            out.add(
-                &l,
-                "AWS::ApiGateway::ApiKey",
-                json!({"Name": name, "Description": description, "Enabled": true, "Tags": tag_list(tags)}),
-                &deps,
-            );
-            out.bind("name", &l, "/Properties/Name", Conv::Same);
-            out.bind("description", &l, "/Properties/Description", Conv::Same);
-            out.bind("tags", &l, "/Properties/Tags", Conv::Tags);
-        }
-        Spec::UsagePlan(UsagePlanSpec {
-            name,
-            api_name,
-            stage_name,
-            key_name,
-            rate_limit,
-            burst_limit,
-            quota_limit,
-            quota_period,
-            tags,
-        }) => {
-            let api = look.api(api_name).unwrap_or_default();
-            let stage = look.stage(api_name, stage_name).unwrap_or_default();
-            let key = look.key(key_name).unwrap_or_default();
-            out.add(
-                &l,
-                "AWS::ApiGateway::UsagePlan",
-                json!({
-                    "UsagePlanName": name,
-                    "ApiStages": [{"ApiId": r#ref(&api), "Stage": r#ref(&stage)}],
-                    "Throttle": {"RateLimit": rate_limit, "BurstLimit": burst_limit},
-                    "Quota": {"Limit": quota_limit, "Period": quota_period},
-                    "Tags": tag_list(tags),
-                }),
-                &[],
-            );
-            let key_l = format!("{l}Key");
-            out.add(
-                &key_l,
-                "AWS::ApiGateway::UsagePlanKey",
-                json!({"KeyId": r#ref(&key), "KeyType": "API_KEY", "UsagePlanId": r#ref(&l)}),
-                &[],
-            );
-            out.bind("name", &l, "/Properties/UsagePlanName", Conv::Same);
-            out.bind(
-                "api_name",
-                &l,
-                "/Properties/ApiStages/0/ApiId",
-                Conv::Expect(r#ref(&api)),
-            );
-            out.bind(
-                "stage_name",
-                &l,
-                "/Properties/ApiStages/0/Stage",
-                Conv::Expect(r#ref(&stage)),
-            );
-            out.bind(
-                "key_name",
-                &key_l,
-                "/Properties/KeyId",
-                Conv::Expect(r#ref(&key)),
-            );
-            out.bind(
-                "rate_limit",
-                &l,
-                "/Properties/Throttle/RateLimit",
-                Conv::Same,
-            );
-            out.bind(
-                "burst_limit",
-                &l,
-                "/Properties/Throttle/BurstLimit",
-                Conv::Same,
-            );
-            out.bind("quota_limit", &l, "/Properties/Quota/Limit", Conv::Same);
-            out.bind("quota_period", &l, "/Properties/Quota/Period", Conv::Same);
-            out.bind("tags", &l, "/Properties/Tags", Conv::Tags);
-        }
-        Spec::LambdaPermission(LambdaPermissionSpec {
-            function_name,
-            qualifier,
-            statement_id: _,
-            principal,
-            api_name,
-            source_arn_suffix,
-        }) => {
-            let api = look.api(api_name).unwrap_or_default();
-            let target = look
-                .alias(function_name)
-                .map(|a| r#ref(&a))
-                .unwrap_or_else(|| {
-                    json!(format!(
-                        "arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function_name}:{qualifier}"
-                    ))
-                });
-            let source = json!({"Fn::Sub": format!(
-                "arn:${{AWS::Partition}}:execute-api:${{AWS::Region}}:${{AWS::AccountId}}:${{{api}}}/{source_arn_suffix}"
-            )});
-            out.add(
-                &l,
-                "AWS::Lambda::Permission",
-                json!({
-                    "Action": "lambda:InvokeFunction",
-                    "FunctionName": target,
-                    "Principal": principal,
-                    "SourceArn": source,
-                }),
-                &deps
-                    .iter()
-                    .filter(|d| **d != api)
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            );
-            out.bind(
-                "function_name",
-                &l,
-                "/Properties/FunctionName",
-                Conv::Expect(target.clone()),
-            );
-            out.bind(
-                "qualifier",
-                &l,
-                "/Properties/FunctionName",
-                Conv::Expect(target),
-            );
-            out.omit(
-                "statement_id",
-                "CloudFormation names the policy statement after the resource",
-            );
-            out.bind("principal", &l, "/Properties/Principal", Conv::Same);
-            out.bind(
-                "api_name",
-                &l,
-                "/Properties/SourceArn",
-                Conv::Expect(source.clone()),
-            );
-            out.bind(
-                "source_arn_suffix",
-                &l,
-                "/Properties/SourceArn",
-                Conv::Expect(source),
-            );
-        }
-        Spec::Seed(SeedSpec {
-            name: _,
-            table_name: _,
-            function_name: _,
-            alias: _,
-            artifacts_bucket: _,
-            invoices: _,
-            customers: _,
-            invoke: _,
-        }) => {
-            // Not a resource but an action after one: CloudFormation would need a custom
-            // resource backed by yet another function to invoke insert-mock-data.
-            const WHY: &str = "a template cannot invoke a function; the CloudFormation engine does not seed (the direct engine does)";
-            for field in [
-                "name",
-                "table_name",
-                "function_name",
-                "alias",
-                "artifacts_bucket",
-                "invoices",
-                "customers",
-                "invoke",
-            ] {
-                out.omit(field, WHY);
-            }
-        }
+            ),
+        ],
+    );
+    out.tags(l);
+}
+
+fn map_api_key(l: &str, spec: &ApiKeySpec, deps: &[String], out: &mut Out<'_>) {
+    let ApiKeySpec {
+        name,
+        description,
+        tags,
+    } = spec;
+    out.add(
+        l,
+        "AWS::ApiGateway::ApiKey",
+        json!({"Name": name, "Description": description, "Enabled": true, "Tags": tag_list(tags)}),
+        deps,
+    );
+    out.same(
+        l,
+        &[
+            ("name", "/Properties/Name"),
+            ("description", "/Properties/Description"),
+        ],
+    );
+    out.tags(l);
+}
+
+/// The usage plan and the key it admits.
+fn map_usage_plan(l: &str, spec: &UsagePlanSpec, look: &Lookup<'_>, out: &mut Out<'_>) {
+    let UsagePlanSpec {
+        name,
+        api_name,
+        stage_name,
+        key_name,
+        rate_limit,
+        burst_limit,
+        quota_limit,
+        quota_period,
+        tags,
+    } = spec;
+    let api = look.api(api_name).unwrap_or_default();
+    let stage = look.stage(api_name, stage_name).unwrap_or_default();
+    let key = look.key(key_name).unwrap_or_default();
+    out.add(
+        l,
+        "AWS::ApiGateway::UsagePlan",
+        json!({
+            "UsagePlanName": name,
+            "ApiStages": [{"ApiId": r#ref(&api), "Stage": r#ref(&stage)}],
+            "Throttle": {"RateLimit": rate_limit, "BurstLimit": burst_limit},
+            "Quota": {"Limit": quota_limit, "Period": quota_period},
+            "Tags": tag_list(tags),
+        }),
+        &[],
+    );
+    let key_l = format!("{l}Key");
+    out.add(
+        &key_l,
+        "AWS::ApiGateway::UsagePlanKey",
+        json!({"KeyId": r#ref(&key), "KeyType": "API_KEY", "UsagePlanId": r#ref(l)}),
+        &[],
+    );
+    out.bind(
+        "api_name",
+        l,
+        "/Properties/ApiStages/0/ApiId",
+        Conv::Expect(r#ref(&api)),
+    );
+    out.bind(
+        "stage_name",
+        l,
+        "/Properties/ApiStages/0/Stage",
+        Conv::Expect(r#ref(&stage)),
+    );
+    out.bind(
+        "key_name",
+        &key_l,
+        "/Properties/KeyId",
+        Conv::Expect(r#ref(&key)),
+    );
+    out.same(
+        l,
+        &[
+            ("name", "/Properties/UsagePlanName"),
+            ("rate_limit", "/Properties/Throttle/RateLimit"),
+            ("burst_limit", "/Properties/Throttle/BurstLimit"),
+            ("quota_limit", "/Properties/Quota/Limit"),
+            ("quota_period", "/Properties/Quota/Period"),
+        ],
+    );
+    out.tags(l);
+}
+
+fn map_lambda_permission(
+    l: &str,
+    spec: &LambdaPermissionSpec,
+    look: &Lookup<'_>,
+    deps: &[String],
+    out: &mut Out<'_>,
+) {
+    let LambdaPermissionSpec {
+        function_name,
+        qualifier,
+        statement_id: _,
+        principal,
+        api_name,
+        source_arn_suffix,
+    } = spec;
+    let api = look.api(api_name).unwrap_or_default();
+    let target = look
+        .alias(function_name)
+        .map(|a| r#ref(&a))
+        .unwrap_or_else(|| {
+            json!(format!(
+                "arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function_name}:{qualifier}"
+            ))
+        });
+    let source = json!({"Fn::Sub": format!(
+        "arn:${{AWS::Partition}}:execute-api:${{AWS::Region}}:${{AWS::AccountId}}:${{{api}}}/{source_arn_suffix}"
+    )});
+    out.add(
+        l,
+        "AWS::Lambda::Permission",
+        json!({
+            "Action": "lambda:InvokeFunction",
+            "FunctionName": target,
+            "Principal": principal,
+            "SourceArn": source,
+        }),
+        &without(deps, &api),
+    );
+    out.omit(
+        "statement_id",
+        "CloudFormation names the policy statement after the resource",
+    );
+    out.same(l, &[("principal", "/Properties/Principal")]);
+    for (field, pointer, value) in [
+        ("function_name", "/Properties/FunctionName", target.clone()),
+        ("qualifier", "/Properties/FunctionName", target),
+        ("api_name", "/Properties/SourceArn", source.clone()),
+        ("source_arn_suffix", "/Properties/SourceArn", source),
+    ] {
+        out.bind(field, l, pointer, Conv::Expect(value));
+    }
+}
+
+fn map_seed(spec: &SeedSpec, out: &mut Out<'_>) {
+    let SeedSpec {
+        name: _,
+        table_name: _,
+        function_name: _,
+        alias: _,
+        artifacts_bucket: _,
+        invoices: _,
+        customers: _,
+        invoke: _,
+    } = spec;
+    // Not a resource but an action after one: CloudFormation would need a custom resource
+    // backed by yet another function to invoke insert-mock-data.
+    const WHY: &str = "a template cannot invoke a function; the CloudFormation engine does not seed (the direct engine does)";
+    for field in [
+        "name",
+        "table_name",
+        "function_name",
+        "alias",
+        "artifacts_bucket",
+        "invoices",
+        "customers",
+        "invoke",
+    ] {
+        out.omit(field, WHY);
     }
 }
 
@@ -1319,18 +1287,62 @@ fn map_rest_api(l: &str, spec: &RestApiSpec, deps: &[String], out: &mut Out<'_>)
         }),
         deps,
     );
-    out.bind("name", l, "/Properties/Name", Conv::Same);
-    out.bind("description", l, "/Properties/Description", Conv::Same);
-    out.bind(
-        "endpoint_type",
+    out.same(
         l,
-        "/Properties/EndpointConfiguration/Types/0",
-        Conv::Same,
+        &[
+            ("name", "/Properties/Name"),
+            ("description", "/Properties/Description"),
+            ("endpoint_type", "/Properties/EndpointConfiguration/Types/0"),
+        ],
     );
-    out.bind("tags", l, "/Properties/Tags", Conv::Tags);
+    out.tags(l);
+    let (paths, methods) = map_methods(l, spec, out);
+    bind_routes(l, routes, out);
+    for path in &paths {
+        let ml = method_logical(l, "OPTIONS", path);
+        out.bind(
+            "cors_origin",
+            &ml,
+            "/Properties/Integration/IntegrationResponses/0/ResponseParameters/method.response.header.Access-Control-Allow-Origin",
+            Conv::Expect(cors_origin.as_ref().map_or(Value::Null, |o| json!(format!("'{o}'")))),
+        );
+    }
+    let responses = map_gateway_responses(l, gateway_responses, out);
+    // A deployment freezes methods and gateway responses: it must come after all of them,
+    // and its logical id changes with their hash, so any change deploys anew.
+    let hash = spec.deployment_hash();
+    let mut after = methods;
+    after.extend(responses);
+    out.add(
+        &deployment_logical_id(l, &hash),
+        "AWS::ApiGateway::Deployment",
+        json!({
+            "RestApiId": r#ref(l),
+            "Description": format!("{DEPLOYMENT_HASH_PREFIX}{hash}"),
+        }),
+        &after,
+    );
+}
 
+/// The parameters validator's logical id.
+fn validator_logical(api_logical: &str) -> String {
+    format!("{api_logical}ParamsValidator")
+}
+
+/// Query parameters as a method's `RequestParameters`.
+fn request_parameters(query_params: &BTreeMap<String, bool>) -> Value {
+    query_params
+        .iter()
+        .map(|(n, req)| (format!("{QUERY}{n}"), json!(req)))
+        .collect::<Map<_, _>>()
+        .into()
+}
+
+/// The validator, a resource per path and a method per route (the direct engine's desired
+/// routes, CORS preflights included): the paths and the methods' logical ids.
+fn map_methods(l: &str, spec: &RestApiSpec, out: &mut Out<'_>) -> (Vec<String>, Vec<String>) {
     let wanted = rest_api::desired_routes(spec);
-    let validator_l = format!("{l}ParamsValidator");
+    let validator_l = validator_logical(l);
     if wanted.values().any(|r| r.validate_params) {
         out.add(
             &validator_l,
@@ -1344,9 +1356,9 @@ fn map_rest_api(l: &str, spec: &RestApiSpec, deps: &[String], out: &mut Out<'_>)
             &[],
         );
     }
-    let mut paths: Vec<&str> = wanted
+    let mut paths: Vec<String> = wanted
         .keys()
-        .map(|k| k.split_once(' ').map_or("/", |(_, p)| p))
+        .map(|k| k.split_once(' ').map_or("/", |(_, p)| p).to_string())
         .collect();
     paths.sort();
     paths.dedup();
@@ -1374,49 +1386,55 @@ fn map_rest_api(l: &str, spec: &RestApiSpec, deps: &[String], out: &mut Out<'_>)
             "ApiKeyRequired": state.api_key_required,
         });
         if !state.query_params.is_empty() {
-            p["RequestParameters"] = state
-                .query_params
-                .iter()
-                .map(|(n, req)| (format!("{QUERY}{n}"), json!(req)))
-                .collect::<Map<_, _>>()
-                .into();
+            p["RequestParameters"] = request_parameters(&state.query_params);
         }
         if state.validate_params {
             p["RequestValidatorId"] = r#ref(&validator_l);
         }
-        match &state.target {
-            RouteTarget::AwsProxy { uri } => {
-                p["Integration"] = json!({
-                    "Type": "AWS_PROXY",
-                    // Lambda is always invoked with POST, whatever the client's method.
-                    "IntegrationHttpMethod": "POST",
-                    "Uri": uri,
-                });
-            }
-            RouteTarget::Mock { allow_origin } => {
-                let origin = allow_origin.clone().unwrap_or_else(|| "*".into());
-                p["Integration"] = json!({
-                    "Type": "MOCK",
-                    "RequestTemplates": {"application/json": MOCK_TEMPLATE},
-                    "IntegrationResponses": [{
-                        "StatusCode": "200",
-                        "ResponseParameters": {
-                            ALLOW_ORIGIN: format!("'{origin}'"),
-                            ALLOW_HEADERS: CORS_ALLOWED_HEADERS,
-                            ALLOW_METHODS: format!("'{}'", rest_api::methods_of(spec, path)),
-                        },
-                    }],
-                });
-                p["MethodResponses"] = json!([{
-                    "StatusCode": "200",
-                    "ResponseParameters": {ALLOW_ORIGIN: false, ALLOW_HEADERS: false, ALLOW_METHODS: false},
-                }]);
-            }
-            RouteTarget::Other { .. } => unreachable!("desired routes are proxies or preflights"),
-        }
+        integration(&mut p, &state.target, spec, path);
         out.add(&ml, "AWS::ApiGateway::Method", p, &[]);
         methods.push(ml);
     }
+    (paths, methods)
+}
+
+/// A method's integration: a Lambda proxy, or a CORS preflight API Gateway answers itself.
+fn integration(p: &mut Value, target: &RouteTarget, spec: &RestApiSpec, path: &str) {
+    match target {
+        RouteTarget::AwsProxy { uri } => {
+            p["Integration"] = json!({
+                "Type": "AWS_PROXY",
+                // Lambda is always invoked with POST, whatever the client's method.
+                "IntegrationHttpMethod": "POST",
+                "Uri": uri,
+            });
+        }
+        RouteTarget::Mock { allow_origin } => {
+            let origin = allow_origin.clone().unwrap_or_else(|| "*".into());
+            p["Integration"] = json!({
+                "Type": "MOCK",
+                "RequestTemplates": {"application/json": MOCK_TEMPLATE},
+                "IntegrationResponses": [{
+                    "StatusCode": "200",
+                    "ResponseParameters": {
+                        ALLOW_ORIGIN: format!("'{origin}'"),
+                        ALLOW_HEADERS: CORS_ALLOWED_HEADERS,
+                        ALLOW_METHODS: format!("'{}'", rest_api::methods_of(spec, path)),
+                    },
+                }],
+            });
+            p["MethodResponses"] = json!([{
+                "StatusCode": "200",
+                "ResponseParameters": {ALLOW_ORIGIN: false, ALLOW_HEADERS: false, ALLOW_METHODS: false},
+            }]);
+        }
+        RouteTarget::Other { .. } => unreachable!("desired routes are proxies or preflights"),
+    }
+}
+
+/// Where each route's fields landed in its method.
+fn bind_routes(l: &str, routes: &[RouteSpec], out: &mut Out<'_>) {
+    let validator_l = validator_logical(l);
     for RouteSpec {
         path,
         method,
@@ -1429,53 +1447,34 @@ fn map_rest_api(l: &str, spec: &RestApiSpec, deps: &[String], out: &mut Out<'_>)
     } in routes
     {
         let ml = method_logical(l, method, path);
-        out.bind(
-            "routes",
-            &ml,
-            "/Properties/ApiKeyRequired",
-            Conv::Expect(json!(api_key_required)),
-        );
-        out.bind(
-            "routes",
-            &ml,
-            "/Properties/RequestParameters",
-            Conv::Expect(if query_params.is_empty() {
-                Value::Null
-            } else {
-                query_params
-                    .iter()
-                    .map(|(n, req)| (format!("{QUERY}{n}"), json!(req)))
-                    .collect::<Map<_, _>>()
-                    .into()
-            }),
-        );
-        out.bind(
-            "routes",
-            &ml,
-            "/Properties/RequestValidatorId",
-            Conv::Expect(if *validate_params {
-                r#ref(&validator_l)
-            } else {
-                Value::Null
-            }),
-        );
+        let params = if query_params.is_empty() {
+            Value::Null
+        } else {
+            request_parameters(query_params)
+        };
+        let validator = if *validate_params {
+            r#ref(&validator_l)
+        } else {
+            Value::Null
+        };
         // The function name and ARN are the integration URI's parts.
-        out.bind(
-            "routes",
-            &ml,
-            "/Properties/Integration/Uri",
-            Conv::Expect(json!(integration_uri)),
-        );
+        for (pointer, value) in [
+            ("/Properties/ApiKeyRequired", json!(api_key_required)),
+            ("/Properties/RequestParameters", params),
+            ("/Properties/RequestValidatorId", validator),
+            ("/Properties/Integration/Uri", json!(integration_uri)),
+        ] {
+            out.bind("routes", &ml, pointer, Conv::Expect(value));
+        }
     }
-    for path in &paths {
-        let ml = method_logical(l, "OPTIONS", path);
-        out.bind(
-            "cors_origin",
-            &ml,
-            "/Properties/Integration/IntegrationResponses/0/ResponseParameters/method.response.header.Access-Control-Allow-Origin",
-            Conv::Expect(cors_origin.as_ref().map_or(Value::Null, |o| json!(format!("'{o}'")))),
-        );
-    }
+}
+
+/// The gateway responses: their logical ids.
+fn map_gateway_responses(
+    l: &str,
+    gateway_responses: &[GatewayResponseSpec],
+    out: &mut Out<'_>,
+) -> Vec<String> {
     let mut responses = Vec::new();
     for GatewayResponseSpec {
         response_type,
@@ -1503,21 +1502,7 @@ fn map_rest_api(l: &str, spec: &RestApiSpec, deps: &[String], out: &mut Out<'_>)
         out.bind("gateway_responses", &rl, "/Properties", Conv::Expect(p));
         responses.push(rl);
     }
-    // A deployment freezes methods and gateway responses: it must come after all of them,
-    // and its logical id changes with their hash, so any change deploys anew.
-    let hash = spec.deployment_hash();
-    let dl = deployment_logical_id(l, &hash);
-    let mut after = methods;
-    after.extend(responses);
-    out.add(
-        &dl,
-        "AWS::ApiGateway::Deployment",
-        json!({
-            "RestApiId": r#ref(l),
-            "Description": format!("{DEPLOYMENT_HASH_PREFIX}{hash}"),
-        }),
-        &after,
-    );
+    responses
 }
 
 #[cfg(test)]
