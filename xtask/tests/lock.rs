@@ -91,7 +91,10 @@ async fn a_run_that_came_and_went_after_the_reads_forces_a_reread() {
     let (lock, acquired) = Lock::acquire(&ctx, &place(), "apply", &tags(), false, Some(mine))
         .await
         .unwrap();
-    assert!(!acquired.undisturbed, "ticket 2 is taken: the plan may be stale");
+    assert!(
+        !acquired.undisturbed,
+        "ticket 2 is taken: the plan may be stale"
+    );
     lock.release(&ctx, &place()).await.unwrap();
 }
 
@@ -106,12 +109,18 @@ async fn a_lock_held_during_the_reads_forces_a_reread() {
     assert!(mine.held);
     let refused = Lock::acquire(&ctx, &place(), "apply", &tags(), false, Some(mine)).await;
     let err = refused.err().expect("the lock is held");
-    assert!(format!("{err:#}").contains("environment is locked"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("environment is locked"),
+        "{err:#}"
+    );
     other.release(&ctx, &place()).await.unwrap();
     let (lock, acquired) = Lock::acquire(&ctx, &place(), "apply", &tags(), false, Some(mine))
         .await
         .unwrap();
-    assert!(!acquired.undisturbed, "the other run may have written during the reads");
+    assert!(
+        !acquired.undisturbed,
+        "the other run may have written during the reads"
+    );
     lock.release(&ctx, &place()).await.unwrap();
 }
 

@@ -147,8 +147,10 @@ pub fn topo_order(nodes: &[Arc<dyn Node>]) -> Result<Vec<usize>> {
     Ok(order)
 }
 
-/// How many more reads than writes may be in flight.
-const READ_FANOUT: usize = 4;
+/// How many more resources may be read at once than written: reads change nothing, and a
+/// plan is as deep as its slowest read only if every read can start at once (the invoice
+/// app's 42 resources with the default concurrency of 8).
+const READ_FANOUT: usize = 8;
 
 /// Reads every node (concurrently, at most `READ_FANOUT * concurrency` at once) and decides
 /// its action.
@@ -271,14 +273,15 @@ async fn read_all(
     concurrency: usize,
     shown: Option<&Plan>,
 ) -> Result<Vec<Read>> {
-    futures::stream::iter(nodes)
-        .map(|n| async move {
+    let mut read: Vec<(usize, Read)> = futures::stream::iter(nodes.into_iter().enumerate())
+        .map(|(i, n)| async move {
             if let Some((node, observation)) = shown.and_then(|p| kept(p, &n)) {
-                return Ok(Read {
+                let kept = Read {
                     node,
                     observation,
                     deletion_details: None,
-                });
+                };
+                return Ok((i, kept));
             }
             crate::aws::scoped(scope(stage, n.as_ref()), async {
                 let observation = n
@@ -299,21 +302,25 @@ async fn read_all(
                 } else {
                     None
                 };
-                Ok(Read {
+                let read = Read {
                     node: n.clone(),
                     observation,
                     deletion_details,
-                })
+                };
+                Ok::<_, anyhow::Error>((i, read))
             })
             .await
         })
-        // Reads change nothing and cost one round-trip each: let more of them overlap than
-        // writes, so a plan is about as deep as its slowest resource.
-        .buffered(concurrency.max(1) * READ_FANOUT)
+        // Unordered: with `buffered`, a finished read behind a slow one kept its slot, and
+        // the reads went in waves.
+        .buffer_unordered(concurrency.max(1) * READ_FANOUT)
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect()
+        .collect::<Result<_>>()?;
+    // Classifying needs dependency order back.
+    read.sort_by_key(|(i, _)| *i);
+    Ok(read.into_iter().map(|(_, r)| r).collect())
 }
 
 /// What [`classify`] leaves to [`inspect`]: the index of a planned resource, its node, and

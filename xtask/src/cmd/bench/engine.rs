@@ -84,9 +84,9 @@ pub struct Phase {
     /// When each pass and each call outside the engine ran, in round-trips from the phase's
     /// start (`plan 0.0-4.6`, `SSM.PutParameter 4.7-5.7`): where a phase's depth goes.
     pub timeline: Vec<String>,
-    /// Each resource's span in each apply pass, in order of start (`5.1-7.2 lambda_function.x
+    /// Each resource's span in each pass, in order of start (`apply 5.1-7.2 lambda_function.x
     /// (3 calls)`): what waited for what.
-    pub apply_spans: Vec<String>,
+    pub spans: Vec<String>,
 }
 
 pub async fn run(g: &Global, args: &Args) -> Result<u8> {
@@ -383,9 +383,9 @@ impl Meter<'_> {
         }
         let slowest = slowest(&calls, self.latency, 6);
         let timeline = timeline(&calls, started, self.latency);
-        let apply_spans = apply_spans(&calls, started, self.latency);
+        let spans = spans(&calls, started, self.latency);
         Ok(Phase {
-            apply_spans,
+            spans,
             slowest,
             timeline,
             phase: name,
@@ -441,20 +441,19 @@ fn timeline(calls: &[Call], phase_start: Instant, latency: Duration) -> Vec<Stri
         .collect()
 }
 
-/// Each resource's span in the apply passes, in order of start.
-fn apply_spans(calls: &[Call], phase_start: Instant, latency: Duration) -> Vec<String> {
+/// Each resource's span in each pass, in order of start.
+fn spans(calls: &[Call], phase_start: Instant, latency: Duration) -> Vec<String> {
     let at =
         |t: Instant| t.saturating_duration_since(phase_start).as_secs_f64() / latency.as_secs_f64();
-    let mut spans: HashMap<(u64, &str), (f64, f64, usize)> = HashMap::new();
+    let mut spans: HashMap<(u64, &str, &str), (f64, f64, usize)> = HashMap::new();
     for c in calls {
         let (Some(s), Some(start)) = (&c.scope, c.started) else {
             continue;
         };
-        if s.kind != "apply" {
-            continue;
-        }
         let (a, b) = (at(start), at(start + Duration::from_millis(c.millis)));
-        let e = spans.entry((s.stage, s.node.as_str())).or_insert((a, b, 0));
+        let e = spans
+            .entry((s.stage, s.kind, s.node.as_str()))
+            .or_insert((a, b, 0));
         e.0 = e.0.min(a);
         e.1 = e.1.max(b);
         e.2 += 1;
@@ -462,7 +461,7 @@ fn apply_spans(calls: &[Call], phase_start: Instant, latency: Duration) -> Vec<S
     let mut rows: Vec<_> = spans.into_iter().collect();
     rows.sort_by(|x, y| x.1.0.total_cmp(&y.1.0));
     rows.into_iter()
-        .map(|((_, node), (a, b, n))| format!("{a:.1}-{b:.1} {node} ({n} calls)"))
+        .map(|((_, kind, node), (a, b, n))| format!("{kind} {a:.1}-{b:.1} {node} ({n} calls)"))
         .collect()
 }
 
