@@ -18,9 +18,9 @@
 //!    malformed answer is 502, an integration slower than its timeout (29 s unless the
 //!    integration says otherwise) is 504 `INTEGRATION_TIMEOUT`.
 //!
-//! Errors the gateway raises itself (a `GatewayError`) are rendered through the API's gateway responses (status,
-//! headers, `application/json` template), falling back to `DEFAULT_4XX`/`DEFAULT_5XX` and then
-//! to API Gateway's own `{"message": ...}`. Every request gets an access log line in the
+//! Errors the gateway raises itself (a `GatewayError`) are rendered through the API's gateway
+//! responses (status, headers, `application/json` template), falling back to
+//! `DEFAULT_4XX`/`DEFAULT_5XX` and then to API Gateway's own `{"message": ...}`. Every request gets an access log line in the
 //! stage's format, sent to [`AccessLog`].
 
 use std::collections::{BTreeMap, HashMap};
