@@ -22,7 +22,7 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 use stacks::names::Names;
 
-use super::runtime::{Code, FunctionSpec};
+use super::runtime::{Code, FunctionConfig};
 use crate::aws::Clients;
 
 /// One function as deployed behind its alias.
@@ -43,8 +43,8 @@ pub struct DeployedFunction {
 
 impl DeployedFunction {
     /// The runtime's definition, running the artifact at `zip`.
-    pub fn spec(&self, zip: PathBuf) -> FunctionSpec {
-        let mut s = FunctionSpec::new(self.name.clone(), Code::Zip(zip));
+    pub fn spec(&self, zip: PathBuf) -> FunctionConfig {
+        let mut s = FunctionConfig::new(self.name.clone(), Code::Zip(zip));
         s.env = self.env.clone();
         s.memory_mb = self.memory_mb;
         s.timeout = self.timeout;
