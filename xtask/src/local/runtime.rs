@@ -683,6 +683,45 @@ impl Inner {
         let server = AbortOnDrop(tokio::spawn(serve(listener, chan.clone())));
 
         let spec = &f.config;
+        let mut cmd = self.command(f, port);
+        let spawned = Instant::now();
+        let mut child = cmd.spawn().map_err(|source| LocalError::Spawn {
+            function: spec.name.clone(),
+            path: f.bootstrap.clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        f.pool.live.fetch_add(1, Ordering::SeqCst);
+
+        let logs = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
+        let prefix = format!("[{}:{pid}] ", spec.name);
+        let echo = self.logs == FunctionLogs::Stderr;
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            readers.push(tokio::spawn(pump(out, logs.clone(), prefix.clone(), echo)));
+        }
+        if let Some(err) = child.stderr.take() {
+            readers.push(tokio::spawn(pump(err, logs.clone(), prefix, echo)));
+        }
+
+        let (exit, kill) = supervise(child);
+        Ok(Arc::new(Instance {
+            pid,
+            spawned,
+            chan,
+            exit,
+            kill: Mutex::new(Some(kill)),
+            logs,
+            readers: Mutex::new(readers),
+            live: f.pool.live.clone(),
+            _server: server,
+        }))
+    }
+
+    /// The process of `f` in a clean environment, like a Lambda sandbox's, talking to the
+    /// Runtime API on `port`.
+    fn command(&self, f: &Function, port: u16) -> tokio::process::Command {
+        let spec = &f.config;
         let mut cmd = tokio::process::Command::new(&f.bootstrap);
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -726,59 +765,34 @@ impl Inner {
             .stderr(Stdio::piped())
             // Belt and braces: a Child dropped without our explicit kill still dies.
             .kill_on_drop(true);
-
-        let spawned = Instant::now();
-        let mut child = cmd.spawn().map_err(|source| LocalError::Spawn {
-            function: spec.name.clone(),
-            path: f.bootstrap.clone(),
-            source,
-        })?;
-        let pid = child.id().unwrap_or(0);
-        f.pool.live.fetch_add(1, Ordering::SeqCst);
-
-        let logs = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
-        let prefix = format!("[{}:{pid}] ", spec.name);
-        let echo = self.logs == FunctionLogs::Stderr;
-        let mut readers = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            readers.push(tokio::spawn(pump(out, logs.clone(), prefix.clone(), echo)));
-        }
-        if let Some(err) = child.stderr.take() {
-            readers.push(tokio::spawn(pump(err, logs.clone(), prefix, echo)));
-        }
-
-        // The supervisor owns the Child: it reaps the exit and is the only one to kill, so a pid
-        // is never signalled after it was reaped (and possibly reused).
-        let (exit_tx, exit_rx) = watch::channel(None);
-        let (kill_tx, kill_rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let status = tokio::select! {
-                status = child.wait() => status,
-                // Fires on an explicit kill and when the instance is dropped.
-                _ = kill_rx => {
-                    let _ = child.start_kill();
-                    child.wait().await
-                }
-            };
-            let text = match status {
-                Ok(s) => s.to_string(),
-                Err(e) => format!("unknown ({e})"),
-            };
-            let _ = exit_tx.send(Some(text));
-        });
-
-        Ok(Arc::new(Instance {
-            pid,
-            spawned,
-            chan,
-            exit: exit_rx,
-            kill: Mutex::new(Some(kill_tx)),
-            logs,
-            readers: Mutex::new(readers),
-            live: f.pool.live.clone(),
-            _server: server,
-        }))
+        cmd
     }
+}
+
+/// Starts the supervisor of `child`, which owns it: it reaps the exit and is the only one to
+/// kill, so a pid is never signalled after it was reaped (and possibly reused). Returns the
+/// exit status as it becomes known, and the sender whose use or drop kills the process.
+fn supervise(
+    mut child: tokio::process::Child,
+) -> (watch::Receiver<Option<String>>, oneshot::Sender<()>) {
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let (kill_tx, kill_rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let status = tokio::select! {
+            status = child.wait() => status,
+            // Fires on an explicit kill and when the instance is dropped.
+            _ = kill_rx => {
+                let _ = child.start_kill();
+                child.wait().await
+            }
+        };
+        let text = match status {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("unknown ({e})"),
+        };
+        let _ = exit_tx.send(Some(text));
+    });
+    (exit_rx, kill_tx)
 }
 
 /// The receivers of an invocation's reply and of the moment the process took its event.
