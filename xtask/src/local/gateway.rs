@@ -1164,6 +1164,37 @@ mod tests {
     }
 
     #[test]
+    fn limits_apply_the_plan_throttle_and_quota_then_the_stage_throttle() {
+        let mut api = api();
+        api.usage_plans[0].throttle = Some((1000.0, 2));
+        api.usage_plans[0].quota = Some((2, "DAY".into()));
+        let key = ("k1".to_string(), vec![0]);
+        let mut limits = Limits::default();
+        let now = Instant::now();
+        assert_eq!(limits.admit(&api, Some(&key), now, 10), Ok(()));
+        assert_eq!(limits.admit(&api, Some(&key), now, 10), Ok(()));
+        // The bucket's two tokens are gone before the quota is looked at.
+        assert_eq!(
+            limits.admit(&api, Some(&key), now, 10),
+            Err(GatewayError::Throttled)
+        );
+        let later = now + Duration::from_secs(1);
+        assert_eq!(
+            limits.admit(&api, Some(&key), later, 10),
+            Err(GatewayError::QuotaExceeded)
+        );
+        // A new day, a new quota window.
+        assert_eq!(limits.admit(&api, Some(&key), later, 11), Ok(()));
+        // Without a key (the method requires none) only the stage throttle counts.
+        api.stage_throttle = Some((0.0, 1));
+        assert_eq!(limits.admit(&api, None, later, 11), Ok(()));
+        assert_eq!(
+            limits.admit(&api, None, later, 11),
+            Err(GatewayError::Throttled)
+        );
+    }
+
+    #[test]
     fn gateway_errors_use_the_api_gateway_responses() {
         let api = api();
         let r = GatewayError::InvalidApiKey.render(&api, &mut ctx());
