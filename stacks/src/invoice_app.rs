@@ -166,12 +166,7 @@ pub fn function_environment(
 /// is fine for plans that delete it and refused by the deployer for anything else.
 pub fn invoice_app(config: &Config, target: &Target<'_>, code: &BTreeMap<String, Code>) -> Stack {
     let (env, account_id) = (target.env, target.account_id);
-    let suffix = if config.buckets.name_suffix.is_empty() {
-        account_id
-    } else {
-        &config.buckets.name_suffix
-    };
-    let names = Names::new(config, env, suffix);
+    let names = Names::for_account(config, env, account_id);
     let mut tags = config.tags.clone();
     tags.extend(names.ownership_tags());
 

@@ -36,6 +36,18 @@ impl Names {
         }
     }
 
+    /// The names of environment `env` in account `account_id`: bucket names end with the
+    /// configured `buckets.name_suffix` or, by default, the account id, which keeps them
+    /// globally unique without a random component. The one place this rule is written.
+    pub fn for_account(c: &Config, env: &str, account_id: &str) -> Names {
+        let suffix = if c.buckets.name_suffix.is_empty() {
+            account_id
+        } else {
+            &c.buckets.name_suffix
+        };
+        Names::new(c, env, suffix)
+    }
+
     pub fn env(&self) -> &str {
         &self.env
     }

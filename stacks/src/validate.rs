@@ -195,12 +195,7 @@ pub fn validate_names(c: &Config, env: &str) -> Vec<(String, String)> {
         return p.0;
     }
     // The account id is not known before credentials are resolved; it is always 12 digits.
-    let suffix = if c.buckets.name_suffix.is_empty() {
-        "123456789012"
-    } else {
-        c.buckets.name_suffix.as_str()
-    };
-    let n = names::Names::new(c, env, suffix);
+    let n = names::Names::for_account(c, env, "123456789012");
     for bucket in [n.artifacts_bucket(), n.pdf_bucket()] {
         if let Err(e) = names::check_bucket_name(&bucket) {
             let key = if c.buckets.name_suffix.is_empty() {

@@ -6,6 +6,8 @@
 //! Exit codes: 0 success (and, for `plan --detailed-exitcode`, no changes); 1 error;
 //! 2 changes pending (`plan --detailed-exitcode`); 130 interrupted.
 
+use std::ffi::OsStr;
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +56,13 @@ enum Command {
     Emulator(cmd::emulator::Command),
 }
 
+/// Whether log lines on stderr carry ANSI colour: only on a terminal (a file or a pipe gets
+/// plain text), and never when `NO_COLOR` is set to anything but the empty string
+/// (<https://no-color.org>).
+fn colour(stderr_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(OsStr::is_empty)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = if cli.global.verbose {
@@ -70,6 +79,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_target(false)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -101,5 +114,24 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(exit::ERROR)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        assert!(colour(true, None));
+        assert!(
+            !colour(false, None),
+            "a file or a pipe gets no escape codes"
+        );
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, Some(OsStr::new("1"))));
+        // no-color.org: an empty NO_COLOR does not count as set.
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(false, Some(OsStr::new(""))));
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use stacks::names::Names;
 use stacks::{Config, Override, Stack};
 
 use crate::artifacts::CodeSource;
@@ -89,6 +90,8 @@ pub struct SeedArgs {
 pub struct Session {
     pub env: String,
     pub config: Config,
+    /// The environment's resource names in the account the session acts on.
+    pub names: Names,
     pub ctx: Ctx,
     pub stack: Stack,
 }
@@ -180,6 +183,7 @@ impl Session {
         };
         Ok(Session {
             env: g.env.clone(),
+            names: Names::for_account(&config, &g.env, &ctx.account_id),
             config,
             ctx,
             stack,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use xtask::local::runtime::{
-    Code, EmulatorAccess, FunctionLogs, FunctionSpec, InvokeOutcome, LocalConfig, LocalError,
+    Code, EmulatorAccess, FunctionConfig, FunctionLogs, InvokeOutcome, LocalConfig, LocalError,
     LocalLambda,
 };
 
@@ -25,13 +25,13 @@ fn fixture() -> &'static Path {
     common::fixture_binary()
 }
 
-fn spec(name: &str) -> FunctionSpec {
-    let mut s = FunctionSpec::new(name, Code::Binary(fixture().to_path_buf()));
+fn spec(name: &str) -> FunctionConfig {
+    let mut s = FunctionConfig::new(name, Code::Binary(fixture().to_path_buf()));
     s.timeout = Duration::from_secs(5);
     s
 }
 
-async fn start(functions: Vec<FunctionSpec>, max_processes: usize) -> LocalLambda {
+async fn start(functions: Vec<FunctionConfig>, max_processes: usize) -> LocalLambda {
     let mut config = LocalConfig::new(functions);
     config.max_processes = max_processes;
     config.logs = FunctionLogs::Stderr;
@@ -363,7 +363,7 @@ async fn zipped_code_is_extracted_and_run() {
     let zip = xtask::build::zip_bootstrap(fixture(), &bytes).unwrap();
     let zip_path = dir.path().join("fn.zip");
     std::fs::write(&zip_path, zip).unwrap();
-    let lambda = start(vec![FunctionSpec::new("zipped", Code::Zip(zip_path))], 1).await;
+    let lambda = start(vec![FunctionConfig::new("zipped", Code::Zip(zip_path))], 1).await;
     let invoked = lambda
         .invoke("zipped", json!({"action": "echo", "k": 1}))
         .await
@@ -417,7 +417,7 @@ async fn real_insert_invoice_handler_writes_to_the_emulator() {
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     create_invoices_table(&ddb, "invoices-table-test").await;
 
-    let mut s = FunctionSpec::new("insert-invoice", Code::Zip(bootstrap));
+    let mut s = FunctionConfig::new("insert-invoice", Code::Zip(bootstrap));
     s.env
         .insert("INVOICES_TABLE".into(), "invoices-table-test".into());
     s.timeout = Duration::from_secs(10);
@@ -528,7 +528,7 @@ async fn measure_cold_and_warm_invocations() {
     let event =
         json!({"httpMethod": "POST", "path": "/insert-invoice", "body": "not json", "headers": {}});
     let mk = |name: &str, code: PathBuf| {
-        let mut s = FunctionSpec::new(name, Code::Zip(code));
+        let mut s = FunctionConfig::new(name, Code::Zip(code));
         s.env.insert("INVOICES_TABLE".into(), "t".into());
         s
     };

@@ -29,7 +29,7 @@ use xtask::aws::{CallLog, Clients, Target};
 use xtask::emulator::TestEmulator;
 use xtask::engine::retry::Backoff;
 use xtask::local::runtime::{
-    Code, FunctionLogs, FunctionSpec, InvokeOutcome, LocalConfig, LocalError, LocalLambda,
+    Code, FunctionConfig, FunctionLogs, InvokeOutcome, LocalConfig, LocalError, LocalLambda,
 };
 use xtask::local::streams::{
     Invoke, Poller, PollerConfig, PollerHandle, StartingPosition, StreamMapping, read_mapping,
@@ -815,7 +815,7 @@ impl Invoke for Recording {
 #[tokio::test]
 async fn the_local_lambda_runtime_receives_the_event() {
     let env = Env::start(MappingSettings::new(EventSourcePosition::Latest, 10)).await;
-    let mut spec = FunctionSpec::new(FUNCTION, Code::Binary(runtime_fixture().to_path_buf()));
+    let mut spec = FunctionConfig::new(FUNCTION, Code::Binary(runtime_fixture().to_path_buf()));
     spec.timeout = Duration::from_secs(5);
     let mut config = LocalConfig::new(vec![spec]);
     config.logs = FunctionLogs::Stderr;

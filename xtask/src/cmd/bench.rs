@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::json;
-use stacks::names::Names;
 
 use super::exit;
 use crate::artifacts::CodeSource;
@@ -67,12 +66,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         bail!("`bench` needs wrk: apt-get install wrk");
     }
     let session = Session::open(g, Options::default(), &CodeSource::None).await?;
-    let suffix = if config.buckets.name_suffix.is_empty() {
-        session.ctx.account_id.clone()
-    } else {
-        config.buckets.name_suffix.clone()
-    };
-    let names = Names::new(&config, &g.env, &suffix);
+    let names = &session.names;
     let api = deployed::read_api(&session.ctx.aws, &names.rest_api(), &config.api.stage_name)
         .await?
         .context("the REST API is not deployed: run `cargo xtask up` first")?;

@@ -13,7 +13,6 @@ use std::io::Read as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
-use stacks::names::Names;
 
 use super::exit;
 use crate::artifacts::CodeSource;
@@ -46,12 +45,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
     let event = read_event(args.event.as_deref())?;
     let session = Session::open(g, Options::default(), &CodeSource::None).await?;
     let aws = &session.ctx.aws;
-    let suffix = if config.buckets.name_suffix.is_empty() {
-        session.ctx.account_id.clone()
-    } else {
-        config.buckets.name_suffix.clone()
-    };
-    let names = Names::new(&config, &g.env, &suffix);
+    let names = &session.names;
     let name = if stacks::invoice_app::FUNCTIONS.contains(&args.function.as_str()) {
         names.function(&args.function)
     } else {

@@ -22,8 +22,12 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 use stacks::names::Names;
 
-use super::runtime::{Code, FunctionSpec};
+use aws_sdk_apigateway::operation::get_stage::GetStageOutput;
+use aws_sdk_apigateway::types::Method;
+
+use super::runtime::{Code, FunctionConfig};
 use crate::aws::Clients;
+use crate::providers::rest_api::LiveApi;
 
 /// One function as deployed behind its alias.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +47,8 @@ pub struct DeployedFunction {
 
 impl DeployedFunction {
     /// The runtime's definition, running the artifact at `zip`.
-    pub fn spec(&self, zip: PathBuf) -> FunctionSpec {
-        let mut s = FunctionSpec::new(self.name.clone(), Code::Zip(zip));
+    pub fn spec(&self, zip: PathBuf) -> FunctionConfig {
+        let mut s = FunctionConfig::new(self.name.clone(), Code::Zip(zip));
         s.env = self.env.clone();
         s.memory_mb = self.memory_mb;
         s.timeout = self.timeout;
@@ -281,11 +285,13 @@ fn unquote(v: &str) -> String {
 }
 
 /// Reads stage `stage` of the REST API called `api_name`; `None` when the API or the stage
-/// does not exist.
+/// does not exist. The routes and gateway responses come from the providers' reader
+/// ([`LiveApi`]); the stage, usage plans and keys are what only the data plane needs.
 pub async fn read_api(aws: &Clients, api_name: &str, stage: &str) -> Result<Option<DeployedApi>> {
     let gw = &aws.apigateway;
-    let api = crate::providers::apigw::find_rest_api_with(gw, api_name).await?;
-    let Some(api) = api else { return Ok(None) };
+    let Some(api) = crate::providers::apigw::find_rest_api_with(gw, api_name).await? else {
+        return Ok(None);
+    };
     let id = api.id().unwrap_or_default().to_string();
     let st = match gw
         .get_stage()
@@ -303,183 +309,192 @@ pub async fn read_api(aws: &Clients, api_name: &str, stage: &str) -> Result<Opti
         }
         Err(e) => return Err(e).with_context(|| format!("GetStage {api_name}/{stage}")),
     };
+    let Some(live) = LiveApi::read(gw, api).await? else {
+        return Ok(None);
+    };
+    let access_log = st
+        .access_log_settings()
+        .and_then(|a| Some((a.destination_arn()?.to_string(), a.format()?.to_string())));
+    Ok(Some(DeployedApi {
+        routes: routes(gw, &live).await?,
+        gateway_responses: gateway_responses(&live.responses),
+        binary_media_types: live.api.binary_media_types().to_vec(),
+        access_log,
+        stage_throttle: stage_throttle(&st),
+        keys: api_keys(gw).await?,
+        usage_plans: usage_plans(gw, &id, stage).await?,
+        id,
+        name: api_name.to_string(),
+        stage: stage.to_string(),
+        deployment_id: st.deployment_id().unwrap_or_default().to_string(),
+    }))
+}
 
-    let mut validators = BTreeMap::new();
-    for v in gw
-        .get_request_validators()
-        .rest_api_id(&id)
-        .limit(500)
-        .send()
-        .await
-        .context("GetRequestValidators")?
-        .items()
-    {
-        validators.insert(
-            v.id().unwrap_or_default().to_string(),
-            v.validate_request_parameters(),
-        );
-    }
-
+/// Every method of every resource, sorted by path and method.
+async fn routes(gw: &aws_sdk_apigateway::Client, live: &LiveApi) -> Result<Vec<Route>> {
     let mut routes = Vec::new();
-    let resources = gw
-        .get_resources()
-        .rest_api_id(&id)
-        .embed("methods")
-        .limit(500)
-        .send()
-        .await
-        .context("GetResources")?;
-    for r in resources.items() {
-        let path = r.path().unwrap_or("/").to_string();
-        let resource_id = r.id().unwrap_or_default().to_string();
-        let Some(methods) = r.resource_methods() else {
-            continue;
-        };
-        for (verb, m) in methods {
+    for r in &live.resources {
+        let path = r.path().unwrap_or("/");
+        let resource_id = r.id().unwrap_or_default();
+        for (verb, m) in r.resource_methods().into_iter().flatten() {
             // Without `embed`, AWS lists only the verbs: read the method then.
             let m = if m.method_integration().is_some() {
                 m.clone()
             } else {
+                let api_id = live.api.id().unwrap_or_default();
                 let got = gw
                     .get_method()
-                    .rest_api_id(&id)
-                    .resource_id(&resource_id)
+                    .rest_api_id(api_id)
+                    .resource_id(resource_id)
                     .http_method(verb)
                     .send()
                     .await
                     .with_context(|| format!("GetMethod {verb} {path}"))?;
-                aws_sdk_apigateway::types::Method::builder()
+                Method::builder()
                     .set_api_key_required(got.api_key_required())
                     .set_request_parameters(got.request_parameters().cloned())
                     .set_request_validator_id(got.request_validator_id().map(str::to_string))
                     .set_method_integration(got.method_integration().cloned())
                     .build()
             };
-            let mut required_query = Vec::new();
-            let mut required_headers = Vec::new();
-            for (p, required) in m.request_parameters().into_iter().flatten() {
-                if !required {
-                    continue;
-                }
-                if let Some(q) = p.strip_prefix("method.request.querystring.") {
-                    required_query.push(q.to_string());
-                } else if let Some(h) = p.strip_prefix("method.request.header.") {
-                    required_headers.push(h.to_string());
-                }
-            }
-            required_query.sort();
-            required_headers.sort();
-            let validate_params = m
-                .request_validator_id()
-                .and_then(|v| validators.get(v))
-                .copied()
-                .unwrap_or(false);
-            let integration = match m.method_integration() {
-                None => Integration::Unsupported("no integration".into()),
-                Some(i) => match i.r#type().map(|t| t.as_str()) {
-                    Some("AWS_PROXY") => match i.uri().and_then(lambda_target) {
-                        Some((function, qualifier)) => Integration::Lambda {
-                            function,
-                            qualifier,
-                            timeout: Duration::from_millis(
-                                match i.timeout_in_millis() {
-                                    0 => 29_000,
-                                    t => t,
-                                }
-                                .max(50) as u64,
-                            ),
-                        },
-                        None => Integration::Unsupported(format!(
-                            "AWS_PROXY to {}",
-                            i.uri().unwrap_or_default()
-                        )),
-                    },
-                    Some("MOCK") => {
-                        let responses = i.integration_responses();
-                        let chosen =
-                            responses.and_then(|r| r.get("200").or_else(|| r.values().next()));
-                        let status = chosen
-                            .and_then(|r| r.status_code())
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(200);
-                        let mut headers: Vec<(String, String)> = chosen
-                            .and_then(|r| r.response_parameters())
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|(k, v)| {
-                                k.strip_prefix("method.response.header.")
-                                    .map(|h| (h.to_string(), unquote(v)))
-                            })
-                            .collect();
-                        headers.sort();
-                        Integration::Mock { status, headers }
-                    }
-                    other => Integration::Unsupported(other.unwrap_or("?").to_string()),
-                },
-            };
-            routes.push(Route {
-                resource_id: resource_id.clone(),
-                path: path.clone(),
-                method: verb.clone(),
-                api_key_required: m.api_key_required().unwrap_or(false),
-                required_query,
-                required_headers,
-                validate_params,
-                integration,
-            });
+            routes.push(route(resource_id, path, verb, &m, &live.validators));
         }
     }
     routes.sort_by(|a, b| (&a.path, &a.method).cmp(&(&b.path, &b.method)));
+    Ok(routes)
+}
 
-    let mut gateway_responses = BTreeMap::new();
-    for r in gw
-        .get_gateway_responses()
-        .rest_api_id(&id)
-        .limit(500)
-        .send()
-        .await
-        .context("GetGatewayResponses")?
-        .items()
-    {
-        let Some(t) = r.response_type() else { continue };
-        let mut headers: Vec<(String, String)> = r
-            .response_parameters()
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("gatewayresponse.header.")
-                    .map(|h| (h.to_string(), unquote(v)))
-            })
-            .collect();
-        headers.sort();
-        gateway_responses.insert(
-            t.as_str().to_string(),
-            GatewayResponse {
-                status: r.status_code().and_then(|s| s.parse().ok()),
-                headers,
-                template: r
-                    .response_templates()
-                    .and_then(|t| t.get("application/json"))
-                    .cloned(),
-            },
-        );
+/// One method as the gateway serves it.
+fn route(
+    resource_id: &str,
+    path: &str,
+    verb: &str,
+    m: &Method,
+    validators: &BTreeMap<String, (String, bool)>,
+) -> Route {
+    let mut required_query = Vec::new();
+    let mut required_headers = Vec::new();
+    for (p, required) in m.request_parameters().into_iter().flatten() {
+        if !required {
+            continue;
+        }
+        if let Some(q) = p.strip_prefix("method.request.querystring.") {
+            required_query.push(q.to_string());
+        } else if let Some(h) = p.strip_prefix("method.request.header.") {
+            required_headers.push(h.to_string());
+        }
     }
+    required_query.sort();
+    required_headers.sort();
+    Route {
+        resource_id: resource_id.to_string(),
+        path: path.to_string(),
+        method: verb.to_string(),
+        api_key_required: m.api_key_required().unwrap_or(false),
+        required_query,
+        required_headers,
+        validate_params: m
+            .request_validator_id()
+            .and_then(|v| validators.get(v))
+            .is_some_and(|(_, params)| *params),
+        integration: integration(m.method_integration()),
+    }
+}
 
-    let stage_throttle = st
-        .method_settings()
-        .and_then(|m| m.get("*/*"))
-        .and_then(|s| {
-            (s.throttling_rate_limit() > 0.0 || s.throttling_burst_limit() > 0).then(|| {
-                (
-                    s.throttling_rate_limit(),
-                    s.throttling_burst_limit().max(0) as u32,
-                )
-            })
-        });
-    let access_log = st
-        .access_log_settings()
-        .and_then(|a| Some((a.destination_arn()?.to_string(), a.format()?.to_string())));
+/// Where a method sends requests, as far as the local gateway can run it.
+fn integration(i: Option<&aws_sdk_apigateway::types::Integration>) -> Integration {
+    let Some(i) = i else {
+        return Integration::Unsupported("no integration".into());
+    };
+    match i.r#type().map(|t| t.as_str()) {
+        Some("AWS_PROXY") => match i.uri().and_then(lambda_target) {
+            Some((function, qualifier)) => Integration::Lambda {
+                function,
+                qualifier,
+                timeout: Duration::from_millis(
+                    match i.timeout_in_millis() {
+                        0 => 29_000,
+                        t => t,
+                    }
+                    .max(50) as u64,
+                ),
+            },
+            None => {
+                Integration::Unsupported(format!("AWS_PROXY to {}", i.uri().unwrap_or_default()))
+            }
+        },
+        Some("MOCK") => {
+            let responses = i.integration_responses();
+            let chosen = responses.and_then(|r| r.get("200").or_else(|| r.values().next()));
+            let status = chosen
+                .and_then(|r| r.status_code())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            let headers = prefixed_headers(
+                chosen.and_then(|r| r.response_parameters()),
+                "method.response.header.",
+            );
+            Integration::Mock { status, headers }
+        }
+        other => Integration::Unsupported(other.unwrap_or("?").to_string()),
+    }
+}
 
+/// The static header values among mapping `parameters` (`<prefix><name>` -> `'value'`),
+/// unquoted and sorted.
+fn prefixed_headers(
+    parameters: Option<&std::collections::HashMap<String, String>>,
+    prefix: &str,
+) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = parameters
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| k.strip_prefix(prefix).map(|h| (h.to_string(), unquote(v))))
+        .collect();
+    headers.sort();
+    headers
+}
+
+/// The API's gateway responses by type.
+fn gateway_responses(
+    responses: &[aws_sdk_apigateway::types::GatewayResponse],
+) -> BTreeMap<String, GatewayResponse> {
+    responses
+        .iter()
+        .filter_map(|r| {
+            let t = r.response_type()?;
+            Some((
+                t.as_str().to_string(),
+                GatewayResponse {
+                    status: r.status_code().and_then(|s| s.parse().ok()),
+                    headers: prefixed_headers(r.response_parameters(), "gatewayresponse.header."),
+                    template: r
+                        .response_templates()
+                        .and_then(|t| t.get("application/json"))
+                        .cloned(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Stage-wide (`*/*`) method throttling, when it throttles.
+fn stage_throttle(st: &GetStageOutput) -> Option<(f64, u32)> {
+    let s = st.method_settings()?.get("*/*")?;
+    (s.throttling_rate_limit() > 0.0 || s.throttling_burst_limit() > 0).then(|| {
+        (
+            s.throttling_rate_limit(),
+            s.throttling_burst_limit().max(0) as u32,
+        )
+    })
+}
+
+/// The usage plans bound to stage `stage` of API `api_id`, with their keys.
+async fn usage_plans(
+    gw: &aws_sdk_apigateway::Client,
+    api_id: &str,
+    stage: &str,
+) -> Result<Vec<UsagePlan>> {
     let mut usage_plans = Vec::new();
     let plans = gw
         .get_usage_plans()
@@ -491,7 +506,7 @@ pub async fn read_api(aws: &Clients, api_name: &str, stage: &str) -> Result<Opti
         let bound = p
             .api_stages()
             .iter()
-            .any(|s| s.api_id() == Some(id.as_str()) && s.stage() == Some(stage));
+            .any(|s| s.api_id() == Some(api_id) && s.stage() == Some(stage));
         if !bound {
             continue;
         }
@@ -526,7 +541,11 @@ pub async fn read_api(aws: &Clients, api_name: &str, stage: &str) -> Result<Opti
                 .collect(),
         });
     }
+    Ok(usage_plans)
+}
 
+/// Every API key of the account, with its value.
+async fn api_keys(gw: &aws_sdk_apigateway::Client) -> Result<Vec<ApiKey>> {
     let mut keys = Vec::new();
     let mut position = None;
     loop {
@@ -545,23 +564,9 @@ pub async fn read_api(aws: &Clients, api_name: &str, stage: &str) -> Result<Opti
         }));
         match page.position() {
             Some(p) if !p.is_empty() && !page.items().is_empty() => position = Some(p.to_string()),
-            _ => break,
+            _ => return Ok(keys),
         }
     }
-
-    Ok(Some(DeployedApi {
-        id,
-        name: api_name.to_string(),
-        stage: stage.to_string(),
-        deployment_id: st.deployment_id().unwrap_or_default().to_string(),
-        routes,
-        gateway_responses,
-        binary_media_types: api.binary_media_types().to_vec(),
-        access_log,
-        stage_throttle,
-        keys,
-        usage_plans,
-    }))
 }
 
 /// The functions of the app that the local data plane runs, by Lambda function name.

@@ -18,9 +18,9 @@
 //!    malformed answer is 502, an integration slower than its timeout (29 s unless the
 //!    integration says otherwise) is 504 `INTEGRATION_TIMEOUT`.
 //!
-//! Errors the gateway raises itself are rendered through the API's gateway responses (status,
-//! headers, `application/json` template), falling back to `DEFAULT_4XX`/`DEFAULT_5XX` and then
-//! to API Gateway's own `{"message": ...}`. Every request gets an access log line in the
+//! Errors the gateway raises itself (a `GatewayError`) are rendered through the API's gateway
+//! responses (status, headers, `application/json` template), falling back to
+//! `DEFAULT_4XX`/`DEFAULT_5XX` and then to API Gateway's own `{"message": ...}`. Every request gets an access log line in the
 //! stage's format, sent to [`AccessLog`].
 
 use std::collections::{BTreeMap, HashMap};
@@ -131,26 +131,16 @@ impl Gateway {
     pub async fn handle(&self, req: Request, peer: IpAddr) -> Response {
         let started = Instant::now();
         let served = self.served();
-        let mut ctx = Ctx {
-            request_id: request_id(),
-            started_epoch_ms: epoch_ms(),
-            source_ip: peer.to_string(),
-            method: req.method.clone(),
-            path: req.path.split('?').next().unwrap_or("/").to_string(),
-            resource_path: String::new(),
-            api_key_id: String::new(),
-            status: 0,
-            integration_status: String::new(),
-            integration_latency: String::new(),
-            error_message: String::new(),
-            response_length: 0,
+        let mut context = RequestContext::new(&req, peer);
+        let mut response = match self.dispatch(&served, &req, &mut context).await {
+            Ok(response) => response,
+            Err(e) => e.render(&served.api, &mut context),
         };
-        let mut response = self.route_and_invoke(&served, &req, &mut ctx).await;
         response
             .headers
-            .push(("x-amzn-RequestId".into(), ctx.request_id.clone()));
-        ctx.status = response.status;
-        ctx.response_length = response.body.len();
+            .push(("x-amzn-RequestId".into(), context.request_id.clone()));
+        context.status = response.status;
+        context.response_length = response.body.len();
         if let Some(tx) = &self.inner.access {
             let format = served
                 .api
@@ -158,12 +148,12 @@ impl Gateway {
                 .as_ref()
                 .map(|(_, f)| f.as_str())
                 .unwrap_or(DEFAULT_LOG_FORMAT);
-            let line = render_access_log(format, &ctx, &served.api, started.elapsed());
+            let line = render_access_log(format, &context, &served.api, started.elapsed());
             let summary = format!(
                 "{} {} {} {} ms",
-                ctx.method,
-                ctx.path,
-                ctx.status,
+                context.method,
+                context.path,
+                context.status,
                 started.elapsed().as_millis()
             );
             let _ = tx.send(AccessLog { line, summary });
@@ -171,123 +161,53 @@ impl Gateway {
         response
     }
 
-    async fn route_and_invoke(&self, served: &Served, req: &Request, ctx: &mut Ctx) -> Response {
+    /// The steps of the module docs, in their order; the first that refuses the request
+    /// decides the answer.
+    async fn dispatch(
+        &self,
+        served: &Served,
+        req: &Request,
+        context: &mut RequestContext,
+    ) -> Result<Response, GatewayError> {
         let api = &served.api;
-        let (path, query) = match req.path.split_once('?') {
-            Some((p, q)) => (p, q),
-            None => (req.path.as_str(), ""),
-        };
+        let (path, query) = req.path.split_once('?').unwrap_or((req.path.as_str(), ""));
         // Another stage, no stage, no such resource or no such method: API Gateway answers all
         // of them alike.
-        let found = strip_stage(path, &api.stage)
-            .and_then(|rest| find_route(&api.routes, rest, &req.method));
-        let Some((route, path_params)) = found else {
-            return gateway_error(
-                api,
-                ctx,
-                "MISSING_AUTHENTICATION_TOKEN",
-                403,
-                "Missing Authentication Token",
-                "",
-            );
-        };
-        ctx.resource_path = route.path.clone();
+        let (route, path_params) = strip_stage(path, &api.stage)
+            .and_then(|rest| find_route(&api.routes, rest, &req.method))
+            .ok_or(GatewayError::MissingAuthenticationToken)?;
+        context.resource_path = route.path.clone();
 
         // API keys are checked whenever the client sends one, as API Gateway does, so usage
         // plans count them; required or not decides whether a missing key is an error.
         let key_value = req.header("x-api-key");
         let key = key_value.and_then(|v| usable_key(api, v));
         if let Some((key_id, _)) = &key {
-            ctx.api_key_id = key_id.clone();
+            context.api_key_id = key_id.clone();
         }
         if route.api_key_required && key.is_none() {
-            return gateway_error(api, ctx, "INVALID_API_KEY", 403, "Forbidden", "");
+            return Err(GatewayError::InvalidApiKey);
         }
+        let plan_key = key.as_ref().filter(|_| route.api_key_required);
+        self.inner.limits.lock().expect("limits lock").admit(
+            api,
+            plan_key,
+            Instant::now(),
+            epoch_ms() / 86_400_000,
+        )?;
 
-        let now = Instant::now();
-        let day = epoch_ms() / 86_400_000;
-        {
-            let mut limits = self.inner.limits.lock().expect("limits lock");
-            if route.api_key_required
-                && let Some((key_id, plans)) = &key
-            {
-                for plan in plans {
-                    let plan = &api.usage_plans[*plan];
-                    if let Some((rate, burst)) = plan.throttle
-                        && !limits.take(format!("plan:{}:{key_id}", plan.id), rate, burst, now)
-                    {
-                        drop(limits);
-                        return gateway_error(api, ctx, "THROTTLED", 429, "Too Many Requests", "");
-                    }
-                    if let Some((limit, period)) = &plan.quota {
-                        let window = quota_window(period, day);
-                        let used = limits
-                            .quota
-                            .entry(format!("{}:{key_id}", plan.id))
-                            .or_insert((window, 0));
-                        if used.0 != window {
-                            *used = (window, 0);
-                        }
-                        if used.1 >= *limit {
-                            drop(limits);
-                            return gateway_error(
-                                api,
-                                ctx,
-                                "QUOTA_EXCEEDED",
-                                429,
-                                "Limit Exceeded",
-                                "",
-                            );
-                        }
-                        used.1 += 1;
-                    }
-                }
-            }
-            if let Some((rate, burst)) = api.stage_throttle
-                && !limits.take("stage".into(), rate, burst, now)
-            {
-                drop(limits);
-                return gateway_error(api, ctx, "THROTTLED", 429, "Too Many Requests", "");
-            }
-        }
-
-        let query_pairs = parse_query(query);
-        if route.validate_params {
-            let mut missing: Vec<String> = route
-                .required_query
-                .iter()
-                .filter(|q| !query_pairs.iter().any(|(k, v)| k == *q && !v.is_empty()))
-                .cloned()
-                .collect();
-            missing.extend(
-                route
-                    .required_headers
-                    .iter()
-                    .filter(|h| req.header(h).is_none())
-                    .cloned(),
-            );
-            if !missing.is_empty() {
-                let msg = format!(
-                    "Missing required request parameters: [{}]",
-                    missing.join(", ")
-                );
-                return gateway_error(api, ctx, "BAD_REQUEST_PARAMETERS", 400, &msg, &msg);
-            }
-        }
-        if req.body.len() > MAX_REQUEST_BODY {
-            return gateway_error(api, ctx, "REQUEST_TOO_LARGE", 413, "Request Too Long", "");
-        }
+        let query = parse_query(query);
+        validate(route, req, &query)?;
 
         match &route.integration {
-            Integration::Mock { status, headers } => Response {
+            Integration::Mock { status, headers } => Ok(Response {
                 status: *status,
                 headers: headers.clone(),
                 body: Vec::new(),
-            },
-            Integration::Unsupported(what) => {
-                let msg = format!("the local gateway cannot run a {what} integration");
-                gateway_error(api, ctx, "API_CONFIGURATION_ERROR", 500, &msg, "")
-            }
+            }),
+            Integration::Unsupported(what) => Err(GatewayError::ApiConfiguration(format!(
+                "the local gateway cannot run a {what} integration"
+            ))),
             Integration::Lambda {
                 function, timeout, ..
             } => {
@@ -296,77 +216,86 @@ impl Gateway {
                     route,
                     req,
                     path_params: &path_params,
-                    query: &query_pairs,
-                    ctx,
+                    query: &query,
+                    context,
                     api_key: key_value.filter(|_| key.is_some()),
                     account_id: &self.inner.account_id,
                     host: &self.inner.host,
                 });
-                let started = Instant::now();
-                let invoked =
-                    tokio::time::timeout(*timeout, served.lambda.invoke(function, event)).await;
-                ctx.integration_latency = started.elapsed().as_millis().to_string();
-                let invoked = match invoked {
-                    Err(_) => {
-                        ctx.integration_status = String::new();
-                        return gateway_error(
-                            api,
-                            ctx,
-                            "INTEGRATION_TIMEOUT",
-                            504,
-                            "Endpoint request timed out",
-                            "",
-                        );
-                    }
-                    Ok(Err(e)) => {
-                        let msg = format!("Internal server error ({e})");
-                        ctx.error_message = msg;
-                        return gateway_error(
-                            api,
-                            ctx,
-                            "INTEGRATION_FAILURE",
-                            500,
-                            "Internal server error",
-                            "",
-                        );
-                    }
-                    Ok(Ok(i)) => i,
-                };
-                match &invoked.outcome {
-                    InvokeOutcome::Ok(v) => {
-                        ctx.integration_status = "200".into();
-                        match proxy_response(v, req.header("accept"), &api.binary_media_types) {
-                            Ok(r) => r,
-                            Err(why) => {
-                                tracing::warn!(
-                                    "{function}: malformed Lambda proxy response: {why}"
-                                );
-                                gateway_error(
-                                    api,
-                                    ctx,
-                                    "DEFAULT_5XX",
-                                    502,
-                                    "Internal server error",
-                                    "",
-                                )
-                            }
-                        }
-                    }
-                    other => {
-                        // Lambda answered 200 with X-Amz-Function-Error: API Gateway gives 502.
-                        ctx.integration_status = "200".into();
-                        let (payload, _) = other.invoke_payload(&invoked.request_id);
-                        tracing::warn!("{function}: invocation failed: {payload}");
-                        gateway_error(api, ctx, "DEFAULT_5XX", 502, "Internal server error", "")
-                    }
-                }
+                invoke_lambda(served, function, *timeout, event, req, context).await
             }
         }
     }
 }
 
+/// Step 4: required query parameters and headers, when the method's request validator
+/// validates parameters; then API Gateway's payload limit.
+fn validate(route: &Route, req: &Request, query: &[(String, String)]) -> Result<(), GatewayError> {
+    if route.validate_params {
+        let mut missing: Vec<String> = route
+            .required_query
+            .iter()
+            .filter(|q| !query.iter().any(|(k, v)| k == *q && !v.is_empty()))
+            .cloned()
+            .collect();
+        missing.extend(
+            route
+                .required_headers
+                .iter()
+                .filter(|h| req.header(h).is_none())
+                .cloned(),
+        );
+        if !missing.is_empty() {
+            return Err(GatewayError::BadRequestParameters(missing));
+        }
+    }
+    if req.body.len() > MAX_REQUEST_BODY {
+        return Err(GatewayError::RequestTooLarge);
+    }
+    Ok(())
+}
+
+/// Steps 5 and 6 for a Lambda proxy integration: invokes `function` with `event` within the
+/// integration's timeout and maps its answer back.
+async fn invoke_lambda(
+    served: &Served,
+    function: &str,
+    timeout: Duration,
+    event: Value,
+    req: &Request,
+    context: &mut RequestContext,
+) -> Result<Response, GatewayError> {
+    let started = Instant::now();
+    let invoked = tokio::time::timeout(timeout, served.lambda.invoke(function, event)).await;
+    context.integration_latency = started.elapsed().as_millis().to_string();
+    let invoked = match invoked {
+        Err(_) => {
+            context.integration_status = String::new();
+            return Err(GatewayError::IntegrationTimeout);
+        }
+        Ok(Err(e)) => return Err(GatewayError::IntegrationFailure(e.to_string())),
+        Ok(Ok(i)) => i,
+    };
+    // Lambda answered 200, with X-Amz-Function-Error or not: API Gateway gives 502 for a
+    // function error.
+    context.integration_status = "200".into();
+    match &invoked.outcome {
+        InvokeOutcome::Ok(v) => {
+            proxy_response(v, req.header("accept"), &served.api.binary_media_types).map_err(|why| {
+                tracing::warn!("{function}: malformed Lambda proxy response: {why}");
+                GatewayError::BadGateway
+            })
+        }
+        other => {
+            let (payload, _) = other.invoke_payload(&invoked.request_id);
+            tracing::warn!("{function}: invocation failed: {payload}");
+            Err(GatewayError::BadGateway)
+        }
+    }
+}
+
 /// The request's facts that access logs and gateway responses refer to (`$context.*`).
-struct Ctx {
+struct RequestContext {
     request_id: String,
     started_epoch_ms: u64,
     source_ip: String,
@@ -381,6 +310,25 @@ struct Ctx {
     response_length: usize,
 }
 
+impl RequestContext {
+    fn new(req: &Request, peer: IpAddr) -> RequestContext {
+        RequestContext {
+            request_id: request_id(),
+            started_epoch_ms: epoch_ms(),
+            source_ip: peer.to_string(),
+            method: req.method.clone(),
+            path: req.path.split('?').next().unwrap_or("/").to_string(),
+            resource_path: String::new(),
+            api_key_id: String::new(),
+            status: 0,
+            integration_status: String::new(),
+            integration_latency: String::new(),
+            error_message: String::new(),
+            response_length: 0,
+        }
+    }
+}
+
 /// The usage plans' and stage's rate limit state.
 #[derive(Default)]
 struct Limits {
@@ -390,6 +338,48 @@ struct Limits {
 }
 
 impl Limits {
+    /// Step 3: the throttle and quota of each usage plan of `key` (id and plan indexes, given
+    /// only when the method requires a key), then the stage's method throttle. `day` is the
+    /// UTC day number, for quota windows.
+    fn admit(
+        &mut self,
+        api: &DeployedApi,
+        key: Option<&(String, Vec<usize>)>,
+        now: Instant,
+        day: u64,
+    ) -> Result<(), GatewayError> {
+        if let Some((key_id, plans)) = key {
+            for plan in plans {
+                let plan = &api.usage_plans[*plan];
+                if let Some((rate, burst)) = plan.throttle
+                    && !self.take(format!("plan:{}:{key_id}", plan.id), rate, burst, now)
+                {
+                    return Err(GatewayError::Throttled);
+                }
+                if let Some((limit, period)) = &plan.quota {
+                    let window = quota_window(period, day);
+                    let used = self
+                        .quota
+                        .entry(format!("{}:{key_id}", plan.id))
+                        .or_insert((window, 0));
+                    if used.0 != window {
+                        *used = (window, 0);
+                    }
+                    if used.1 >= *limit {
+                        return Err(GatewayError::QuotaExceeded);
+                    }
+                    used.1 += 1;
+                }
+            }
+        }
+        if let Some((rate, burst)) = api.stage_throttle
+            && !self.take("stage".into(), rate, burst, now)
+        {
+            return Err(GatewayError::Throttled);
+        }
+        Ok(())
+    }
+
     /// Takes a token from the bucket called `name`, creating it full.
     fn take(&mut self, name: String, rate: f64, burst: u32, now: Instant) -> bool {
         self.buckets
@@ -580,7 +570,7 @@ struct EventInput<'a> {
     req: &'a Request,
     path_params: &'a BTreeMap<String, String>,
     query: &'a [(String, String)],
-    ctx: &'a Ctx,
+    context: &'a RequestContext,
     api_key: Option<&'a str>,
     account_id: &'a str,
     host: &'a str,
@@ -648,7 +638,7 @@ fn proxy_event(e: &EventInput<'_>) -> Value {
             false,
         )
     };
-    let path = strip_stage(&e.ctx.path, &e.api.stage).unwrap_or("/");
+    let path = strip_stage(&e.context.path, &e.api.stage).unwrap_or("/");
     let host = e.req.header("host").unwrap_or(e.host);
     json!({
         "resource": e.route.path,
@@ -666,11 +656,11 @@ fn proxy_event(e: &EventInput<'_>) -> Value {
             "resourceId": e.route.resource_id,
             "resourcePath": e.route.path,
             "httpMethod": e.req.method,
-            "extendedRequestId": e.ctx.request_id,
-            "requestId": e.ctx.request_id,
-            "requestTime": request_time(e.ctx.started_epoch_ms),
-            "requestTimeEpoch": e.ctx.started_epoch_ms,
-            "path": e.ctx.path,
+            "extendedRequestId": e.context.request_id,
+            "requestId": e.context.request_id,
+            "requestTime": request_time(e.context.started_epoch_ms),
+            "requestTimeEpoch": e.context.started_epoch_ms,
+            "path": e.context.path,
             "protocol": "HTTP/1.1",
             "stage": e.api.stage,
             "domainName": host,
@@ -679,14 +669,14 @@ fn proxy_event(e: &EventInput<'_>) -> Value {
                 "accessKey": null,
                 "accountId": null,
                 "apiKey": e.api_key,
-                "apiKeyId": if e.api_key.is_some() { Value::String(e.ctx.api_key_id.clone()) } else { Value::Null },
+                "apiKeyId": if e.api_key.is_some() { Value::String(e.context.api_key_id.clone()) } else { Value::Null },
                 "caller": null,
                 "cognitoAuthenticationProvider": null,
                 "cognitoAuthenticationType": null,
                 "cognitoIdentityId": null,
                 "cognitoIdentityPoolId": null,
                 "principalOrgId": null,
-                "sourceIp": e.ctx.source_ip,
+                "sourceIp": e.context.source_ip,
                 "user": null,
                 "userAgent": e.req.header("user-agent"),
                 "userArn": null,
@@ -800,55 +790,138 @@ fn family_default(status: u16) -> &'static str {
     }
 }
 
-/// An error the gateway raises itself, rendered through the API's gateway responses.
-fn gateway_error(
-    api: &DeployedApi,
-    ctx: &mut Ctx,
-    kind: &str,
-    status: u16,
-    message: &str,
-    validation: &str,
-) -> Response {
-    if ctx.error_message.is_empty() {
-        ctx.error_message = message.to_string();
-    }
-    let specific = api.gateway_responses.get(kind);
-    let family = api.gateway_responses.get(family_default(status));
-    let status = specific.and_then(|g| g.status).unwrap_or(status);
-    let chosen = specific.or(family);
-    let template = chosen.and_then(|g| g.template.clone());
-    let mut headers = chosen.map(|g| g.headers.clone()).unwrap_or_default();
-    let body = match template {
-        Some(t) => t
-            .replace(
-                "$context.error.messageString",
-                &Value::String(message.to_string()).to_string(),
-            )
-            .replace("$context.error.validationErrorString", validation)
-            .replace("$context.error.message", message)
-            .replace("$context.error.responseType", kind)
-            .replace("$context.requestId", &ctx.request_id),
-        None => json!({ "message": message }).to_string(),
-    };
-    headers.push(("Content-Type".into(), "application/json".into()));
-    headers.push(("x-amzn-ErrorType".into(), error_type(kind).into()));
-    Response {
-        status,
-        headers,
-        body: body.into_bytes(),
-    }
+/// An error the gateway raises itself: the gateway response type it is rendered through, its
+/// status unless the API's gateway response overrides it, and its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum GatewayError {
+    MissingAuthenticationToken,
+    InvalidApiKey,
+    Throttled,
+    QuotaExceeded,
+    /// The required parameters that are missing.
+    BadRequestParameters(Vec<String>),
+    RequestTooLarge,
+    /// Why the integration cannot run.
+    ApiConfiguration(String),
+    IntegrationTimeout,
+    /// Why the invocation failed (for the access log; the client sees API Gateway's message).
+    IntegrationFailure(String),
+    /// A function error, crash or malformed proxy response.
+    BadGateway,
 }
 
-/// The `x-amzn-ErrorType` API Gateway sends with its own errors.
-fn error_type(kind: &str) -> &'static str {
-    match kind {
-        "MISSING_AUTHENTICATION_TOKEN" => "IncompleteSignatureException",
-        "INVALID_API_KEY" | "ACCESS_DENIED" => "ForbiddenException",
-        "THROTTLED" | "QUOTA_EXCEEDED" => "TooManyRequestsException",
-        "BAD_REQUEST_PARAMETERS" | "BAD_REQUEST_BODY" => "BadRequestException",
-        "REQUEST_TOO_LARGE" => "RequestTooLongException",
-        "INTEGRATION_TIMEOUT" => "InternalServerErrorException",
-        _ => "InternalServerErrorException",
+impl GatewayError {
+    /// The gateway response type (`$context.error.responseType`).
+    fn response_type(&self) -> &'static str {
+        match self {
+            GatewayError::MissingAuthenticationToken => "MISSING_AUTHENTICATION_TOKEN",
+            GatewayError::InvalidApiKey => "INVALID_API_KEY",
+            GatewayError::Throttled => "THROTTLED",
+            GatewayError::QuotaExceeded => "QUOTA_EXCEEDED",
+            GatewayError::BadRequestParameters(_) => "BAD_REQUEST_PARAMETERS",
+            GatewayError::RequestTooLarge => "REQUEST_TOO_LARGE",
+            GatewayError::ApiConfiguration(_) => "API_CONFIGURATION_ERROR",
+            GatewayError::IntegrationTimeout => "INTEGRATION_TIMEOUT",
+            GatewayError::IntegrationFailure(_) => "INTEGRATION_FAILURE",
+            GatewayError::BadGateway => "DEFAULT_5XX",
+        }
+    }
+
+    /// The status API Gateway answers with when no gateway response sets one.
+    fn status(&self) -> u16 {
+        match self {
+            GatewayError::MissingAuthenticationToken | GatewayError::InvalidApiKey => 403,
+            GatewayError::Throttled | GatewayError::QuotaExceeded => 429,
+            GatewayError::BadRequestParameters(_) => 400,
+            GatewayError::RequestTooLarge => 413,
+            GatewayError::ApiConfiguration(_) | GatewayError::IntegrationFailure(_) => 500,
+            GatewayError::IntegrationTimeout => 504,
+            GatewayError::BadGateway => 502,
+        }
+    }
+
+    /// `$context.error.message`.
+    fn message(&self) -> String {
+        match self {
+            GatewayError::MissingAuthenticationToken => "Missing Authentication Token".into(),
+            GatewayError::InvalidApiKey => "Forbidden".into(),
+            GatewayError::Throttled => "Too Many Requests".into(),
+            GatewayError::QuotaExceeded => "Limit Exceeded".into(),
+            GatewayError::BadRequestParameters(_) => self.validation(),
+            GatewayError::RequestTooLarge => "Request Too Long".into(),
+            GatewayError::ApiConfiguration(why) => why.clone(),
+            GatewayError::IntegrationTimeout => "Endpoint request timed out".into(),
+            GatewayError::IntegrationFailure(_) | GatewayError::BadGateway => {
+                "Internal server error".into()
+            }
+        }
+    }
+
+    /// `$context.error.validationErrorString`: empty unless validation refused the request.
+    fn validation(&self) -> String {
+        match self {
+            GatewayError::BadRequestParameters(missing) => format!(
+                "Missing required request parameters: [{}]",
+                missing.join(", ")
+            ),
+            _ => String::new(),
+        }
+    }
+
+    /// What the access log's `$context.error.message` says: the message, with the cause of an
+    /// integration failure.
+    fn log_message(&self) -> String {
+        match self {
+            GatewayError::IntegrationFailure(why) => format!("Internal server error ({why})"),
+            _ => self.message(),
+        }
+    }
+
+    /// The `x-amzn-ErrorType` API Gateway sends with its own errors.
+    fn error_type(&self) -> &'static str {
+        match self {
+            GatewayError::MissingAuthenticationToken => "IncompleteSignatureException",
+            GatewayError::InvalidApiKey => "ForbiddenException",
+            GatewayError::Throttled | GatewayError::QuotaExceeded => "TooManyRequestsException",
+            GatewayError::BadRequestParameters(_) => "BadRequestException",
+            GatewayError::RequestTooLarge => "RequestTooLongException",
+            _ => "InternalServerErrorException",
+        }
+    }
+
+    /// Renders the error through the API's gateway responses: the type's own, else its
+    /// family's default, else API Gateway's `{"message": ...}`.
+    fn render(&self, api: &DeployedApi, context: &mut RequestContext) -> Response {
+        let kind = self.response_type();
+        let message = self.message();
+        if context.error_message.is_empty() {
+            context.error_message = self.log_message();
+        }
+        let specific = api.gateway_responses.get(kind);
+        let family = api.gateway_responses.get(family_default(self.status()));
+        let status = specific.and_then(|g| g.status).unwrap_or(self.status());
+        let chosen = specific.or(family);
+        let template = chosen.and_then(|g| g.template.clone());
+        let mut headers = chosen.map(|g| g.headers.clone()).unwrap_or_default();
+        let body = match template {
+            Some(t) => t
+                .replace(
+                    "$context.error.messageString",
+                    &Value::String(message.clone()).to_string(),
+                )
+                .replace("$context.error.validationErrorString", &self.validation())
+                .replace("$context.error.message", &message)
+                .replace("$context.error.responseType", kind)
+                .replace("$context.requestId", &context.request_id),
+            None => json!({ "message": message }).to_string(),
+        };
+        headers.push(("Content-Type".into(), "application/json".into()));
+        headers.push(("x-amzn-ErrorType".into(), self.error_type().into()));
+        Response {
+            status,
+            headers,
+            body: body.into_bytes(),
+        }
     }
 }
 
@@ -857,7 +930,12 @@ fn error_type(kind: &str) -> &'static str {
 const DEFAULT_LOG_FORMAT: &str = "$context.identity.sourceIp - - [$context.requestTime] \"$context.httpMethod $context.resourcePath $context.protocol\" $context.status $context.responseLength $context.requestId";
 
 /// Substitutes the `$context.*` variables of an access log format.
-fn render_access_log(format: &str, ctx: &Ctx, api: &DeployedApi, latency: Duration) -> String {
+fn render_access_log(
+    format: &str,
+    ctx: &RequestContext,
+    api: &DeployedApi,
+    latency: Duration,
+) -> String {
     let vars: [(&str, String); 17] = [
         ("$context.identity.sourceIp", ctx.source_ip.clone()),
         ("$context.identity.apiKeyId", ctx.api_key_id.clone()),
@@ -1059,8 +1137,8 @@ mod tests {
         }
     }
 
-    fn ctx() -> Ctx {
-        Ctx {
+    fn ctx() -> RequestContext {
+        RequestContext {
             request_id: "rid".into(),
             started_epoch_ms: 0,
             source_ip: "127.0.0.1".into(),
@@ -1086,9 +1164,40 @@ mod tests {
     }
 
     #[test]
+    fn limits_apply_the_plan_throttle_and_quota_then_the_stage_throttle() {
+        let mut api = api();
+        api.usage_plans[0].throttle = Some((1000.0, 2));
+        api.usage_plans[0].quota = Some((2, "DAY".into()));
+        let key = ("k1".to_string(), vec![0]);
+        let mut limits = Limits::default();
+        let now = Instant::now();
+        assert_eq!(limits.admit(&api, Some(&key), now, 10), Ok(()));
+        assert_eq!(limits.admit(&api, Some(&key), now, 10), Ok(()));
+        // The bucket's two tokens are gone before the quota is looked at.
+        assert_eq!(
+            limits.admit(&api, Some(&key), now, 10),
+            Err(GatewayError::Throttled)
+        );
+        let later = now + Duration::from_secs(1);
+        assert_eq!(
+            limits.admit(&api, Some(&key), later, 10),
+            Err(GatewayError::QuotaExceeded)
+        );
+        // A new day, a new quota window.
+        assert_eq!(limits.admit(&api, Some(&key), later, 11), Ok(()));
+        // Without a key (the method requires none) only the stage throttle counts.
+        api.stage_throttle = Some((0.0, 1));
+        assert_eq!(limits.admit(&api, None, later, 11), Ok(()));
+        assert_eq!(
+            limits.admit(&api, None, later, 11),
+            Err(GatewayError::Throttled)
+        );
+    }
+
+    #[test]
     fn gateway_errors_use_the_api_gateway_responses() {
         let api = api();
-        let r = gateway_error(&api, &mut ctx(), "INVALID_API_KEY", 403, "Forbidden", "");
+        let r = GatewayError::InvalidApiKey.render(&api, &mut ctx());
         assert_eq!(r.status, 403);
         let body: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["error"]["message"], "Forbidden");
@@ -1097,19 +1206,12 @@ mod tests {
                 .contains(&("Access-Control-Allow-Origin".into(), "*".into()))
         );
         // Not configured: the family default, with the type's own status.
-        let r = gateway_error(
-            &api,
-            &mut ctx(),
-            "INTEGRATION_TIMEOUT",
-            504,
-            "timed out",
-            "",
-        );
+        let r = GatewayError::IntegrationTimeout.render(&api, &mut ctx());
         assert_eq!(r.status, 504);
         let body: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["error"]["code"], "internal_error");
         // No family default either: API Gateway's own shape.
-        let r = gateway_error(&api, &mut ctx(), "THROTTLED", 429, "Too Many Requests", "");
+        let r = GatewayError::Throttled.render(&api, &mut ctx());
         assert_eq!(r.status, 429);
         let body: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body, json!({"message": "Too Many Requests"}));

@@ -11,14 +11,21 @@
 //! - [`streams`]: the DynamoDB stream poller, doing what Lambda's event source mapping does on
 //!   AWS (moto stores the mapping but never runs it).
 //! - [`http`]: the small HTTP/1.1 server the gateway and the Runtime API are served with.
+//! - [`follow`]: the data plane following the control plane (new alias versions, a new stage
+//!   deployment); [`access_log`]: the stage's access logs; [`sources`]: what `--watch`
+//!   compares.
 //!
-//! `cargo xtask up` (in `cmd/up.rs`) wires them together; `cargo xtask invoke` runs one
+//! [`app::LocalApp`] wires them together for `cargo xtask up`; `cargo xtask invoke` runs one
 //! function.
 
+pub mod access_log;
+pub mod app;
 pub mod deployed;
+pub mod follow;
 pub mod gateway;
 pub mod http;
 pub mod runtime;
+pub mod sources;
 pub mod streams;
 
 use std::path::PathBuf;

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::http::{self, Request, Response};
@@ -69,7 +69,7 @@ pub enum Code {
 
 /// One function as the caller (later: the deployed state) defines it.
 #[derive(Debug, Clone)]
-pub struct FunctionSpec {
+pub struct FunctionConfig {
     pub name: String,
     pub code: Code,
     /// The function's configured environment variables.
@@ -82,10 +82,10 @@ pub struct FunctionSpec {
     pub version: String,
 }
 
-impl FunctionSpec {
+impl FunctionConfig {
     /// Lambda's defaults: 128 MB, 3 s, version `$LATEST`, handler `bootstrap`.
-    pub fn new(name: impl Into<String>, code: Code) -> FunctionSpec {
-        FunctionSpec {
+    pub fn new(name: impl Into<String>, code: Code) -> FunctionConfig {
+        FunctionConfig {
             name: name.into(),
             code,
             env: BTreeMap::new(),
@@ -129,7 +129,7 @@ pub enum FunctionLogs {
 /// Inputs of [`LocalLambda::start`].
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
-    pub functions: Vec<FunctionSpec>,
+    pub functions: Vec<FunctionConfig>,
     pub region: String,
     /// Used in the function ARNs the runtime reports (moto's account by default).
     pub account_id: String,
@@ -145,7 +145,7 @@ pub struct LocalConfig {
 }
 
 impl LocalConfig {
-    pub fn new(functions: Vec<FunctionSpec>) -> LocalConfig {
+    pub fn new(functions: Vec<FunctionConfig>) -> LocalConfig {
         LocalConfig {
             functions,
             region: "us-east-1".into(),
@@ -282,16 +282,19 @@ struct Inner {
 }
 
 struct Function {
-    spec: FunctionSpec,
+    config: FunctionConfig,
     bootstrap: PathBuf,
     /// `LAMBDA_TASK_ROOT`: the directory holding `bootstrap`.
     task_root: PathBuf,
     arn: String,
-    slots: Arc<Semaphore>,
-    /// Warm instances, most recently used last.
-    idle: Mutex<Vec<Arc<Instance>>>,
-    /// Processes alive (idle or busy); shared with each instance so its `Drop` can count down.
-    live: Arc<AtomicUsize>,
+    pool: Pool,
+}
+
+impl Function {
+    /// Lambda kills a sandbox whose memory use reaches the function's memory size.
+    fn memory_limit_kb(&self) -> u64 {
+        u64::from(self.config.memory_mb) * 1024
+    }
 }
 
 impl LocalLambda {
@@ -348,10 +351,8 @@ impl LocalLambda {
                     bootstrap,
                     task_root,
                     arn,
-                    slots: Arc::new(Semaphore::new(config.max_processes.max(1))),
-                    idle: Mutex::new(Vec::new()),
-                    live: Arc::new(AtomicUsize::new(0)),
-                    spec,
+                    pool: Pool::new(config.max_processes),
+                    config: spec,
                 }),
             );
         }
@@ -391,35 +392,19 @@ impl LocalLambda {
 
     /// How many processes of `function` are alive (idle or busy).
     pub fn live_processes(&self, function: &str) -> Result<usize, LocalError> {
-        Ok(self.function(function)?.live.load(Ordering::SeqCst))
+        Ok(self.function(function)?.pool.live.load(Ordering::SeqCst))
     }
 
     /// The pids of `function`'s idle (warm) processes, most recently used last.
     pub fn idle_pids(&self, function: &str) -> Result<Vec<u32>, LocalError> {
-        Ok(self
-            .function(function)?
-            .idle
-            .lock()
-            .expect("idle list poisoned")
-            .iter()
-            .map(|i| i.pid)
-            .collect())
+        Ok(self.function(function)?.pool.idle_pids())
     }
 
     /// Refuses new invocations, then kills every idle process and waits for it to exit.
     /// Invocations already running finish; their processes are killed when they return.
     pub async fn shutdown(&self) {
         for f in self.inner.functions.values() {
-            f.slots.close();
-            let idle: Vec<_> = f
-                .idle
-                .lock()
-                .expect("idle list poisoned")
-                .drain(..)
-                .collect();
-            for instance in idle {
-                instance.kill_and_wait().await;
-            }
+            f.pool.close().await;
         }
     }
 
@@ -481,97 +466,109 @@ enum Reply {
     InitError { error_type: String, message: String },
 }
 
+/// How waiting for an invocation's answer ended.
+#[derive(Debug)]
+enum Ending {
+    /// The process answered.
+    Replied(Reply),
+    /// The process exited without answering.
+    Crashed,
+    /// The process's memory use went over the function's memory size.
+    OutOfMemory,
+    /// No answer within the function's timeout or, `during_init`, no `/next` within the init
+    /// timeout.
+    TimedOut { after: Duration, during_init: bool },
+}
+
+/// A function's instances: the slots that bound its concurrency, the warm processes waiting
+/// for an event, and how many processes are alive.
+struct Pool {
+    slots: Arc<Semaphore>,
+    /// Warm instances, most recently used last.
+    idle: Mutex<Vec<Arc<Instance>>>,
+    /// Processes alive (idle or busy); shared with each instance so its `Drop` can count down.
+    live: Arc<AtomicUsize>,
+}
+
+impl Pool {
+    fn new(max_processes: usize) -> Pool {
+        Pool {
+            slots: Arc::new(Semaphore::new(max_processes.max(1))),
+            idle: Mutex::new(Vec::new()),
+            live: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Waits for a slot; held for the whole invocation.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, LocalError> {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| LocalError::ShutDown)
+    }
+
+    /// The most recently used idle instance that is still running.
+    fn take_warm(&self) -> Option<Arc<Instance>> {
+        loop {
+            let popped = self.idle.lock().expect("idle list poisoned").pop()?;
+            // Died while idle (killed from outside, or exited by itself): forget it.
+            if !popped.exited() {
+                return Some(popped);
+            }
+        }
+    }
+
+    /// Returns an instance after an invocation: to the idle list when it may serve another
+    /// one, else killed. Called before the slot is released, so whoever gets the slot next
+    /// finds this process instead of starting another one beyond the limit.
+    async fn give_back(&self, instance: Arc<Instance>, reusable: bool) {
+        if reusable && !instance.exited() {
+            self.idle.lock().expect("idle list poisoned").push(instance);
+        } else {
+            instance.kill_and_wait().await;
+        }
+    }
+
+    fn idle_pids(&self) -> Vec<u32> {
+        self.idle
+            .lock()
+            .expect("idle list poisoned")
+            .iter()
+            .map(|i| i.pid)
+            .collect()
+    }
+
+    /// Refuses new invocations and kills the idle processes.
+    async fn close(&self) {
+        self.slots.close();
+        let idle: Vec<_> = self
+            .idle
+            .lock()
+            .expect("idle list poisoned")
+            .drain(..)
+            .collect();
+        for instance in idle {
+            instance.kill_and_wait().await;
+        }
+    }
+}
+
 impl Inner {
     async fn run(
         self: Arc<Self>,
         f: Arc<Function>,
         payload: Vec<u8>,
     ) -> Result<Invoked, LocalError> {
-        let permit = f
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| LocalError::ShutDown)?;
-        let (instance, cold) = loop {
-            let popped = f.idle.lock().expect("idle list poisoned").pop();
-            match popped {
-                // Died while idle (killed from outside, or exited by itself): forget it.
-                Some(i) if i.exited() => continue,
-                Some(i) => break (i, false),
-                None => break (self.spawn(&f).await?, true),
-            }
+        let permit = f.pool.slot().await?;
+        let (instance, cold) = match f.pool.take_warm() {
+            Some(i) => (i, false),
+            None => (self.spawn(&f).await?, true),
         };
-
         let request_id = request_id();
-        let (reply_tx, mut reply_rx) = oneshot::channel();
-        let (taken_tx, mut taken_rx) = oneshot::channel();
-        *instance.chan.current.lock().expect("current poisoned") = Some(Pending {
-            request_id: request_id.clone(),
-            reply: reply_tx,
-        });
-        instance
-            .chan
-            .outbox
-            .try_send(Dispatch {
-                request_id: request_id.clone(),
-                payload,
-                timeout: f.spec.timeout,
-                taken: taken_tx,
-            })
-            .expect("an idle instance has no queued event");
-
+        let answer = instance.dispatch(&request_id, payload, f.config.timeout);
         let started = Instant::now();
-        let mut exit = instance.exit.clone();
-        // Until the process takes the event with `/next` (at once when warm; the init phase on
-        // a cold start) the init timeout applies; from then on, the function's timeout.
-        let mut dispatched: Option<Instant> = None;
-        let mut taken_done = false;
-        // Lambda kills a sandbox whose memory use reaches the function's memory size: watch the
-        // process's resident set while it runs.
-        let limit_kb = u64::from(f.spec.memory_mb) * 1024;
-        let mut memory_check = tokio::time::interval(MEMORY_CHECK);
-        let mut out_of_memory = false;
-        let outcome = loop {
-            let deadline = match dispatched {
-                Some(at) => at + f.spec.timeout,
-                None => started + self.init_timeout,
-            };
-            tokio::select! {
-                // A reply wins over an exit noticed at the same time: a process may answer
-                // and then exit.
-                biased;
-                reply = &mut reply_rx => match reply {
-                    Ok(reply) => break Ok(reply),
-                    // The pending slot was replaced: cannot happen while we hold the instance.
-                    Err(_) => break Err(None),
-                },
-                at = &mut taken_rx, if !taken_done => {
-                    taken_done = true;
-                    if let Ok(at) = at {
-                        dispatched = Some(at);
-                    }
-                }
-                _ = exit.wait_for(Option::is_some) => {
-                    break match reply_rx.try_recv() {
-                        Ok(reply) => Ok(reply),
-                        Err(_) => Err(None),
-                    };
-                }
-                _ = memory_check.tick() => {
-                    if rss_kb(instance.pid).is_some_and(|kb| kb > limit_kb) {
-                        out_of_memory = true;
-                        break Err(None);
-                    }
-                }
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    break Err(Some(match dispatched {
-                        Some(_) => (f.spec.timeout, false),
-                        None => (self.init_timeout, true),
-                    }));
-                }
-            }
-        };
+        let (ending, dispatched) = self.wait(&f, &instance, answer, started).await;
         let duration = dispatched.unwrap_or(started).elapsed();
         let max_rss_kb = peak_rss_kb(instance.pid);
         let init = cold
@@ -583,90 +580,22 @@ impl Inner {
                     .map(|at| *at - instance.spawned)
             })
             .flatten();
-
         // A peak over the limit between two checks counts too: Lambda would have killed it.
-        out_of_memory |= max_rss_kb.is_some_and(|kb| kb > limit_kb);
-        let (outcome, reusable) = match outcome {
-            _ if out_of_memory => {
-                instance.kill_and_wait().await;
-                (
-                    InvokeOutcome::FunctionError {
-                        error_type: "Runtime.OutOfMemory".into(),
-                        message: format!(
-                            "RequestId: {request_id} Error: Runtime exited with error: signal: killed (memory size {} MB exceeded)",
-                            f.spec.memory_mb
-                        ),
-                    },
-                    false,
-                )
-            }
-            Ok(Reply::Response(body)) => (InvokeOutcome::Ok(response_value(&body)), true),
-            Ok(Reply::Error {
-                error_type,
-                message,
-            }) => (
-                InvokeOutcome::FunctionError {
-                    error_type,
-                    message,
-                },
-                true,
-            ),
-            Ok(Reply::InitError {
-                error_type,
-                message,
-            }) => (
-                InvokeOutcome::FunctionError {
-                    error_type,
-                    message,
-                },
-                false,
-            ),
-            Err(Some((after, during_init))) => {
-                (InvokeOutcome::Timeout { after, during_init }, false)
-            }
-            Err(None) => {
-                instance.kill_and_wait().await;
-                instance.drain_logs().await;
-                let status = instance
-                    .exit
-                    .borrow()
-                    .clone()
-                    .unwrap_or_else(|| "unknown".into());
-                (
-                    InvokeOutcome::Crashed {
-                        status,
-                        logs: instance.log_tail(),
-                    },
-                    false,
-                )
-            }
+        let ending = match max_rss_kb {
+            Some(kb) if kb > f.memory_limit_kb() => Ending::OutOfMemory,
+            _ => ending,
         };
+        let (outcome, reusable) = settle(ending, &instance, &f.config, &request_id).await;
         if self.logs == FunctionLogs::Stderr {
             eprintln!(
-                "[{}:{}] REPORT RequestId: {request_id} Duration: {:.2} ms Memory Size: {} MB Max Memory Used: {} MB{}{}",
-                f.spec.name,
+                "[{}:{}] {}",
+                f.config.name,
                 instance.pid,
-                duration.as_secs_f64() * 1e3,
-                f.spec.memory_mb,
-                max_rss_kb.map_or(0, |kb| kb / 1024),
-                init.map(|d| format!(" Init Duration: {:.2} ms", d.as_secs_f64() * 1e3))
-                    .unwrap_or_default(),
-                match &outcome {
-                    InvokeOutcome::Ok(_) => "",
-                    InvokeOutcome::FunctionError { .. } => " Status: error",
-                    InvokeOutcome::Timeout { .. } => " Status: timeout",
-                    InvokeOutcome::Crashed { .. } => " Status: crashed",
-                }
+                report_line(&request_id, &f.config, duration, max_rss_kb, init, &outcome)
             );
         }
         let pid = instance.pid;
-        if reusable && !instance.exited() {
-            // Back in the pool before the slot is released, so whoever gets the slot next finds
-            // this process instead of starting another one beyond the limit.
-            f.idle.lock().expect("idle list poisoned").push(instance);
-        } else {
-            instance.kill_and_wait().await;
-        }
+        f.pool.give_back(instance, reusable).await;
         drop(permit);
         Ok(Invoked {
             request_id,
@@ -676,6 +605,65 @@ impl Inner {
             duration,
             max_rss_kb,
         })
+    }
+
+    /// Waits for the process's answer, its exit, its memory going over the limit or the
+    /// deadline, whichever comes first; also returns when the process took the event.
+    async fn wait(
+        &self,
+        f: &Function,
+        instance: &Instance,
+        (mut reply_rx, mut taken_rx): Answer,
+        started: Instant,
+    ) -> (Ending, Option<Instant>) {
+        let mut exit = instance.exit.clone();
+        // Until the process takes the event with `/next` (at once when warm; the init phase on
+        // a cold start) the init timeout applies; from then on, the function's timeout.
+        let mut dispatched: Option<Instant> = None;
+        let mut taken_done = false;
+        // Lambda kills a sandbox whose memory use reaches the function's memory size: watch the
+        // process's resident set while it runs.
+        let mut memory_check = tokio::time::interval(MEMORY_CHECK);
+        let ending = loop {
+            let deadline = match dispatched {
+                Some(at) => at + f.config.timeout,
+                None => started + self.init_timeout,
+            };
+            tokio::select! {
+                // A reply wins over an exit noticed at the same time: a process may answer
+                // and then exit.
+                biased;
+                reply = &mut reply_rx => match reply {
+                    Ok(reply) => break Ending::Replied(reply),
+                    // The pending slot was replaced: cannot happen while we hold the instance.
+                    Err(_) => break Ending::Crashed,
+                },
+                at = &mut taken_rx, if !taken_done => {
+                    taken_done = true;
+                    if let Ok(at) = at {
+                        dispatched = Some(at);
+                    }
+                }
+                _ = exit.wait_for(Option::is_some) => {
+                    break match reply_rx.try_recv() {
+                        Ok(reply) => Ending::Replied(reply),
+                        Err(_) => Ending::Crashed,
+                    };
+                }
+                _ = memory_check.tick() => {
+                    if rss_kb(instance.pid).is_some_and(|kb| kb > f.memory_limit_kb()) {
+                        break Ending::OutOfMemory;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    break match dispatched {
+                        Some(_) => Ending::TimedOut { after: f.config.timeout, during_init: false },
+                        None => Ending::TimedOut { after: self.init_timeout, during_init: true },
+                    };
+                }
+            }
+        };
+        (ending, dispatched)
     }
 
     /// Starts one process of `f` with its own Runtime API endpoint.
@@ -694,7 +682,46 @@ impl Inner {
         });
         let server = AbortOnDrop(tokio::spawn(serve(listener, chan.clone())));
 
-        let spec = &f.spec;
+        let spec = &f.config;
+        let mut cmd = self.command(f, port);
+        let spawned = Instant::now();
+        let mut child = cmd.spawn().map_err(|source| LocalError::Spawn {
+            function: spec.name.clone(),
+            path: f.bootstrap.clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        f.pool.live.fetch_add(1, Ordering::SeqCst);
+
+        let logs = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
+        let prefix = format!("[{}:{pid}] ", spec.name);
+        let echo = self.logs == FunctionLogs::Stderr;
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            readers.push(tokio::spawn(pump(out, logs.clone(), prefix.clone(), echo)));
+        }
+        if let Some(err) = child.stderr.take() {
+            readers.push(tokio::spawn(pump(err, logs.clone(), prefix, echo)));
+        }
+
+        let (exit, kill) = supervise(child);
+        Ok(Arc::new(Instance {
+            pid,
+            spawned,
+            chan,
+            exit,
+            kill: Mutex::new(Some(kill)),
+            logs,
+            readers: Mutex::new(readers),
+            live: f.pool.live.clone(),
+            _server: server,
+        }))
+    }
+
+    /// The process of `f` in a clean environment, like a Lambda sandbox's, talking to the
+    /// Runtime API on `port`.
+    fn command(&self, f: &Function, port: u16) -> tokio::process::Command {
+        let spec = &f.config;
         let mut cmd = tokio::process::Command::new(&f.bootstrap);
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -738,59 +765,127 @@ impl Inner {
             .stderr(Stdio::piped())
             // Belt and braces: a Child dropped without our explicit kill still dies.
             .kill_on_drop(true);
-
-        let spawned = Instant::now();
-        let mut child = cmd.spawn().map_err(|source| LocalError::Spawn {
-            function: spec.name.clone(),
-            path: f.bootstrap.clone(),
-            source,
-        })?;
-        let pid = child.id().unwrap_or(0);
-        f.live.fetch_add(1, Ordering::SeqCst);
-
-        let logs = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
-        let prefix = format!("[{}:{pid}] ", spec.name);
-        let echo = self.logs == FunctionLogs::Stderr;
-        let mut readers = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            readers.push(tokio::spawn(pump(out, logs.clone(), prefix.clone(), echo)));
-        }
-        if let Some(err) = child.stderr.take() {
-            readers.push(tokio::spawn(pump(err, logs.clone(), prefix, echo)));
-        }
-
-        // The supervisor owns the Child: it reaps the exit and is the only one to kill, so a pid
-        // is never signalled after it was reaped (and possibly reused).
-        let (exit_tx, exit_rx) = watch::channel(None);
-        let (kill_tx, kill_rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let status = tokio::select! {
-                status = child.wait() => status,
-                // Fires on an explicit kill and when the instance is dropped.
-                _ = kill_rx => {
-                    let _ = child.start_kill();
-                    child.wait().await
-                }
-            };
-            let text = match status {
-                Ok(s) => s.to_string(),
-                Err(e) => format!("unknown ({e})"),
-            };
-            let _ = exit_tx.send(Some(text));
-        });
-
-        Ok(Arc::new(Instance {
-            pid,
-            spawned,
-            chan,
-            exit: exit_rx,
-            kill: Mutex::new(Some(kill_tx)),
-            logs,
-            readers: Mutex::new(readers),
-            live: f.live.clone(),
-            _server: server,
-        }))
+        cmd
     }
+}
+
+/// Starts the supervisor of `child`, which owns it: it reaps the exit and is the only one to
+/// kill, so a pid is never signalled after it was reaped (and possibly reused). Returns the
+/// exit status as it becomes known, and the sender whose use or drop kills the process.
+fn supervise(
+    mut child: tokio::process::Child,
+) -> (watch::Receiver<Option<String>>, oneshot::Sender<()>) {
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let (kill_tx, kill_rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let status = tokio::select! {
+            status = child.wait() => status,
+            // Fires on an explicit kill and when the instance is dropped.
+            _ = kill_rx => {
+                let _ = child.start_kill();
+                child.wait().await
+            }
+        };
+        let text = match status {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("unknown ({e})"),
+        };
+        let _ = exit_tx.send(Some(text));
+    });
+    (exit_rx, kill_tx)
+}
+
+/// The receivers of an invocation's reply and of the moment the process took its event.
+type Answer = (oneshot::Receiver<Reply>, oneshot::Receiver<Instant>);
+
+/// What an ending means for the caller, and whether the instance may serve another
+/// invocation (Lambda resets the sandbox after a timeout, a crash or an init error).
+async fn settle(
+    ending: Ending,
+    instance: &Instance,
+    config: &FunctionConfig,
+    request_id: &str,
+) -> (InvokeOutcome, bool) {
+    match ending {
+        Ending::OutOfMemory => {
+            instance.kill_and_wait().await;
+            (
+                InvokeOutcome::FunctionError {
+                    error_type: "Runtime.OutOfMemory".into(),
+                    message: format!(
+                        "RequestId: {request_id} Error: Runtime exited with error: signal: killed (memory size {} MB exceeded)",
+                        config.memory_mb
+                    ),
+                },
+                false,
+            )
+        }
+        Ending::Replied(Reply::Response(body)) => (InvokeOutcome::Ok(response_value(&body)), true),
+        Ending::Replied(Reply::Error {
+            error_type,
+            message,
+        }) => (
+            InvokeOutcome::FunctionError {
+                error_type,
+                message,
+            },
+            true,
+        ),
+        Ending::Replied(Reply::InitError {
+            error_type,
+            message,
+        }) => (
+            InvokeOutcome::FunctionError {
+                error_type,
+                message,
+            },
+            false,
+        ),
+        Ending::TimedOut { after, during_init } => {
+            (InvokeOutcome::Timeout { after, during_init }, false)
+        }
+        Ending::Crashed => {
+            instance.kill_and_wait().await;
+            instance.drain_logs().await;
+            let status = instance
+                .exit
+                .borrow()
+                .clone()
+                .unwrap_or_else(|| "unknown".into());
+            (
+                InvokeOutcome::Crashed {
+                    status,
+                    logs: instance.log_tail(),
+                },
+                false,
+            )
+        }
+    }
+}
+
+/// The `REPORT` line Lambda writes after each invocation.
+fn report_line(
+    request_id: &str,
+    config: &FunctionConfig,
+    duration: Duration,
+    max_rss_kb: Option<u64>,
+    init: Option<Duration>,
+    outcome: &InvokeOutcome,
+) -> String {
+    format!(
+        "REPORT RequestId: {request_id} Duration: {:.2} ms Memory Size: {} MB Max Memory Used: {} MB{}{}",
+        duration.as_secs_f64() * 1e3,
+        config.memory_mb,
+        max_rss_kb.map_or(0, |kb| kb / 1024),
+        init.map(|d| format!(" Init Duration: {:.2} ms", d.as_secs_f64() * 1e3))
+            .unwrap_or_default(),
+        match outcome {
+            InvokeOutcome::Ok(_) => "",
+            InvokeOutcome::FunctionError { .. } => " Status: error",
+            InvokeOutcome::Timeout { .. } => " Status: timeout",
+            InvokeOutcome::Crashed { .. } => " Status: crashed",
+        }
+    )
 }
 
 /// One process and its endpoint.
@@ -808,6 +903,26 @@ struct Instance {
 }
 
 impl Instance {
+    /// Hands `payload` to the process as invocation `request_id` (its `/next` takes it).
+    fn dispatch(&self, request_id: &str, payload: Vec<u8>, timeout: Duration) -> Answer {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let (taken_tx, taken_rx) = oneshot::channel();
+        *self.chan.current.lock().expect("current poisoned") = Some(Pending {
+            request_id: request_id.to_string(),
+            reply: reply_tx,
+        });
+        self.chan
+            .outbox
+            .try_send(Dispatch {
+                request_id: request_id.to_string(),
+                payload,
+                timeout,
+                taken: taken_tx,
+            })
+            .expect("an idle instance has no queued event");
+        (reply_rx, taken_rx)
+    }
+
     fn exited(&self) -> bool {
         self.exit.borrow().is_some()
     }

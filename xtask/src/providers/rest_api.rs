@@ -210,31 +210,35 @@ fn route_state(
     }
 }
 
-#[async_trait]
-impl Provider for RestApi {
-    type Spec = RestApiSpec;
-    type Observed = ObservedApi;
-    const KIND: &'static str = "rest_api";
-    const ROUND_TRIPS: u32 = 7;
+/// A REST API's resources (methods embedded), gateway responses and request validators as
+/// API Gateway returns them: the one reading of an API's routes, shared by this provider and
+/// the local gateway (`local::deployed`), which each keep what they need of it.
+#[derive(Debug, Clone)]
+pub struct LiveApi {
+    pub api: aws_sdk_apigateway::types::RestApi,
+    pub resources: Vec<aws_sdk_apigateway::types::Resource>,
+    pub responses: Vec<aws_sdk_apigateway::types::GatewayResponse>,
+    /// id -> (name, validates parameters).
+    pub validators: BTreeMap<String, (String, bool)>,
+}
 
-    async fn read(&self, ctx: &Ctx, spec: &RestApiSpec) -> Result<Option<ObservedApi>> {
-        let Some(api) = apigw::find_rest_api(ctx, &spec.name).await? else {
-            return Ok(None);
-        };
-        let id = api.id().unwrap_or_default().to_string();
-        let gw = &ctx.aws.apigateway;
+impl LiveApi {
+    /// Reads the routes of `api` (as found by name) in three concurrent calls; `None` when
+    /// the API was deleted since it was found.
+    pub async fn read(
+        gw: &aws_sdk_apigateway::Client,
+        api: aws_sdk_apigateway::types::RestApi,
+    ) -> Result<Option<LiveApi>> {
+        let id = api.id().unwrap_or_default();
         let (resources, responses, validators) = tokio::join!(
             gw.get_resources()
-                .rest_api_id(&id)
+                .rest_api_id(id)
                 .embed("methods")
                 .limit(500)
                 .send(),
-            gw.get_gateway_responses()
-                .rest_api_id(&id)
-                .limit(500)
-                .send(),
+            gw.get_gateway_responses().rest_api_id(id).limit(500).send(),
             gw.get_request_validators()
-                .rest_api_id(&id)
+                .rest_api_id(id)
                 .limit(500)
                 .send()
         );
@@ -249,7 +253,7 @@ impl Provider for RestApi {
             Err(e) => return Err(e).context("GetResources"),
         };
         let responses = responses.context("GetGatewayResponses")?;
-        let validators: BTreeMap<String, (String, bool)> = validators
+        let validators = validators
             .context("GetRequestValidators")?
             .items()
             .iter()
@@ -263,8 +267,37 @@ impl Provider for RestApi {
                 )
             })
             .collect();
+        Ok(Some(LiveApi {
+            api,
+            resources: resources.items().to_vec(),
+            responses: responses.items().to_vec(),
+            validators,
+        }))
+    }
+}
+
+#[async_trait]
+impl Provider for RestApi {
+    type Spec = RestApiSpec;
+    type Observed = ObservedApi;
+    const KIND: &'static str = "rest_api";
+    const ROUND_TRIPS: u32 = 7;
+
+    async fn read(&self, ctx: &Ctx, spec: &RestApiSpec) -> Result<Option<ObservedApi>> {
+        let Some(api) = apigw::find_rest_api(ctx, &spec.name).await? else {
+            return Ok(None);
+        };
+        let Some(LiveApi {
+            api,
+            resources,
+            responses,
+            validators,
+        }) = LiveApi::read(&ctx.aws.apigateway, api).await?
+        else {
+            return Ok(None);
+        };
         let mut o = ObservedApi {
-            id,
+            id: api.id().unwrap_or_default().to_string(),
             description: api.description().unwrap_or_default().to_string(),
             endpoint_type: api
                 .endpoint_configuration()
@@ -277,7 +310,7 @@ impl Provider for RestApi {
             responses: BTreeMap::new(),
             validators,
         };
-        for r in resources.items() {
+        for r in &resources {
             let path = r.path().unwrap_or_default();
             if path == "/" {
                 o.root_id = r.id().map(str::to_string);
@@ -290,7 +323,7 @@ impl Provider for RestApi {
                     .insert(route_key(method, path), route_state(m, &o.validators));
             }
         }
-        for g in responses.items() {
+        for g in &responses {
             let Some(t) = g.response_type() else { continue };
             o.responses.insert(
                 t.as_str().to_string(),

@@ -150,6 +150,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
     };
     let session = |stack: Stack| Session {
         env: g.env.clone(),
+        names: stacks::names::Names::for_account(&config, &g.env, &account_id),
         config: config.clone(),
         ctx: ctx.clone(),
         stack,
