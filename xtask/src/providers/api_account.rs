@@ -22,14 +22,14 @@ use super::partition;
 use crate::engine::retry::retry_at_most;
 use crate::engine::{Ctx, Diff, Provider};
 
-pub struct ApiAccount;
-
 super::fields! {
     /// What the account settings show when planned.
     pub enum AccountField {
         CloudwatchRole = "cloudwatch_role",
     }
 }
+
+pub struct ApiAccount;
 
 /// Attempts of UpdateAccount: with the 20 s pace, about two minutes for the new role to
 /// become usable.

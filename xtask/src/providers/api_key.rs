@@ -14,8 +14,6 @@ use stacks::ApiKeySpec;
 use super::apigw;
 use crate::engine::{Ctx, Diff, Provider};
 
-pub struct ApiKey;
-
 super::fields! {
     /// What an API key's diff compares.
     pub enum KeyField {
@@ -25,6 +23,8 @@ super::fields! {
         Tags = "tags",
     }
 }
+
+pub struct ApiKey;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedKey {

@@ -31,8 +31,6 @@ use super::apigw::{self, Quota};
 use crate::engine::retry::retry;
 use crate::engine::{Ctx, Diff, Provider};
 
-pub struct ApiStage;
-
 super::fields! {
     /// What a stage's diff compares.
     pub enum StageField {
@@ -43,6 +41,8 @@ super::fields! {
         Tags = "tags",
     }
 }
+
+pub struct ApiStage;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedStage {
@@ -67,13 +67,6 @@ pub fn recorded_hash(description: Option<&str>) -> Option<String> {
 fn throttle(spec: &ApiStageSpec) -> (f64, i32) {
     (spec.throttle_rate, spec.throttle_burst as i32)
 }
-
-super::not_found_errors!(
-    DeleteDeploymentError::NotFoundException,
-    DeleteStageError::NotFoundException,
-    GetStageError::NotFoundException,
-    GetStagesError::NotFoundException,
-);
 
 #[async_trait]
 impl Provider for ApiStage {
@@ -264,6 +257,13 @@ impl Provider for ApiStage {
         prune_deployments(ctx, &o.api_id).await
     }
 }
+
+super::not_found_errors!(
+    DeleteDeploymentError::NotFoundException,
+    DeleteStageError::NotFoundException,
+    GetStageError::NotFoundException,
+    GetStagesError::NotFoundException,
+);
 
 fn replace(path: &str, value: &str) -> PatchOperation {
     PatchOperation::builder()

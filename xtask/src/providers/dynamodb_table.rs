@@ -250,17 +250,6 @@ impl std::fmt::Display for TableField {
     }
 }
 
-impl PartialEq<&str> for TableField {
-    fn eq(&self, other: &&str) -> bool {
-        self.to_string() == *other
-    }
-}
-
-super::not_found_errors!(
-    DeleteTableError::ResourceNotFoundException,
-    DescribeTableError::ResourceNotFoundException,
-);
-
 #[async_trait]
 impl Provider for DynamoDbTable {
     type Spec = TableSpec;
@@ -622,6 +611,11 @@ impl Provider for DynamoDbTable {
         Ok(page.count() > 0)
     }
 }
+
+super::not_found_errors!(
+    DeleteTableError::ResourceNotFoundException,
+    DescribeTableError::ResourceNotFoundException,
+);
 
 /// Billing mode and capacity, of the table and its indexes, together: switching to
 /// PROVISIONED needs capacities.
@@ -1083,7 +1077,7 @@ mod tests {
             write_range: None,
         }));
         let d = DynamoDbTable::diff(&s, &live(&s, 6, 5));
-        assert_eq!(d.0[0].field, "read_capacity");
+        assert_eq!(d.0[0].field, TableField::ReadCapacity);
         assert_eq!(d.0[0].new, json!(5));
     }
 
@@ -1095,7 +1089,7 @@ mod tests {
         let d = DynamoDbTable::diff(&s, &o);
         assert_eq!(d.0.len(), 1);
         assert!(d.0[0].forces_replacement);
-        assert_eq!(d.0[0].field, "range_key");
+        assert_eq!(d.0[0].field, TableField::RangeKey);
     }
 
     #[test]

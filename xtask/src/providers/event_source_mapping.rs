@@ -29,8 +29,6 @@ use stacks::EventSourceMappingSpec;
 use crate::engine::retry::{Backoff, retry, wait_until};
 use crate::engine::{Ctx, Diff, Provider};
 
-pub struct EventSourceMapping;
-
 super::fields! {
     /// What an event source mapping's diff compares.
     pub enum MappingField {
@@ -45,6 +43,8 @@ super::fields! {
         ReportBatchItemFailures = "report_batch_item_failures",
     }
 }
+
+pub struct EventSourceMapping;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedMapping {
@@ -100,11 +100,6 @@ fn in_transition(state: Option<&str>) -> bool {
         Some("Creating" | "Updating" | "Enabling" | "Disabling" | "Deleting")
     )
 }
-
-super::not_found_errors!(
-    DeleteEventSourceMappingError::ResourceNotFoundException,
-    GetEventSourceMappingError::ResourceNotFoundException,
-);
 
 #[async_trait]
 impl Provider for EventSourceMapping {
@@ -432,6 +427,11 @@ impl Provider for EventSourceMapping {
         Ok(())
     }
 }
+
+super::not_found_errors!(
+    DeleteEventSourceMappingError::ResourceNotFoundException,
+    GetEventSourceMappingError::ResourceNotFoundException,
+);
 
 /// Why a DeleteEventSourceMapping error is worth retrying: the mapping is still Creating or
 /// Updating (ResourceInUse) or another change to it is in flight (ResourceConflict).

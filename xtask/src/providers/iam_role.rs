@@ -25,8 +25,6 @@ use crate::engine::{Ctx, Diff, Provider};
 /// How long DeleteRole may keep answering DeleteConflict after the last detach.
 const DETACH_SETTLE: Duration = Duration::from_secs(60);
 
-pub struct IamRole;
-
 super::fields! {
     /// What a role's diff compares.
     pub enum RoleField {
@@ -36,6 +34,8 @@ super::fields! {
         Tags = "tags",
     }
 }
+
+pub struct IamRole;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedRole {
@@ -118,13 +118,6 @@ fn desired_inline(spec: &RoleSpec) -> BTreeMap<String, Value> {
         normalize_policy(&spec.inline_policy),
     )])
 }
-
-super::not_found_errors!(
-    GetRoleError::NoSuchEntityException,
-    DetachRolePolicyError::NoSuchEntityException,
-    DeleteRolePolicyError::NoSuchEntityException,
-    DeleteRoleError::NoSuchEntityException,
-);
 
 #[async_trait]
 impl Provider for IamRole {
@@ -437,6 +430,13 @@ impl Provider for IamRole {
         }
     }
 }
+
+super::not_found_errors!(
+    GetRoleError::NoSuchEntityException,
+    DetachRolePolicyError::NoSuchEntityException,
+    DeleteRolePolicyError::NoSuchEntityException,
+    DeleteRoleError::NoSuchEntityException,
+);
 
 async fn attach(ctx: &Ctx, spec: &RoleSpec, arn: &str) -> Result<()> {
     ctx.aws

@@ -50,8 +50,6 @@ use super::service_error;
 use crate::engine::retry::{Backoff, retry, wait_until};
 use crate::engine::{Ctx, Diff, Provider};
 
-pub struct LambdaFunction;
-
 super::fields! {
     /// What a function's diff compares: its code, each configuration field, its tags, and the
     /// versions and alias that make them live.
@@ -70,6 +68,8 @@ super::fields! {
         PurgeVersions = "purge_versions",
     }
 }
+
+pub struct LambdaFunction;
 
 /// The configuration fields this stack manages, as compared between spec, `$LATEST` and each
 /// published version.
@@ -423,13 +423,6 @@ const CONFIG_FIELDS: [FunctionField; 7] = [
     FunctionField::Role,
 ];
 
-super::not_found_errors!(
-    GetFunctionError::ResourceNotFoundException,
-    UpdateAliasError::ResourceNotFoundException,
-    DeleteAliasError::ResourceNotFoundException,
-    DeleteFunctionError::ResourceNotFoundException,
-);
-
 #[async_trait]
 impl Provider for LambdaFunction {
     type Spec = FunctionSpec;
@@ -731,6 +724,13 @@ impl Provider for LambdaFunction {
         }
     }
 }
+
+super::not_found_errors!(
+    GetFunctionError::ResourceNotFoundException,
+    UpdateAliasError::ResourceNotFoundException,
+    DeleteAliasError::ResourceNotFoundException,
+    DeleteFunctionError::ResourceNotFoundException,
+);
 
 /// What an update does, decided once per changed field.
 #[derive(Debug, Default)]

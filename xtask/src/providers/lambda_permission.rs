@@ -17,8 +17,6 @@ use stacks::LambdaPermissionSpec;
 use super::{apigw, partition};
 use crate::engine::{Ctx, Diff, Provider};
 
-pub struct LambdaPermission;
-
 super::fields! {
     /// What a Lambda permission's diff compares.
     pub enum PermissionField {
@@ -28,6 +26,8 @@ super::fields! {
         SourceArn = "source_arn",
     }
 }
+
+pub struct LambdaPermission;
 
 const AFTER_APPLY: &str = "(known after apply)";
 
@@ -78,11 +78,6 @@ fn observe(policy: &Value, sid: &str) -> Option<ObservedPermission> {
         api_id: None,
     })
 }
-
-super::not_found_errors!(
-    GetPolicyError::ResourceNotFoundException,
-    RemovePermissionError::ResourceNotFoundException,
-);
 
 #[async_trait]
 impl Provider for LambdaPermission {
@@ -230,6 +225,11 @@ impl Provider for LambdaPermission {
         }
     }
 }
+
+super::not_found_errors!(
+    GetPolicyError::ResourceNotFoundException,
+    RemovePermissionError::ResourceNotFoundException,
+);
 
 #[cfg(test)]
 mod tests {

@@ -17,8 +17,6 @@ use stacks::LogGroupSpec;
 
 use crate::engine::{Ctx, Diff, Provider};
 
-pub struct LogGroup;
-
 super::fields! {
     /// What a log group's diff compares.
     pub enum LogGroupField {
@@ -26,6 +24,8 @@ super::fields! {
         Tags = "tags",
     }
 }
+
+pub struct LogGroup;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedLogGroup {

@@ -14,8 +14,6 @@ use stacks::ScalableTargetSpec;
 
 use crate::engine::{Ctx, Diff, Provider};
 
-pub struct ScalableTarget;
-
 super::fields! {
     /// What a scalable target's diff compares.
     pub enum TargetField {
@@ -24,6 +22,8 @@ super::fields! {
         Max = "max",
     }
 }
+
+pub struct ScalableTarget;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedTarget {

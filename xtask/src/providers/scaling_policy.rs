@@ -21,8 +21,6 @@ use stacks::ScalingPolicySpec;
 use crate::engine::retry::{Backoff, retry};
 use crate::engine::{Ctx, Diff, Provider};
 
-pub struct ScalingPolicy;
-
 super::fields! {
     /// What a scaling policy's diff compares.
     pub enum PolicyField {
@@ -32,6 +30,8 @@ super::fields! {
         ScaleOutCooldownSecs = "scale_out_cooldown_secs",
     }
 }
+
+pub struct ScalingPolicy;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedPolicy {

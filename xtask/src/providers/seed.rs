@@ -45,8 +45,6 @@ pub struct FunctionFailed(pub String);
 /// BatchGetItem takes at most this many keys per request.
 const BATCH: usize = 100;
 
-pub struct Seed;
-
 super::fields! {
     /// What a seed step shows when planned; it is never updated, only run.
     pub enum SeedField {
@@ -56,6 +54,8 @@ super::fields! {
         Invoices = "invoices",
     }
 }
+
+pub struct Seed;
 
 /// A seed that is there: every sample key was found.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,8 +20,6 @@ use stacks::UsagePlanSpec;
 use super::apigw;
 use crate::engine::{Ctx, Diff, Provider};
 
-pub struct UsagePlan;
-
 super::fields! {
     /// What a usage plan's diff compares.
     pub enum PlanField {
@@ -32,6 +30,8 @@ super::fields! {
         Tags = "tags",
     }
 }
+
+pub struct UsagePlan;
 
 /// What the plan shows for an id that does not exist yet.
 const AFTER_APPLY: &str = "(known after apply)";
