@@ -1,5 +1,9 @@
 //! One module per AWS resource kind, and [`bind`]: the single place that maps a stack's
 //! spec variants to their providers.
+//!
+//! Each kind declares its field set with `fields!` (or by hand, where fields are named by
+//! an index or a route) and how its SDK errors say "not found" with `not_found_errors!`;
+//! its code then asks [`not_found`], one way for every call.
 
 pub mod api_account;
 pub mod api_key;
@@ -123,7 +127,7 @@ pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&s
 }
 
 /// An SDK operation error that can say "what the call names does not exist". Each error kind
-/// decides it one way, declared with [`not_found_errors!`]: by its typed variant where the SDK models
+/// decides it one way, declared with `not_found_errors!`: by its typed variant where the SDK models
 /// one, by its error code only where it does not (S3's `NoSuchBucket` on most calls).
 pub trait NotFound {
     fn is_not_found(&self) -> bool;
