@@ -19,7 +19,7 @@ use stacks::config::Config;
 use stacks::{Resource, Spec, Target};
 use tokio::time::Instant;
 use xtask::aws::{CallLog, Clients};
-use xtask::engine::{Change, Ctx, Options, Provider};
+use xtask::engine::{Ctx, Options, Provider};
 
 const REGION: &str = "eu-west-1";
 const ACCOUNT: &str = "123456789012";
@@ -108,15 +108,6 @@ fn code_only<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(
     make(ErrorMetadata::builder().code(code).build())
 }
 
-fn change(field: &str) -> Change {
-    Change {
-        field: field.into(),
-        old: serde_json::Value::Null,
-        new: serde_json::Value::Null,
-        forces_replacement: false,
-    }
-}
-
 /// Records the (paused) clock each time a matching request is sent.
 #[derive(Clone, Default)]
 struct Times(Arc<Mutex<Vec<Instant>>>);
@@ -141,7 +132,7 @@ mod dynamodb {
         GlobalSecondaryIndexDescription, IndexStatus, TableDescription, TableStatus,
     };
     use stacks::{AttrType, KeyAttr};
-    use xtask::providers::dynamodb_table::{DynamoDbTable, ObservedGsi, ObservedTable};
+    use xtask::providers::dynamodb_table::{DynamoDbTable, ObservedGsi, ObservedTable, TableField};
 
     fn spec() -> stacks::TableSpec {
         match resource(stacks::invoice_app::INVOICES_TABLE) {
@@ -221,7 +212,7 @@ mod dynamodb {
         // Table read 25 is above the autoscaling maximum; the index is inside its range.
         let o = observed(&spec, (25, 5), (7, 5));
         DynamoDbTable
-            .update(&ctx, &spec, &o, &[change("read_capacity")])
+            .update(&ctx, &spec, &o, &[TableField::ReadCapacity])
             .await
             .expect("update");
         assert_eq!(
@@ -260,7 +251,7 @@ mod dynamodb {
                 &ctx,
                 &spec,
                 &o,
-                &[change("gsi.CustomerID-Index.read_capacity")],
+                &[TableField::GsiReadCapacity("CustomerID-Index".into())],
             )
             .await
             .expect("update");
@@ -283,7 +274,7 @@ mod dynamodb {
         let (ctx, log2) = simulated(&[&describe, &update]);
         let o = observed(&spec, (7, 5), (7, 5));
         DynamoDbTable
-            .update(&ctx, &spec, &o, &[change("read_capacity")])
+            .update(&ctx, &spec, &o, &[TableField::ReadCapacity])
             .await
             .expect("update");
         assert_eq!(calls(&log2), ["DynamoDB.DescribeTable"], "no UpdateTable");
@@ -320,7 +311,9 @@ mod lambda {
     use aws_sdk_lambda::operation::update_function_code::UpdateFunctionCodeOutput;
     use aws_sdk_lambda::types::error::InvalidParameterValueException;
     use aws_sdk_lambda::types::{LastUpdateStatus, State};
-    use xtask::providers::lambda_function::{self, LambdaFunction, ObservedFunction, Readiness};
+    use xtask::providers::lambda_function::{
+        self, FunctionField, LambdaFunction, ObservedFunction, Readiness,
+    };
 
     fn spec() -> stacks::FunctionSpec {
         let mut s = first(|s| match s {
@@ -386,7 +379,11 @@ mod lambda {
                 &ctx,
                 &s,
                 &observed(&s, update_failed()),
-                &[change("code"), change("version"), change("alias")],
+                &[
+                    FunctionField::Code,
+                    FunctionField::Version,
+                    FunctionField::Alias,
+                ],
             )
             .await
             .expect("the update repairs the function");
@@ -446,7 +443,11 @@ mod lambda {
                 &ctx,
                 &s,
                 &o,
-                &[change("code"), change("version"), change("alias")],
+                &[
+                    FunctionField::Code,
+                    FunctionField::Version,
+                    FunctionField::Alias,
+                ],
             )
             .await
             .expect("updated");
@@ -485,7 +486,7 @@ mod lambda {
                 &ctx,
                 &s,
                 &observed(&s, Readiness::Busy),
-                &[change("code"), change("version")],
+                &[FunctionField::Code, FunctionField::Version],
             )
             .await
             .expect_err("our update failed");
@@ -516,7 +517,7 @@ mod lambda {
                 &ctx,
                 &s,
                 &observed(&s, Readiness::Busy),
-                &[change("code"), change("version")],
+                &[FunctionField::Code, FunctionField::Version],
             )
             .await
             .expect("update");
@@ -1347,7 +1348,7 @@ mod apigateway {
             responses: BTreeMap::new(),
             validators: BTreeMap::new(),
         };
-        let changes = RestApi::diff(&spec, &fresh).0;
+        let changes = RestApi::diff(&spec, &fresh).fields();
         RestApi
             .update(&ctx, &spec, &fresh, &changes)
             .await

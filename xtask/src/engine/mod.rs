@@ -12,6 +12,7 @@ pub mod retry;
 pub mod tags;
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -43,30 +44,56 @@ pub struct Options {
     pub override_deletion_protection: bool,
 }
 
-/// One field that differs between spec and live state.
+/// One field that differs between spec and live state. Plans hold it with the field's name
+/// (`F = String`, what text and JSON show); providers build it with their typed field set.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Change {
-    pub field: String,
+pub struct Change<F = String> {
+    pub field: F,
     pub old: Value,
     pub new: Value,
     /// This field cannot be updated in place: changing it replaces the resource.
     pub forces_replacement: bool,
 }
 
-/// Builds a field-level diff; providers call it once per field they manage.
-#[derive(Debug, Default)]
-pub struct Diff(pub Vec<Change>);
+impl<F: fmt::Display> Change<F> {
+    /// The change as plans hold it: the field by its name.
+    pub fn named(self) -> Change {
+        Change {
+            field: self.field.to_string(),
+            old: self.old,
+            new: self.new,
+            forces_replacement: self.forces_replacement,
+        }
+    }
+}
 
-impl Diff {
+/// A provider's field set: the fields its diff reports and its update acts on, rendered (with
+/// `Display`) as the names plans show. Usually a field-less enum, so that an update matches
+/// every field and a new one cannot be forgotten.
+pub trait Field: fmt::Display + fmt::Debug + Clone + PartialEq + Send + Sync + 'static {}
+
+impl<T: fmt::Display + fmt::Debug + Clone + PartialEq + Send + Sync + 'static> Field for T {}
+
+/// Builds a field-level diff; providers call it once per field they manage.
+#[derive(Debug)]
+pub struct Diff<F>(pub Vec<Change<F>>);
+
+impl<F> Default for Diff<F> {
+    fn default() -> Self {
+        Diff(Vec::new())
+    }
+}
+
+impl<F: Field> Diff<F> {
     /// Records a change when `desired != live`.
-    pub fn field<T: Serialize + PartialEq>(&mut self, field: &str, desired: T, live: T) {
+    pub fn field<T: Serialize + PartialEq>(&mut self, field: F, desired: T, live: T) {
         if desired != live {
             self.push(field, &live, &desired, false);
         }
     }
 
     /// Like [`Diff::field`], for fields that AWS cannot change in place.
-    pub fn replace_field<T: Serialize + PartialEq>(&mut self, field: &str, desired: T, live: T) {
+    pub fn replace_field<T: Serialize + PartialEq>(&mut self, field: F, desired: T, live: T) {
         if desired != live {
             self.push(field, &live, &desired, true);
         }
@@ -75,21 +102,36 @@ impl Diff {
     /// Records a change decided by the caller (for per-field equality rules).
     pub fn push<A: Serialize, B: Serialize>(
         &mut self,
-        field: &str,
+        field: F,
         old: &A,
         new: &B,
         forces_replacement: bool,
     ) {
         self.0.push(Change {
-            field: field.into(),
+            field,
             old: serde_json::to_value(old).unwrap_or(Value::Null),
             new: serde_json::to_value(new).unwrap_or(Value::Null),
             forces_replacement,
         });
     }
 
-    pub fn has(&self, field: &str) -> bool {
+    /// Whether `field` changed; `field` may be a typed field or, where the field set compares
+    /// with them, its name.
+    pub fn has<Q>(&self, field: Q) -> bool
+    where
+        F: PartialEq<Q>,
+    {
         self.0.iter().any(|c| c.field == field)
+    }
+
+    /// The fields that changed, as an update takes them.
+    pub fn fields(&self) -> Vec<F> {
+        self.0.iter().map(|c| c.field.clone()).collect()
+    }
+
+    /// The changes as plans hold them.
+    pub fn named(self) -> Vec<Change> {
+        self.0.into_iter().map(Change::named).collect()
     }
 }
 
@@ -112,6 +154,9 @@ pub trait Provider: Send + Sync + 'static {
     type Spec: Send + Sync + 'static;
     type Observed: Send + Sync + 'static;
 
+    /// The fields [`Provider::diff`] reports and [`Provider::update`] acts on.
+    type Field: Field;
+
     /// Short kind name, as in resource ids (`s3_bucket`).
     const KIND: &'static str;
 
@@ -127,19 +172,20 @@ pub trait Provider: Send + Sync + 'static {
     fn tags(observed: &Self::Observed) -> Option<&BTreeMap<String, String>>;
 
     /// The desired fields, shown when the resource is created.
-    fn describe(spec: &Self::Spec) -> Diff;
+    fn describe(spec: &Self::Spec) -> Diff<Self::Field>;
 
     /// What differs between spec and live state; empty when nothing does.
-    fn diff(spec: &Self::Spec, observed: &Self::Observed) -> Diff;
+    fn diff(spec: &Self::Spec, observed: &Self::Observed) -> Diff<Self::Field>;
 
     async fn create(&self, ctx: &Ctx, spec: &Self::Spec) -> Result<()>;
 
+    /// Brings the fields `changes` names (from [`Provider::diff`]) to the spec.
     async fn update(
         &self,
         ctx: &Ctx,
         spec: &Self::Spec,
         observed: &Self::Observed,
-        changes: &[Change],
+        changes: &[Self::Field],
     ) -> Result<()>;
 
     /// Deletes the resource; succeeds when it is already gone.
@@ -222,6 +268,29 @@ impl<P: Provider> Bound<P> {
     fn observed(&self) -> Option<Arc<P::Observed>> {
         self.observed.get().cloned().flatten()
     }
+
+    /// The plan's changes (by name) as the provider's typed fields: the diff of the same spec
+    /// and live state again, kept to what the plan holds. A name it does not report is a plan
+    /// that was not made from this node's reading: refused rather than guessed at.
+    fn fields(&self, observed: &P::Observed, changes: &[Change]) -> Result<Vec<P::Field>> {
+        let diff = P::diff(&self.spec, observed);
+        changes
+            .iter()
+            .map(|c| {
+                diff.0
+                    .iter()
+                    .find(|d| d.field.to_string() == c.field)
+                    .map(|d| d.field.clone())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{}: the plan changes {}, which its live state does not differ in",
+                            self.id,
+                            c.field
+                        )
+                    })
+            })
+            .collect()
+    }
 }
 
 /// Whether `live` carries every ownership tag with our value.
@@ -261,7 +330,7 @@ impl<P: Provider> Node for Bound<P> {
             None => Observation {
                 exists: false,
                 ownership: Ownership::Ours,
-                changes: P::describe(&self.spec).0,
+                changes: P::describe(&self.spec).named(),
             },
             Some(o) => Observation {
                 exists: true,
@@ -270,7 +339,7 @@ impl<P: Provider> Node for Bound<P> {
                     Some(t) if owns(owner_tags, t) => Ownership::Ours,
                     Some(_) => Ownership::Foreign,
                 },
-                changes: P::diff(&self.spec, o).0,
+                changes: P::diff(&self.spec, o).named(),
             },
         };
         let _ = self.observed.set(live.map(Arc::new));
@@ -317,21 +386,21 @@ impl<P: Provider> Node for Bound<P> {
             (Some(live_tags), Some(owner)) => owns(owner, live_tags),
             (Some(_), None) => false,
         };
-        let changes = P::diff(&self.spec, &live).0;
-        if !ours || changes.iter().any(|c| c.forces_replacement) {
+        let diff = P::diff(&self.spec, &live);
+        if !ours || diff.0.iter().any(|c| c.forces_replacement) {
             return Err(failed);
         }
         tracing::warn!(
             id = %self.id,
             error = %format!("{failed:#}"),
-            remaining = changes.len(),
+            remaining = diff.0.len(),
             "the create failed but the resource exists with our tags: finishing it"
         );
-        if changes.is_empty() {
+        if diff.0.is_empty() {
             return Ok(());
         }
         self.provider
-            .update(ctx, &self.spec, &live, &changes)
+            .update(ctx, &self.spec, &live, &diff.fields())
             .await
             .with_context(|| format!("{failed:#}"))
     }
@@ -340,9 +409,10 @@ impl<P: Provider> Node for Bound<P> {
         let observed = self
             .observed()
             .ok_or_else(|| anyhow::anyhow!("{}: update planned without live state", self.id))?;
+        let fields = self.fields(&observed, changes)?;
         let failed = match self
             .provider
-            .update(ctx, &self.spec, &observed, changes)
+            .update(ctx, &self.spec, &observed, &fields)
             .await
         {
             Ok(()) => return Ok(()),
@@ -354,7 +424,7 @@ impl<P: Provider> Node for Bound<P> {
         let Some(live) = self.provider.read(ctx, &self.spec).await? else {
             return Err(failed);
         };
-        let remaining = P::diff(&self.spec, &live).0;
+        let remaining = P::diff(&self.spec, &live).fields();
         tracing::warn!(id = %self.id, remaining = remaining.len(), "an update's answer was lost: finishing from live state");
         if remaining.is_empty() {
             return Ok(());

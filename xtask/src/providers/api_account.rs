@@ -20,7 +20,14 @@ use stacks::ApiAccountSpec;
 use super::apigw::{self, Quota};
 use super::partition;
 use crate::engine::retry::retry_at_most;
-use crate::engine::{Change, Ctx, Diff, Provider};
+use crate::engine::{Ctx, Diff, Provider};
+
+super::fields! {
+    /// What the account settings show when planned.
+    pub enum AccountField {
+        CloudwatchRole = "cloudwatch_role",
+    }
+}
 
 pub struct ApiAccount;
 
@@ -91,6 +98,7 @@ pub fn missing_role_message(ctx: &Ctx, role: Option<&str>) -> String {
 impl Provider for ApiAccount {
     type Spec = ApiAccountSpec;
     type Observed = ObservedAccount;
+    type Field = AccountField;
     const KIND: &'static str = "api_account";
     const ROUND_TRIPS: u32 = 3;
 
@@ -113,19 +121,19 @@ impl Provider for ApiAccount {
         None
     }
 
-    fn describe(spec: &ApiAccountSpec) -> Diff {
+    fn describe(spec: &ApiAccountSpec) -> Diff<AccountField> {
         let mut d = Diff::default();
         let what = if spec.setup {
             format!("role {} (created)", spec.role_name)
         } else {
             "(missing: apply will stop; see api.setup_cloudwatch_role)".to_string()
         };
-        d.push("cloudwatch_role", &Value::Null, &what, false);
+        d.push(AccountField::CloudwatchRole, &Value::Null, &what, false);
         d
     }
 
     /// Any role will do: it is the account's, not this stack's.
-    fn diff(_spec: &ApiAccountSpec, _o: &ObservedAccount) -> Diff {
+    fn diff(_spec: &ApiAccountSpec, _o: &ObservedAccount) -> Diff<AccountField> {
         Diff::default()
     }
 
@@ -194,7 +202,7 @@ impl Provider for ApiAccount {
         _ctx: &Ctx,
         _spec: &ApiAccountSpec,
         _o: &ObservedAccount,
-        _changes: &[Change],
+        _changes: &[AccountField],
     ) -> Result<()> {
         Ok(())
     }

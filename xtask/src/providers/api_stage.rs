@@ -29,7 +29,18 @@ use stacks::{ApiStageSpec, DEPLOYMENT_HASH_PREFIX};
 
 use super::apigw::{self, Quota};
 use crate::engine::retry::retry;
-use crate::engine::{Change, Ctx, Diff, Provider};
+use crate::engine::{Ctx, Diff, Provider};
+
+super::fields! {
+    /// What a stage's diff compares.
+    pub enum StageField {
+        Deployment = "deployment",
+        AccessLogDestination = "access_log_destination",
+        AccessLogFormat = "access_log_format",
+        Throttle = "throttle",
+        Tags = "tags",
+    }
+}
 
 pub struct ApiStage;
 
@@ -61,6 +72,7 @@ fn throttle(spec: &ApiStageSpec) -> (f64, i32) {
 impl Provider for ApiStage {
     type Spec = ApiStageSpec;
     type Observed = ObservedStage;
+    type Field = StageField;
     const KIND: &'static str = "api_stage";
     const ROUND_TRIPS: u32 = 4;
 
@@ -81,9 +93,7 @@ impl Provider for ApiStage {
         );
         let stage = match stage {
             Ok(s) => s,
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), GetStageError::NotFoundException(_)) =>
-            {
+            Err(e) if super::not_found(&e) => {
                 return Ok(None);
             }
             Err(e) => return Err(e).context("GetStage"),
@@ -125,39 +135,44 @@ impl Provider for ApiStage {
         Some(&o.tags)
     }
 
-    fn describe(spec: &ApiStageSpec) -> Diff {
+    fn describe(spec: &ApiStageSpec) -> Diff<StageField> {
         let mut d = Diff::default();
-        d.push("deployment", &Value::Null, &spec.deployment_hash, false);
         d.push(
-            "access_log_destination",
+            StageField::Deployment,
+            &Value::Null,
+            &spec.deployment_hash,
+            false,
+        );
+        d.push(
+            StageField::AccessLogDestination,
             &Value::Null,
             &spec.access_log_group_arn,
             false,
         );
-        d.push("throttle", &Value::Null, &throttle(spec), false);
-        d.push("tags", &Value::Null, &spec.tags, false);
+        d.push(StageField::Throttle, &Value::Null, &throttle(spec), false);
+        d.push(StageField::Tags, &Value::Null, &spec.tags, false);
         d
     }
 
-    fn diff(spec: &ApiStageSpec, o: &ObservedStage) -> Diff {
+    fn diff(spec: &ApiStageSpec, o: &ObservedStage) -> Diff<StageField> {
         let mut d = Diff::default();
         d.field(
-            "deployment",
+            StageField::Deployment,
             Some(spec.deployment_hash.clone()),
             o.deployed_hash.clone(),
         );
         d.field(
-            "access_log_destination",
+            StageField::AccessLogDestination,
             Some(spec.access_log_group_arn.clone()),
             o.access_log_destination.clone(),
         );
         d.field(
-            "access_log_format",
+            StageField::AccessLogFormat,
             Some(spec.access_log_format.clone()),
             o.access_log_format.clone(),
         );
-        d.field("throttle", Some(throttle(spec)), o.throttle);
-        d.field("tags", &spec.tags, &o.tags);
+        d.field(StageField::Throttle, Some(throttle(spec)), o.throttle);
+        d.field(StageField::Tags, &spec.tags, &o.tags);
         d
     }
 
@@ -189,32 +204,42 @@ impl Provider for ApiStage {
         ctx: &Ctx,
         spec: &ApiStageSpec,
         o: &ObservedStage,
-        changes: &[Change],
+        changes: &[StageField],
     ) -> Result<()> {
-        let changed = |f: &str| changes.iter().any(|c| c.field == f);
+        let (mut deployment, mut logging, mut settings, mut tags) = (false, false, false, false);
+        for field in changes {
+            match field {
+                StageField::Deployment => deployment = true,
+                StageField::AccessLogDestination | StageField::AccessLogFormat => {
+                    logging = true;
+                    settings = true;
+                }
+                StageField::Throttle => settings = true,
+                StageField::Tags => tags = true,
+            }
+        }
         let mut patch = Vec::new();
-        if changed("deployment") {
+        if deployment {
             let id = deploy(ctx, &o.api_id, &spec.deployment_hash).await?;
             patch.push(replace("/deploymentId", &id));
         }
-        if changed("access_log_destination") || changed("access_log_format") {
+        if logging {
             check_logging_role(ctx).await?;
         }
-        if changed("access_log_destination") || changed("access_log_format") || changed("throttle")
-        {
+        if settings {
             patch.extend(settings_patch(spec));
         }
         if !patch.is_empty() {
             patch_stage(ctx, &o.api_id, spec, patch).await?;
         }
-        if changed("tags") {
+        if tags {
             let arn = apigw::resource_arn(
                 &ctx.region,
                 &format!("/restapis/{}/stages/{}", o.api_id, spec.stage_name),
             );
             super::rest_api::update_tags(ctx, &arn, &spec.tags, &o.tags).await?;
         }
-        if changed("deployment") {
+        if deployment {
             prune_deployments(ctx, &o.api_id).await?;
         }
         Ok(())
@@ -231,13 +256,19 @@ impl Provider for ApiStage {
             .await
         {
             Ok(_) => {}
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), DeleteStageError::NotFoundException(_)) => {}
+            Err(e) if super::not_found(&e) => {}
             Err(e) => return Err(e).context("DeleteStage"),
         }
         prune_deployments(ctx, &o.api_id).await
     }
 }
+
+super::not_found_errors!(
+    DeleteDeploymentError::NotFoundException,
+    DeleteStageError::NotFoundException,
+    GetStageError::NotFoundException,
+    GetStagesError::NotFoundException,
+);
 
 fn replace(path: &str, value: &str) -> PatchOperation {
     PatchOperation::builder()
@@ -377,9 +408,7 @@ async fn prune_deployments(ctx: &Ctx, api_id: &str) -> Result<()> {
     let gw = &ctx.aws.apigateway;
     let stages = match gw.get_stages().rest_api_id(api_id).send().await {
         Ok(s) => s,
-        Err(SdkError::ServiceError(e))
-            if matches!(e.err(), GetStagesError::NotFoundException(_)) =>
-        {
+        Err(e) if super::not_found(&e) => {
             return Ok(());
         }
         Err(e) => return Err(e).context("GetStages"),
@@ -409,8 +438,7 @@ async fn prune_deployments(ctx: &Ctx, api_id: &str) -> Result<()> {
             .await
         {
             Ok(_) => {}
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), DeleteDeploymentError::NotFoundException(_)) => {}
+            Err(e) if super::not_found(&e) => {}
             Err(e) => return Err(e).context("DeleteDeployment"),
         }
     }

@@ -27,7 +27,7 @@ use serde_json::Value;
 use stacks::{AttrType, Billing, GsiSpec, KeyAttr, TableSpec};
 
 use crate::engine::retry::{Backoff, retry, wait_until};
-use crate::engine::{Change, Ctx, Diff, Provider};
+use crate::engine::{Ctx, Diff, Provider};
 
 pub struct DynamoDbTable;
 
@@ -207,14 +207,54 @@ fn gsi_str(g: &GsiSpec) -> String {
     out
 }
 
-fn gsi_field(name: &str, what: &str) -> String {
-    format!("gsi.{name}.{what}")
+/// What a table's diff compares. Each global secondary index has fields of its own, named by
+/// the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableField {
+    HashKey,
+    RangeKey,
+    BillingMode,
+    ReadCapacity,
+    WriteCapacity,
+    /// An index the spec adds or drops.
+    Gsi(String),
+    /// An index whose keys or projection differ: it is dropped and rebuilt.
+    GsiKeys(String),
+    GsiReadCapacity(String),
+    GsiWriteCapacity(String),
+    Stream,
+    SseKms,
+    PointInTimeRecovery,
+    DeletionProtection,
+    Tags,
+}
+
+impl std::fmt::Display for TableField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TableField::HashKey => f.write_str("hash_key"),
+            TableField::RangeKey => f.write_str("range_key"),
+            TableField::BillingMode => f.write_str("billing_mode"),
+            TableField::ReadCapacity => f.write_str("read_capacity"),
+            TableField::WriteCapacity => f.write_str("write_capacity"),
+            TableField::Gsi(name) => write!(f, "gsi.{name}"),
+            TableField::GsiKeys(name) => write!(f, "gsi.{name}.keys"),
+            TableField::GsiReadCapacity(name) => write!(f, "gsi.{name}.read_capacity"),
+            TableField::GsiWriteCapacity(name) => write!(f, "gsi.{name}.write_capacity"),
+            TableField::Stream => f.write_str("stream"),
+            TableField::SseKms => f.write_str("sse_kms"),
+            TableField::PointInTimeRecovery => f.write_str("point_in_time_recovery"),
+            TableField::DeletionProtection => f.write_str("deletion_protection"),
+            TableField::Tags => f.write_str("tags"),
+        }
+    }
 }
 
 #[async_trait]
 impl Provider for DynamoDbTable {
     type Spec = TableSpec;
     type Observed = ObservedTable;
+    type Field = TableField;
     const KIND: &'static str = "dynamodb_table";
     const ROUND_TRIPS: u32 = 3;
 
@@ -259,57 +299,64 @@ impl Provider for DynamoDbTable {
         Some(&o.tags)
     }
 
-    fn describe(spec: &TableSpec) -> Diff {
+    fn describe(spec: &TableSpec) -> Diff<TableField> {
         let mut d = Diff::default();
         let none = Value::Null;
-        d.push("hash_key", &none, &key_str(&spec.hash_key), false);
+        d.push(TableField::HashKey, &none, &key_str(&spec.hash_key), false);
         if let Some(r) = &spec.range_key {
-            d.push("range_key", &none, &key_str(r), false);
+            d.push(TableField::RangeKey, &none, &key_str(r), false);
         }
         match spec.billing {
-            Billing::PayPerRequest => d.push("billing_mode", &none, &"PAY_PER_REQUEST", false),
+            Billing::PayPerRequest => {
+                d.push(TableField::BillingMode, &none, &"PAY_PER_REQUEST", false)
+            }
             Billing::Provisioned(c) => {
-                d.push("billing_mode", &none, &"PROVISIONED", false);
-                d.push("read_capacity", &none, &c.read, false);
-                d.push("write_capacity", &none, &c.write, false);
+                d.push(TableField::BillingMode, &none, &"PROVISIONED", false);
+                d.push(TableField::ReadCapacity, &none, &c.read, false);
+                d.push(TableField::WriteCapacity, &none, &c.write, false);
             }
         }
         for g in &spec.gsis {
-            d.push(&format!("gsi.{}", g.name), &none, &gsi_str(g), false);
+            d.push(TableField::Gsi(g.name.clone()), &none, &gsi_str(g), false);
         }
-        d.push("stream", &none, &spec.stream.map(|s| s.as_str()), false);
-        d.push("sse_kms", &none, &spec.sse_kms, false);
         d.push(
-            "point_in_time_recovery",
+            TableField::Stream,
+            &none,
+            &spec.stream.map(|s| s.as_str()),
+            false,
+        );
+        d.push(TableField::SseKms, &none, &spec.sse_kms, false);
+        d.push(
+            TableField::PointInTimeRecovery,
             &none,
             &spec.point_in_time_recovery,
             false,
         );
         d.push(
-            "deletion_protection",
+            TableField::DeletionProtection,
             &none,
             &spec.deletion_protection,
             false,
         );
-        d.push("tags", &none, &spec.tags, false);
+        d.push(TableField::Tags, &none, &spec.tags, false);
         d
     }
 
-    fn diff(spec: &TableSpec, o: &ObservedTable) -> Diff {
+    fn diff(spec: &TableSpec, o: &ObservedTable) -> Diff<TableField> {
         let mut d = Diff::default();
         d.replace_field(
-            "hash_key",
+            TableField::HashKey,
             opt_key_str(Some(&spec.hash_key)),
             opt_key_str(o.hash_key.as_ref()),
         );
         d.replace_field(
-            "range_key",
+            TableField::RangeKey,
             opt_key_str(spec.range_key.as_ref()),
             opt_key_str(o.range_key.as_ref()),
         );
         let want_ppr = spec.billing == Billing::PayPerRequest;
         d.field(
-            "billing_mode",
+            TableField::BillingMode,
             billing_name(want_ppr),
             billing_name(o.pay_per_request),
         );
@@ -318,12 +365,17 @@ impl Provider for DynamoDbTable {
                 wanted(c.read, c.read_range, o.read),
                 wanted(c.write, c.write_range, o.write),
             );
-            d.field("read_capacity", r, o.read);
-            d.field("write_capacity", w, o.write);
+            d.field(TableField::ReadCapacity, r, o.read);
+            d.field(TableField::WriteCapacity, w, o.write);
         }
         for g in &spec.gsis {
             match o.gsis.iter().find(|x| x.name == g.name) {
-                None => d.push(&format!("gsi.{}", g.name), &Value::Null, &gsi_str(g), false),
+                None => d.push(
+                    TableField::Gsi(g.name.clone()),
+                    &Value::Null,
+                    &gsi_str(g),
+                    false,
+                ),
                 Some(live) => {
                     let keys_differ = Some(&g.hash_key) != live.hash_key.as_ref()
                         || g.range_key != live.range_key
@@ -335,13 +387,14 @@ impl Provider for DynamoDbTable {
                             opt_key_str(live.hash_key.as_ref()).unwrap_or_default(),
                             opt_key_str(live.range_key.as_ref()).unwrap_or_else(|| "none".into())
                         );
-                        d.push(&gsi_field(&g.name, "keys"), &live_keys, &gsi_str(g), false);
+                        let field = TableField::GsiKeys(g.name.clone());
+                        d.push(field, &live_keys, &gsi_str(g), false);
                     }
                     if let (Some(c), false) = (g.capacity, want_ppr) {
                         let r = wanted(c.read, c.read_range, live.read);
                         let w = wanted(c.write, c.write_range, live.write);
-                        d.field(&gsi_field(&g.name, "read_capacity"), r, live.read);
-                        d.field(&gsi_field(&g.name, "write_capacity"), w, live.write);
+                        d.field(TableField::GsiReadCapacity(g.name.clone()), r, live.read);
+                        d.field(TableField::GsiWriteCapacity(g.name.clone()), w, live.write);
                     }
                 }
             }
@@ -349,7 +402,7 @@ impl Provider for DynamoDbTable {
         for live in &o.gsis {
             if !spec.gsis.iter().any(|g| g.name == live.name) {
                 d.push(
-                    &format!("gsi.{}", live.name),
+                    TableField::Gsi(live.name.clone()),
                     &live.name,
                     &Value::Null,
                     false,
@@ -357,18 +410,18 @@ impl Provider for DynamoDbTable {
             }
         }
         d.field(
-            "stream",
+            TableField::Stream,
             spec.stream.map(|s| s.as_str().to_string()),
             o.stream.clone(),
         );
-        d.field("sse_kms", spec.sse_kms, o.sse_kms);
+        d.field(TableField::SseKms, spec.sse_kms, o.sse_kms);
         d.field(
-            "point_in_time_recovery",
+            TableField::PointInTimeRecovery,
             spec.point_in_time_recovery,
             o.point_in_time_recovery,
         );
         d.field(
-            "deletion_protection",
+            TableField::DeletionProtection,
             spec.deletion_protection,
             o.deletion_protection,
         );
@@ -378,7 +431,7 @@ impl Provider for DynamoDbTable {
             .filter(|(k, _)| !k.starts_with("aws:"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        d.field("tags", &spec.tags, &live_tags);
+        d.field(TableField::Tags, &spec.tags, &live_tags);
         d
     }
 
@@ -452,88 +505,31 @@ impl Provider for DynamoDbTable {
         ctx: &Ctx,
         spec: &TableSpec,
         o: &ObservedTable,
-        changes: &[Change],
+        changes: &[TableField],
     ) -> Result<()> {
-        let has = |f: &str| changes.iter().any(|c| c.field == f);
+        let steps = Steps::of(changes);
         let name = spec.name.as_str();
         wait_active(ctx, name).await?;
-        if has("tags") {
+        if steps.tags {
             sync_tags(ctx, &o.arn, &spec.tags, &o.tags).await?;
         }
-        if has("deletion_protection") {
+        if steps.deletion_protection {
             update_table(ctx, name, |r| {
                 r.deletion_protection_enabled(spec.deletion_protection)
             })
             .await?;
         }
-        // Billing mode and capacity go together: switching to PROVISIONED needs capacities.
-        if has("billing_mode")
-            || has("read_capacity")
-            || has("write_capacity")
-            || has_capacity_change(changes)
-        {
-            match spec.billing {
-                Billing::PayPerRequest => {
-                    update_table(ctx, name, |r| r.billing_mode(BillingMode::PayPerRequest)).await?
-                }
-                Billing::Provisioned(c) => {
-                    let r_cap = wanted(c.read, c.read_range, o.read);
-                    let w_cap = wanted(c.write, c.write_range, o.write);
-                    let mut gsi_updates = Vec::new();
-                    for g in &spec.gsis {
-                        let Some(live) = o.gsis.iter().find(|x| x.name == g.name) else {
-                            continue;
-                        };
-                        let Some(gc) = g.capacity else { continue };
-                        let (gr, gw) = (
-                            wanted(gc.read, gc.read_range, live.read),
-                            wanted(gc.write, gc.write_range, live.write),
-                        );
-                        // UpdateTable rejects an index update that would not change its
-                        // throughput ("... will not change"); under autoscaling the wanted
-                        // value is the live one clamped to the range, so usually it does not.
-                        if !o.pay_per_request && (gr, gw) == (live.read, live.write) {
-                            continue;
-                        }
-                        gsi_updates.push(
-                            GlobalSecondaryIndexUpdate::builder()
-                                .update(
-                                    UpdateGlobalSecondaryIndexAction::builder()
-                                        .index_name(&g.name)
-                                        .provisioned_throughput(throughput(gr, gw)?)
-                                        .build()?,
-                                )
-                                .build(),
-                        );
-                    }
-                    let switching = o.pay_per_request;
-                    let table_changes = switching || r_cap != o.read || w_cap != o.write;
-                    // The same rule for the table itself: a call that changes nothing fails.
-                    if !table_changes && gsi_updates.is_empty() {
-                        tracing::debug!(table = name, "capacity already as wanted");
-                    } else {
-                        let tp = throughput(r_cap, w_cap)?;
-                        update_table(ctx, name, |mut r| {
-                            r = r.billing_mode(BillingMode::Provisioned);
-                            if table_changes {
-                                r = r.provisioned_throughput(tp.clone());
-                            }
-                            r.set_global_secondary_index_updates(
-                                (!gsi_updates.is_empty()).then(|| gsi_updates.clone()),
-                            )
-                        })
-                        .await?;
-                    }
-                }
-            }
+        if steps.capacity {
+            update_capacity(ctx, spec, o).await?;
         }
         // Index changes: one per UpdateTable call, waiting for each to settle.
         for g in &spec.gsis {
             let live = o.gsis.iter().find(|x| x.name == g.name);
-            if live.is_some() && has(&gsi_field(&g.name, "keys")) {
+            let rebuilt = steps.rebuilt.contains(&g.name);
+            if live.is_some() && rebuilt {
                 delete_index(ctx, name, &g.name).await?;
             }
-            if live.is_none() || has(&gsi_field(&g.name, "keys")) {
+            if live.is_none() || rebuilt {
                 create_index(ctx, spec, g).await?;
             }
         }
@@ -542,35 +538,13 @@ impl Provider for DynamoDbTable {
                 delete_index(ctx, name, &live.name).await?;
             }
         }
-        if has("stream") {
-            if o.stream.is_some() {
-                update_table(ctx, name, |r| {
-                    r.stream_specification(
-                        StreamSpecification::builder()
-                            .stream_enabled(false)
-                            .build()
-                            .expect("stream_enabled is set"),
-                    )
-                })
-                .await?;
-            }
-            if let Some(view) = spec.stream {
-                update_table(ctx, name, |r| {
-                    r.stream_specification(
-                        StreamSpecification::builder()
-                            .stream_enabled(true)
-                            .stream_view_type(SdkView::from(view.as_str()))
-                            .build()
-                            .expect("stream_enabled is set"),
-                    )
-                })
-                .await?;
-            }
+        if steps.stream {
+            update_stream(ctx, spec, o).await?;
         }
-        if has("sse_kms") {
+        if steps.sse_kms {
             update_table(ctx, name, |r| r.sse_specification(sse(spec.sse_kms))).await?;
         }
-        if has("point_in_time_recovery") {
+        if steps.point_in_time_recovery {
             set_pitr(ctx, name, spec.point_in_time_recovery).await?;
         }
         Ok(())
@@ -603,8 +577,7 @@ impl Provider for DynamoDbTable {
         .await;
         match result {
             Ok(_) => {}
-            Err(SdkError::ServiceError(s))
-                if matches!(s.err(), DeleteTableError::ResourceNotFoundException(_)) => {}
+            Err(e) if super::not_found(&e) => {}
             Err(e) => return Err(e).context("DeleteTable"),
         }
         wait_gone(ctx, &spec.name).await
@@ -640,10 +613,138 @@ impl Provider for DynamoDbTable {
     }
 }
 
-fn has_capacity_change(changes: &[Change]) -> bool {
-    changes
-        .iter()
-        .any(|c| c.field.ends_with(".read_capacity") || c.field.ends_with(".write_capacity"))
+super::not_found_errors!(
+    DeleteTableError::ResourceNotFoundException,
+    DescribeTableError::ResourceNotFoundException,
+);
+
+/// Billing mode and capacity, of the table and its indexes, together: switching to
+/// PROVISIONED needs capacities.
+async fn update_capacity(ctx: &Ctx, spec: &TableSpec, o: &ObservedTable) -> Result<()> {
+    let name = spec.name.as_str();
+    match spec.billing {
+        Billing::PayPerRequest => {
+            update_table(ctx, name, |r| r.billing_mode(BillingMode::PayPerRequest)).await?
+        }
+        Billing::Provisioned(c) => {
+            let r_cap = wanted(c.read, c.read_range, o.read);
+            let w_cap = wanted(c.write, c.write_range, o.write);
+            let mut gsi_updates = Vec::new();
+            for g in &spec.gsis {
+                let Some(live) = o.gsis.iter().find(|x| x.name == g.name) else {
+                    continue;
+                };
+                let Some(gc) = g.capacity else { continue };
+                let (gr, gw) = (
+                    wanted(gc.read, gc.read_range, live.read),
+                    wanted(gc.write, gc.write_range, live.write),
+                );
+                // UpdateTable rejects an index update that would not change its
+                // throughput ("... will not change"); under autoscaling the wanted
+                // value is the live one clamped to the range, so usually it does not.
+                if !o.pay_per_request && (gr, gw) == (live.read, live.write) {
+                    continue;
+                }
+                gsi_updates.push(
+                    GlobalSecondaryIndexUpdate::builder()
+                        .update(
+                            UpdateGlobalSecondaryIndexAction::builder()
+                                .index_name(&g.name)
+                                .provisioned_throughput(throughput(gr, gw)?)
+                                .build()?,
+                        )
+                        .build(),
+                );
+            }
+            let switching = o.pay_per_request;
+            let table_changes = switching || r_cap != o.read || w_cap != o.write;
+            // The same rule for the table itself: a call that changes nothing fails.
+            if !table_changes && gsi_updates.is_empty() {
+                tracing::debug!(table = name, "capacity already as wanted");
+            } else {
+                let tp = throughput(r_cap, w_cap)?;
+                update_table(ctx, name, |mut r| {
+                    r = r.billing_mode(BillingMode::Provisioned);
+                    if table_changes {
+                        r = r.provisioned_throughput(tp.clone());
+                    }
+                    r.set_global_secondary_index_updates(
+                        (!gsi_updates.is_empty()).then(|| gsi_updates.clone()),
+                    )
+                })
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A stream's view type cannot change in place: the old stream is disabled first.
+async fn update_stream(ctx: &Ctx, spec: &TableSpec, o: &ObservedTable) -> Result<()> {
+    let name = spec.name.as_str();
+    if o.stream.is_some() {
+        update_table(ctx, name, |r| {
+            r.stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(false)
+                    .build()
+                    .expect("stream_enabled is set"),
+            )
+        })
+        .await?;
+    }
+    if let Some(view) = spec.stream {
+        update_table(ctx, name, |r| {
+            r.stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(SdkView::from(view.as_str()))
+                    .build()
+                    .expect("stream_enabled is set"),
+            )
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// What an update does, decided once per changed field.
+#[derive(Debug, Default)]
+struct Steps {
+    tags: bool,
+    deletion_protection: bool,
+    capacity: bool,
+    /// Indexes whose keys changed.
+    rebuilt: Vec<String>,
+    stream: bool,
+    sse_kms: bool,
+    point_in_time_recovery: bool,
+}
+
+impl Steps {
+    fn of(changes: &[TableField]) -> Steps {
+        let mut steps = Steps::default();
+        for field in changes {
+            match field {
+                // `diff` marks key changes as forcing a replacement: never updated in place.
+                TableField::HashKey | TableField::RangeKey => {}
+                TableField::BillingMode
+                | TableField::ReadCapacity
+                | TableField::WriteCapacity
+                | TableField::GsiReadCapacity(_)
+                | TableField::GsiWriteCapacity(_) => steps.capacity = true,
+                // The index pass compares the spec's indexes with the live ones.
+                TableField::Gsi(_) => {}
+                TableField::GsiKeys(index) => steps.rebuilt.push(index.clone()),
+                TableField::Stream => steps.stream = true,
+                TableField::SseKms => steps.sse_kms = true,
+                TableField::PointInTimeRecovery => steps.point_in_time_recovery = true,
+                TableField::DeletionProtection => steps.deletion_protection = true,
+                TableField::Tags => steps.tags = true,
+            }
+        }
+        steps
+    }
 }
 
 fn key_schema(hash: &KeyAttr, range: Option<&KeyAttr>) -> Result<Vec<KeySchemaElement>> {
@@ -712,11 +813,7 @@ async fn describe(ctx: &Ctx, name: &str) -> Result<Option<TableDescription>> {
         .await
     {
         Ok(o) => Ok(o.table().cloned()),
-        Err(SdkError::ServiceError(e))
-            if matches!(e.err(), DescribeTableError::ResourceNotFoundException(_)) =>
-        {
-            Ok(None)
-        }
+        Err(e) if super::not_found(&e) => Ok(None),
         Err(e) => Err(e).context("DescribeTable"),
     }
 }
@@ -963,7 +1060,7 @@ mod tests {
     fn capacity_outside_the_range_is_clamped_back() {
         let s = spec(autoscaled());
         let d = DynamoDbTable::diff(&s, &live(&s, 25, 5));
-        let fields: Vec<&str> = d.0.iter().map(|c| c.field.as_str()).collect();
+        let fields: Vec<String> = d.0.iter().map(|c| c.field.to_string()).collect();
         assert_eq!(
             fields,
             ["read_capacity", "gsi.CustomerID-Index.read_capacity"]
@@ -981,7 +1078,7 @@ mod tests {
             write_range: None,
         }));
         let d = DynamoDbTable::diff(&s, &live(&s, 6, 5));
-        assert_eq!(d.0[0].field, "read_capacity");
+        assert_eq!(d.0[0].field, TableField::ReadCapacity);
         assert_eq!(d.0[0].new, json!(5));
     }
 
@@ -993,7 +1090,7 @@ mod tests {
         let d = DynamoDbTable::diff(&s, &o);
         assert_eq!(d.0.len(), 1);
         assert!(d.0[0].forces_replacement);
-        assert_eq!(d.0[0].field, "range_key");
+        assert_eq!(d.0[0].field, TableField::RangeKey);
     }
 
     #[test]
@@ -1002,7 +1099,7 @@ mod tests {
         let mut o = live(&spec(autoscaled()), 5, 5);
         o.point_in_time_recovery = false;
         let d = DynamoDbTable::diff(&s, &o);
-        let fields: Vec<&str> = d.0.iter().map(|c| c.field.as_str()).collect();
+        let fields: Vec<String> = d.0.iter().map(|c| c.field.to_string()).collect();
         assert_eq!(fields, ["billing_mode", "point_in_time_recovery"]);
         assert!(d.0.iter().all(|c| !c.forces_replacement));
     }
@@ -1013,7 +1110,7 @@ mod tests {
         let mut o = live(&s, 5, 5);
         o.gsis[0].name = "Old-Index".into();
         let d = DynamoDbTable::diff(&s, &o);
-        let fields: Vec<&str> = d.0.iter().map(|c| c.field.as_str()).collect();
+        let fields: Vec<String> = d.0.iter().map(|c| c.field.to_string()).collect();
         assert_eq!(fields, ["gsi.CustomerID-Index", "gsi.Old-Index"]);
     }
 }

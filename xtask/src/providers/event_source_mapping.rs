@@ -27,7 +27,22 @@ use serde_json::Value;
 use stacks::EventSourceMappingSpec;
 
 use crate::engine::retry::{Backoff, retry, wait_until};
-use crate::engine::{Change, Ctx, Diff, Provider};
+use crate::engine::{Ctx, Diff, Provider};
+
+super::fields! {
+    /// What an event source mapping's diff compares.
+    pub enum MappingField {
+        Function = "function",
+        Stream = "stream",
+        StreamViewType = "stream_view_type",
+        StartingPosition = "starting_position",
+        BatchSize = "batch_size",
+        BatchingWindowSecs = "batching_window_secs",
+        BisectOnError = "bisect_on_error",
+        MaxRetries = "max_retries",
+        ReportBatchItemFailures = "report_batch_item_failures",
+    }
+}
 
 pub struct EventSourceMapping;
 
@@ -90,6 +105,7 @@ fn in_transition(state: Option<&str>) -> bool {
 impl Provider for EventSourceMapping {
     type Spec = EventSourceMappingSpec;
     type Observed = ObservedMapping;
+    type Field = MappingField;
     const KIND: &'static str = "event_source_mapping";
     const ROUND_TRIPS: u32 = 3;
 
@@ -159,42 +175,52 @@ impl Provider for EventSourceMapping {
         None
     }
 
-    fn describe(spec: &EventSourceMappingSpec) -> Diff {
+    fn describe(spec: &EventSourceMappingSpec) -> Diff<MappingField> {
         let mut d = Diff::default();
         d.push(
-            "function",
+            MappingField::Function,
             &Value::Null,
             &format!("{}:{}", spec.function_name, spec.alias),
             false,
         );
         d.push(
-            "stream",
+            MappingField::Stream,
             &Value::Null,
             &"(latest stream of the table)",
             false,
         );
         d.push(
-            "starting_position",
+            MappingField::StartingPosition,
             &Value::Null,
             &spec.starting_position,
             false,
         );
-        d.push("batch_size", &Value::Null, &spec.batch_size, false);
         d.push(
-            "batching_window_secs",
+            MappingField::BatchSize,
+            &Value::Null,
+            &spec.batch_size,
+            false,
+        );
+        d.push(
+            MappingField::BatchingWindowSecs,
             &Value::Null,
             &spec.batching_window_secs,
             false,
         );
         d.push(
-            "bisect_on_error",
+            MappingField::BisectOnError,
             &Value::Null,
             &spec.bisect_on_error,
             false,
         );
-        d.push("max_retries", &Value::Null, &spec.max_retries, false);
         d.push(
-            "report_batch_item_failures",
+            MappingField::MaxRetries,
+            &Value::Null,
+            &spec.max_retries,
+            false,
+        );
+        d.push(
+            MappingField::ReportBatchItemFailures,
             &Value::Null,
             &spec.report_batch_item_failures,
             false,
@@ -202,10 +228,10 @@ impl Provider for EventSourceMapping {
         d
     }
 
-    fn diff(spec: &EventSourceMappingSpec, o: &ObservedMapping) -> Diff {
+    fn diff(spec: &EventSourceMappingSpec, o: &ObservedMapping) -> Diff<MappingField> {
         let mut d = Diff::default();
         d.field(
-            "function",
+            MappingField::Function,
             format!("{}:{}", spec.function_name, spec.alias),
             format!(
                 "{}:{}",
@@ -215,34 +241,38 @@ impl Provider for EventSourceMapping {
         );
         // A mapping left on an older stream of the table must move to the current one.
         d.replace_field(
-            "stream",
+            MappingField::Stream,
             o.current_stream_arn.clone(),
             Some(o.stream_arn.clone()),
         );
         // The table's update will make a new stream: the mapping follows it.
         if let Some(live) = &o.stream_view_type {
             d.replace_field(
-                "stream_view_type",
+                MappingField::StreamViewType,
                 spec.stream_view_type.clone(),
                 live.clone(),
             );
         }
         // The starting position is fixed at creation.
         d.replace_field(
-            "starting_position",
+            MappingField::StartingPosition,
             spec.starting_position.clone(),
             o.starting_position.clone(),
         );
-        d.field("batch_size", spec.batch_size, o.batch_size);
+        d.field(MappingField::BatchSize, spec.batch_size, o.batch_size);
         d.field(
-            "batching_window_secs",
+            MappingField::BatchingWindowSecs,
             spec.batching_window_secs,
             o.batching_window_secs,
         );
-        d.field("bisect_on_error", spec.bisect_on_error, o.bisect_on_error);
-        d.field("max_retries", spec.max_retries, o.max_retries);
         d.field(
-            "report_batch_item_failures",
+            MappingField::BisectOnError,
+            spec.bisect_on_error,
+            o.bisect_on_error,
+        );
+        d.field(MappingField::MaxRetries, spec.max_retries, o.max_retries);
+        d.field(
+            MappingField::ReportBatchItemFailures,
             spec.report_batch_item_failures,
             o.report_batch_item_failures,
         );
@@ -323,10 +353,22 @@ impl Provider for EventSourceMapping {
         ctx: &Ctx,
         spec: &EventSourceMappingSpec,
         o: &ObservedMapping,
-        changes: &[Change],
+        changes: &[MappingField],
     ) -> Result<()> {
         let lambda = &ctx.aws.lambda;
-        let has = |f: &str| changes.iter().any(|c| c.field == f);
+        let moves = changes.iter().any(|field| match field {
+            MappingField::Function => true,
+            // Every update sends all of these: naming one changes nothing.
+            MappingField::BatchSize
+            | MappingField::BatchingWindowSecs
+            | MappingField::BisectOnError
+            | MappingField::MaxRetries
+            | MappingField::ReportBatchItemFailures => false,
+            // Fixed at creation: `diff` marks them as forcing a replacement.
+            MappingField::Stream
+            | MappingField::StreamViewType
+            | MappingField::StartingPosition => false,
+        });
         let function = alias_arn(ctx, spec);
         wait_settled(ctx, &o.uuid).await?;
         retry(
@@ -336,7 +378,7 @@ impl Provider for EventSourceMapping {
                 lambda
                     .update_event_source_mapping()
                     .uuid(&o.uuid)
-                    .set_function_name(has("function").then(|| function.clone()))
+                    .set_function_name(moves.then(|| function.clone()))
                     .batch_size(spec.batch_size as i32)
                     .maximum_batching_window_in_seconds(spec.batching_window_secs as i32)
                     .bisect_batch_on_function_error(spec.bisect_on_error)
@@ -387,6 +429,11 @@ impl Provider for EventSourceMapping {
     }
 }
 
+super::not_found_errors!(
+    DeleteEventSourceMappingError::ResourceNotFoundException,
+    GetEventSourceMappingError::ResourceNotFoundException,
+);
+
 /// Why a DeleteEventSourceMapping error is worth retrying: the mapping is still Creating or
 /// Updating (ResourceInUse) or another change to it is in flight (ResourceConflict).
 pub fn delete_retry_reason<R>(
@@ -420,12 +467,7 @@ pub async fn delete_mapping(ctx: &Ctx, uuid: &str) -> Result<()> {
     .await;
     match deleted {
         Ok(_) => {}
-        Err(SdkError::ServiceError(e))
-            if matches!(
-                e.err(),
-                DeleteEventSourceMappingError::ResourceNotFoundException(_)
-            ) =>
-        {
+        Err(e) if super::not_found(&e) => {
             return Ok(());
         }
         Err(e) => return Err(e).context("DeleteEventSourceMapping"),
@@ -436,14 +478,7 @@ pub async fn delete_mapping(ctx: &Ctx, uuid: &str) -> Result<()> {
         || async {
             match lambda.get_event_source_mapping().uuid(uuid).send().await {
                 Ok(_) => Ok(None),
-                Err(SdkError::ServiceError(e))
-                    if matches!(
-                        e.err(),
-                        GetEventSourceMappingError::ResourceNotFoundException(_)
-                    ) =>
-                {
-                    Ok(Some(()))
-                }
+                Err(e) if super::not_found(&e) => Ok(Some(())),
                 Err(e) => Err(e).context("GetEventSourceMapping"),
             }
         },

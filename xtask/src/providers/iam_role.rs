@@ -12,16 +12,28 @@ use async_trait::async_trait;
 use aws_sdk_iam::error::SdkError;
 use aws_sdk_iam::operation::create_role::CreateRoleError;
 use aws_sdk_iam::operation::delete_role::DeleteRoleError;
+use aws_sdk_iam::operation::delete_role_policy::DeleteRolePolicyError;
+use aws_sdk_iam::operation::detach_role_policy::DetachRolePolicyError;
 use aws_sdk_iam::operation::get_role::GetRoleError;
 use aws_sdk_iam::types::Tag;
 use serde_json::Value;
 use stacks::RoleSpec;
 
 use crate::engine::retry::{Backoff, retry};
-use crate::engine::{Change, Ctx, Diff, Provider};
+use crate::engine::{Ctx, Diff, Provider};
 
 /// How long DeleteRole may keep answering DeleteConflict after the last detach.
 const DETACH_SETTLE: Duration = Duration::from_secs(60);
+
+super::fields! {
+    /// What a role's diff compares.
+    pub enum RoleField {
+        TrustPolicy = "trust_policy",
+        ManagedPolicies = "managed_policies",
+        InlinePolicies = "inline_policies",
+        Tags = "tags",
+    }
+}
 
 pub struct IamRole;
 
@@ -107,16 +119,11 @@ fn desired_inline(spec: &RoleSpec) -> BTreeMap<String, Value> {
     )])
 }
 
-fn is_no_such_entity<E: aws_smithy_types::error::metadata::ProvideErrorMetadata, R>(
-    e: &SdkError<E, R>,
-) -> bool {
-    super::error_code(e) == Some("NoSuchEntity")
-}
-
 #[async_trait]
 impl Provider for IamRole {
     type Spec = RoleSpec;
     type Observed = ObservedRole;
+    type Field = RoleField;
     const KIND: &'static str = "iam_role";
     const ROUND_TRIPS: u32 = 2;
 
@@ -139,9 +146,7 @@ impl Provider for IamRole {
         );
         let role = match role {
             Ok(r) => r,
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), GetRoleError::NoSuchEntityException(_)) =>
-            {
+            Err(e) if super::not_found(&e) => {
                 return Ok(None);
             }
             Err(e) => return Err(e).context("GetRole"),
@@ -212,34 +217,39 @@ impl Provider for IamRole {
         Some(&observed.tags)
     }
 
-    fn describe(spec: &RoleSpec) -> Diff {
+    fn describe(spec: &RoleSpec) -> Diff<RoleField> {
         let mut d = Diff::default();
-        d.push("trust_policy", &Value::Null, &spec.trust_policy(), false);
         d.push(
-            "managed_policies",
+            RoleField::TrustPolicy,
+            &Value::Null,
+            &spec.trust_policy(),
+            false,
+        );
+        d.push(
+            RoleField::ManagedPolicies,
             &Value::Null,
             &spec.managed_policy_arns,
             false,
         );
         d.push(
-            "inline_policies",
+            RoleField::InlinePolicies,
             &Value::Null,
             &desired_inline(spec),
             false,
         );
-        d.push("tags", &Value::Null, &spec.tags, false);
+        d.push(RoleField::Tags, &Value::Null, &spec.tags, false);
         d
     }
 
-    fn diff(spec: &RoleSpec, o: &ObservedRole) -> Diff {
+    fn diff(spec: &RoleSpec, o: &ObservedRole) -> Diff<RoleField> {
         let mut d = Diff::default();
         d.field(
-            "trust_policy",
+            RoleField::TrustPolicy,
             normalize_policy(&spec.trust_policy()),
             o.trust_policy.clone(),
         );
         d.field(
-            "managed_policies",
+            RoleField::ManagedPolicies,
             spec.managed_policy_arns
                 .iter()
                 .cloned()
@@ -247,11 +257,11 @@ impl Provider for IamRole {
             o.managed_policy_arns.clone(),
         );
         d.field(
-            "inline_policies",
+            RoleField::InlinePolicies,
             desired_inline(spec),
             o.inline_policies.clone(),
         );
-        d.field("tags", &spec.tags, &o.tags);
+        d.field(RoleField::Tags, &spec.tags, &o.tags);
         d
     }
 
@@ -288,12 +298,12 @@ impl Provider for IamRole {
         ctx: &Ctx,
         spec: &RoleSpec,
         o: &ObservedRole,
-        changes: &[Change],
+        changes: &[RoleField],
     ) -> Result<()> {
         let iam = &ctx.aws.iam;
-        for c in changes {
-            match c.field.as_str() {
-                "trust_policy" => {
+        for field in changes {
+            match field {
+                RoleField::TrustPolicy => {
                     iam.update_assume_role_policy()
                         .role_name(&spec.name)
                         .policy_document(spec.trust_policy().to_string())
@@ -301,7 +311,7 @@ impl Provider for IamRole {
                         .await
                         .context("UpdateAssumeRolePolicy")?;
                 }
-                "managed_policies" => {
+                RoleField::ManagedPolicies => {
                     for arn in &spec.managed_policy_arns {
                         if !o.managed_policy_arns.contains(arn) {
                             attach(ctx, spec, arn).await?;
@@ -318,7 +328,7 @@ impl Provider for IamRole {
                         }
                     }
                 }
-                "inline_policies" => {
+                RoleField::InlinePolicies => {
                     let ours = desired_inline(spec);
                     if o.inline_policies.get(&spec.inline_policy_name)
                         != ours.get(&spec.inline_policy_name)
@@ -335,7 +345,7 @@ impl Provider for IamRole {
                             .with_context(|| format!("DeleteRolePolicy {name}"))?;
                     }
                 }
-                "tags" => {
+                RoleField::Tags => {
                     let delta = crate::engine::tags::delta(&spec.tags, &o.tags);
                     if !delta.remove.is_empty() {
                         iam.untag_role()
@@ -359,7 +369,6 @@ impl Provider for IamRole {
                             .context("TagRole")?;
                     }
                 }
-                other => anyhow::bail!("iam_role cannot update field {other}"),
             }
         }
         Ok(())
@@ -377,7 +386,7 @@ impl Provider for IamRole {
                 .await
             {
                 Ok(_) => {}
-                Err(e) if is_no_such_entity(&e) => {}
+                Err(e) if super::not_found(&e) => {}
                 Err(e) => return Err(e).with_context(|| format!("DetachRolePolicy {arn}")),
             }
         }
@@ -390,7 +399,7 @@ impl Provider for IamRole {
                 .await
             {
                 Ok(_) => {}
-                Err(e) if is_no_such_entity(&e) => {}
+                Err(e) if super::not_found(&e) => {}
                 Err(e) => return Err(e).with_context(|| format!("DeleteRolePolicy {name}")),
             }
         }
@@ -417,11 +426,18 @@ impl Provider for IamRole {
         .await;
         match deleted {
             Ok(_) => Ok(()),
-            Err(e) if is_no_such_entity(&e) => Ok(()),
+            Err(e) if super::not_found(&e) => Ok(()),
             Err(e) => Err(e).context("DeleteRole"),
         }
     }
 }
+
+super::not_found_errors!(
+    GetRoleError::NoSuchEntityException,
+    DetachRolePolicyError::NoSuchEntityException,
+    DeleteRolePolicyError::NoSuchEntityException,
+    DeleteRoleError::NoSuchEntityException,
+);
 
 async fn attach(ctx: &Ctx, spec: &RoleSpec, arn: &str) -> Result<()> {
     ctx.aws

@@ -30,6 +30,8 @@ use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::operation::create_function::CreateFunctionError;
+use aws_sdk_lambda::operation::delete_alias::DeleteAliasError;
+use aws_sdk_lambda::operation::delete_function::DeleteFunctionError;
 use aws_sdk_lambda::operation::get_function::{GetFunctionError, GetFunctionOutput};
 use aws_sdk_lambda::operation::publish_version::PublishVersionError;
 use aws_sdk_lambda::operation::update_alias::UpdateAliasError;
@@ -44,8 +46,28 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use stacks::FunctionSpec;
 
+use super::service_error;
 use crate::engine::retry::{Backoff, retry, wait_until};
-use crate::engine::{Change, Ctx, Diff, Provider};
+use crate::engine::{Ctx, Diff, Provider};
+
+super::fields! {
+    /// What a function's diff compares: its code, each configuration field, its tags, and the
+    /// versions and alias that make them live.
+    pub enum FunctionField {
+        Code = "code",
+        Runtime = "runtime",
+        Handler = "handler",
+        Architecture = "architecture",
+        MemoryMb = "memory_mb",
+        TimeoutSecs = "timeout_secs",
+        Environment = "environment",
+        Role = "role",
+        Tags = "tags",
+        Version = "version",
+        Alias = "alias",
+        PurgeVersions = "purge_versions",
+    }
+}
 
 pub struct LambdaFunction;
 
@@ -222,13 +244,6 @@ pub fn publish_retry_reason(e: &PublishVersionError) -> Option<&'static str> {
         .then_some("another update of the function is in progress")
 }
 
-fn service<E, R>(e: &SdkError<E, R>) -> Option<&E> {
-    match e {
-        SdkError::ServiceError(s) => Some(s.err()),
-        _ => None,
-    }
-}
-
 /// The versions a purge deletes, in two steps so that the alias never serves a deleted
 /// version and is only moved once the purge is done: before the alias moves (sparing the
 /// version it serves and the one it moves to), then after it moved (the version it served,
@@ -398,20 +413,21 @@ fn serving(spec: &FunctionSpec, f: &GetFunctionOutput) -> Option<ObservedFunctio
     })
 }
 
-const CONFIG_FIELDS: [&str; 7] = [
-    "runtime",
-    "handler",
-    "architecture",
-    "memory_mb",
-    "timeout_secs",
-    "environment",
-    "role",
+const CONFIG_FIELDS: [FunctionField; 7] = [
+    FunctionField::Runtime,
+    FunctionField::Handler,
+    FunctionField::Architecture,
+    FunctionField::MemoryMb,
+    FunctionField::TimeoutSecs,
+    FunctionField::Environment,
+    FunctionField::Role,
 ];
 
 #[async_trait]
 impl Provider for LambdaFunction {
     type Spec = FunctionSpec;
     type Observed = ObservedFunction;
+    type Field = FunctionField;
     const KIND: &'static str = "lambda_function";
     const ROUND_TRIPS: u32 = 3;
 
@@ -436,11 +452,7 @@ impl Provider for LambdaFunction {
                     .map(str::to_string)
             }
             // No function, or a function without the alias: the full read tells which.
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), GetFunctionError::ResourceNotFoundException(_)) =>
-            {
-                None
-            }
+            Err(e) if super::not_found(&e) => None,
             Err(e) => return Err(e).context("GetFunction (alias)"),
         };
         // `$LATEST` and every version at once: each names the function, neither needs the
@@ -451,9 +463,7 @@ impl Provider for LambdaFunction {
         );
         let f = match f {
             Ok(f) => f,
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), GetFunctionError::ResourceNotFoundException(_)) =>
-            {
+            Err(e) if super::not_found(&e) => {
                 return Ok(None);
             }
             Err(e) => return Err(e).context("GetFunction"),
@@ -480,28 +490,33 @@ impl Provider for LambdaFunction {
         Some(&observed.tags)
     }
 
-    fn describe(spec: &FunctionSpec) -> Diff {
+    fn describe(spec: &FunctionSpec) -> Diff<FunctionField> {
         let mut d = Diff::default();
-        d.push("code", &Value::Null, &spec.code_sha256_hex, false);
+        d.push(
+            FunctionField::Code,
+            &Value::Null,
+            &spec.code_sha256_hex,
+            false,
+        );
         let c = serde_json::to_value(desired(spec)).unwrap_or_default();
         for field in CONFIG_FIELDS {
-            d.push(field, &Value::Null, &c[field], false);
+            d.push(field, &Value::Null, &c[field.as_str()], false);
         }
         d.push(
-            "alias",
+            FunctionField::Alias,
             &Value::Null,
             &json!(format!("{} -> 1", spec.alias)),
             false,
         );
-        d.push("tags", &Value::Null, &spec.tags, false);
+        d.push(FunctionField::Tags, &Value::Null, &spec.tags, false);
         d
     }
 
-    fn diff(spec: &FunctionSpec, o: &ObservedFunction) -> Diff {
+    fn diff(spec: &FunctionSpec, o: &ObservedFunction) -> Diff<FunctionField> {
         let mut d = Diff::default();
         if spec.code_sha256_b64 != o.code_sha256_b64 {
             d.push(
-                "code",
+                FunctionField::Code,
                 &b64_to_hex(&o.code_sha256_b64),
                 &spec.code_sha256_hex,
                 false,
@@ -510,21 +525,22 @@ impl Provider for LambdaFunction {
         let want = serde_json::to_value(desired(spec)).unwrap_or_default();
         let have = serde_json::to_value(&o.config).unwrap_or_default();
         for field in CONFIG_FIELDS {
-            if want[field] != have[field] {
-                d.push(field, &have[field], &want[field], false);
+            let name = field.as_str();
+            if want[name] != have[name] {
+                d.push(field, &have[name], &want[name], false);
             }
         }
-        d.field("tags", &spec.tags, &o.tags);
+        d.field(FunctionField::Tags, &spec.tags, &o.tags);
         let newest = o.versions.last().map(|v| v.number);
         let current = o.current_version(spec);
         let publishes = current.is_none();
         if publishes {
-            d.push("version", &newest, &"(new version)", false);
+            d.push(FunctionField::Version, &newest, &"(new version)", false);
         }
         let alias_wanted = current.map(|v| v.to_string());
         if publishes || o.alias_target != alias_wanted {
             d.push(
-                "alias",
+                FunctionField::Alias,
                 &o.alias_target,
                 &alias_wanted.unwrap_or_else(|| "(new version)".into()),
                 false,
@@ -540,7 +556,7 @@ impl Provider for LambdaFunction {
         let (before, after) = purge_steps(&numbers, spec.keep_versions as usize, serving, moves_to);
         let purge: Vec<u64> = before.into_iter().chain(after).collect();
         if !purge.is_empty() {
-            d.push("purge_versions", &purge, &Value::Null, false);
+            d.push(FunctionField::PurgeVersions, &purge, &Value::Null, false);
         }
         d
     }
@@ -585,7 +601,7 @@ impl Provider for LambdaFunction {
                 match sent {
                     Ok(out) => Ok(out),
                     Err(e) => {
-                        let why = match service(&e).and_then(create_retry_reason) {
+                        let why = match service_error(&e).and_then(create_retry_reason) {
                             Some(_) => propagation_reason(ctx, &c.role, young).await,
                             None => None,
                         };
@@ -607,7 +623,7 @@ impl Provider for LambdaFunction {
                     .read(ctx, spec)
                     .await?
                     .context("CreateFunction reported a conflict but GetFunction finds nothing")?;
-                let changes = Self::diff(spec, &o).0;
+                let changes = Self::diff(spec, &o).fields();
                 return self.update(ctx, spec, &o, &changes).await;
             }
             Err(e) => return Err(e).context("CreateFunction"),
@@ -621,118 +637,44 @@ impl Provider for LambdaFunction {
         ctx: &Ctx,
         spec: &FunctionSpec,
         o: &ObservedFunction,
-        changes: &[Change],
+        changes: &[FunctionField],
     ) -> Result<()> {
-        let lambda = &ctx.aws.lambda;
-        let has = |f: &str| changes.iter().any(|c| c.field == f);
+        let steps = Steps::of(changes);
         // Whether this run has sent an update yet (see `wait_ready`).
         let mut updated = false;
         // The read that planned this update saw the function settled: the first write goes
         // without another look (one round-trip fewer on every code change).
         let mut settled = o.readiness == Readiness::Ready;
-        if has("code") {
+        if steps.code {
             if spec.code_sha256_b64.is_empty() {
                 anyhow::bail!("no built artifact for function {}", spec.name);
             }
             if !std::mem::take(&mut settled) {
                 wait_ready(ctx, &spec.name, updated).await?;
             }
-            retry(
-                &format!("UpdateFunctionCode {}", spec.name),
-                conflict_backoff(ctx),
-                || {
-                    lambda
-                        .update_function_code()
-                        .function_name(&spec.name)
-                        .s3_bucket(&spec.code_bucket)
-                        .s3_key(&spec.code_key)
-                        .architectures(Architecture::from(spec.architecture.as_str()))
-                        .send()
-                },
-                |e| service(e).and_then(update_code_retry_reason),
-            )
-            .await
-            .context("UpdateFunctionCode")?;
+            update_code(ctx, spec).await?;
             updated = true;
         }
-        if CONFIG_FIELDS.iter().any(|f| *f != "architecture" && has(f)) {
-            let c = desired(spec);
+        if steps.config {
             if !std::mem::take(&mut settled) {
                 wait_ready(ctx, &spec.name, updated).await?;
             }
-            let young = tokio::sync::OnceCell::new();
-            let (c, young) = (&c, &young);
-            retry(
-                &format!("UpdateFunctionConfiguration {}", spec.name),
-                conflict_backoff(ctx),
-                || async move {
-                    let sent = lambda
-                        .update_function_configuration()
-                        .function_name(&spec.name)
-                        .role(&c.role)
-                        .runtime(Runtime::from(c.runtime.as_str()))
-                        .handler(&c.handler)
-                        .memory_size(c.memory_mb as i32)
-                        .timeout(c.timeout_secs as i32)
-                        .environment(
-                            Environment::builder()
-                                .set_variables(Some(c.environment.clone().into_iter().collect()))
-                                .build(),
-                        )
-                        .send()
-                        .await;
-                    match sent {
-                        Ok(out) => Ok(out),
-                        Err(e) => {
-                            let why = match service(&e) {
-                                Some(
-                                    UpdateFunctionConfigurationError::InvalidParameterValueException(_),
-                                ) => propagation_reason(ctx, &c.role, young).await,
-                                Some(other) => update_config_retry_reason(other),
-                                None => None,
-                            };
-                            Err((e, why))
-                        }
-                    }
-                },
-                |(_, why)| *why,
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .context("UpdateFunctionConfiguration")?;
+            update_config(ctx, spec).await?;
             updated = true;
         }
-        if has("tags") {
+        if steps.tags {
             update_tags(ctx, spec, o).await?;
         }
         // Versions that exist after this update: the ones read plus the one published here.
         let mut versions: Vec<u64> = o.versions.iter().map(|v| v.number).collect();
-        let target = if has("version") {
+        let target = if steps.publish {
             if !std::mem::take(&mut settled) {
                 wait_ready(ctx, &spec.name, updated).await?;
             }
-            let published = retry(
-                &format!("PublishVersion {}", spec.name),
-                conflict_backoff(ctx),
-                || {
-                    lambda
-                        .publish_version()
-                        .function_name(&spec.name)
-                        // Refuses to publish if someone changed the code since our update.
-                        .code_sha256(&spec.code_sha256_b64)
-                        .send()
-                },
-                |e| service(e).and_then(publish_retry_reason),
-            )
-            .await
-            .context("PublishVersion")?;
-            let version = published
-                .version()
-                .context("PublishVersion returned no version")?
-                .to_string();
+            let version = publish(ctx, spec).await?;
             versions.extend(version.parse::<u64>().ok());
             Some(version)
-        } else if has("alias") {
+        } else if steps.alias {
             o.current_version(spec).map(|v| v.to_string())
         } else {
             None
@@ -742,7 +684,7 @@ impl Provider for LambdaFunction {
         // leaves waits for the move (with `keep_versions = 1`).
         let serving = o.alias_target.as_deref().and_then(|v| v.parse().ok());
         let moves_to = target.as_deref().and_then(|v| v.parse().ok());
-        let (before, after) = if has("purge_versions") || has("version") {
+        let (before, after) = if steps.purge {
             purge_steps(&versions, spec.keep_versions as usize, serving, moves_to)
         } else {
             Default::default()
@@ -766,10 +708,149 @@ impl Provider for LambdaFunction {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
+            Err(e) if super::not_found(&e) => Ok(()),
             Err(e) => Err(e).context("DeleteFunction"),
         }
     }
+}
+
+super::not_found_errors!(
+    GetFunctionError::ResourceNotFoundException,
+    UpdateAliasError::ResourceNotFoundException,
+    DeleteAliasError::ResourceNotFoundException,
+    DeleteFunctionError::ResourceNotFoundException,
+);
+
+/// What an update does, decided once per changed field.
+#[derive(Debug, Default)]
+struct Steps {
+    code: bool,
+    config: bool,
+    tags: bool,
+    publish: bool,
+    alias: bool,
+    purge: bool,
+}
+
+impl Steps {
+    fn of(changes: &[FunctionField]) -> Steps {
+        let mut steps = Steps::default();
+        for field in changes {
+            match field {
+                FunctionField::Code => steps.code = true,
+                // UpdateFunctionCode carries the architecture, not UpdateFunctionConfiguration.
+                FunctionField::Architecture => {}
+                FunctionField::Runtime
+                | FunctionField::Handler
+                | FunctionField::MemoryMb
+                | FunctionField::TimeoutSecs
+                | FunctionField::Environment
+                | FunctionField::Role => steps.config = true,
+                FunctionField::Tags => steps.tags = true,
+                // A new version may push old ones past `keep_versions`.
+                FunctionField::Version => {
+                    steps.publish = true;
+                    steps.purge = true;
+                }
+                FunctionField::Alias => steps.alias = true,
+                FunctionField::PurgeVersions => steps.purge = true,
+            }
+        }
+        steps
+    }
+}
+
+/// Points `$LATEST` at the spec's artifact.
+async fn update_code(ctx: &Ctx, spec: &FunctionSpec) -> Result<()> {
+    let lambda = &ctx.aws.lambda;
+    retry(
+        &format!("UpdateFunctionCode {}", spec.name),
+        conflict_backoff(ctx),
+        || {
+            lambda
+                .update_function_code()
+                .function_name(&spec.name)
+                .s3_bucket(&spec.code_bucket)
+                .s3_key(&spec.code_key)
+                .architectures(Architecture::from(spec.architecture.as_str()))
+                .send()
+        },
+        |e| service_error(e).and_then(update_code_retry_reason),
+    )
+    .await
+    .context("UpdateFunctionCode")?;
+    Ok(())
+}
+
+/// Sends the spec's configuration, waiting (bounded) while a new role is not yet assumable.
+async fn update_config(ctx: &Ctx, spec: &FunctionSpec) -> Result<()> {
+    let lambda = &ctx.aws.lambda;
+    let c = desired(spec);
+    let young = tokio::sync::OnceCell::new();
+    let (c, young) = (&c, &young);
+    retry(
+        &format!("UpdateFunctionConfiguration {}", spec.name),
+        conflict_backoff(ctx),
+        || async move {
+            let sent = lambda
+                .update_function_configuration()
+                .function_name(&spec.name)
+                .role(&c.role)
+                .runtime(Runtime::from(c.runtime.as_str()))
+                .handler(&c.handler)
+                .memory_size(c.memory_mb as i32)
+                .timeout(c.timeout_secs as i32)
+                .environment(
+                    Environment::builder()
+                        .set_variables(Some(c.environment.clone().into_iter().collect()))
+                        .build(),
+                )
+                .send()
+                .await;
+            match sent {
+                Ok(out) => Ok(out),
+                Err(e) => {
+                    let why = match service_error(&e) {
+                        Some(UpdateFunctionConfigurationError::InvalidParameterValueException(
+                            _,
+                        )) => propagation_reason(ctx, &c.role, young).await,
+                        Some(other) => update_config_retry_reason(other),
+                        None => None,
+                    };
+                    Err((e, why))
+                }
+            }
+        },
+        |(_, why)| *why,
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .context("UpdateFunctionConfiguration")?;
+    Ok(())
+}
+
+/// Publishes `$LATEST` as a new version; its number.
+async fn publish(ctx: &Ctx, spec: &FunctionSpec) -> Result<String> {
+    let lambda = &ctx.aws.lambda;
+    let published = retry(
+        &format!("PublishVersion {}", spec.name),
+        conflict_backoff(ctx),
+        || {
+            lambda
+                .publish_version()
+                .function_name(&spec.name)
+                // Refuses to publish if someone changed the code since our update.
+                .code_sha256(&spec.code_sha256_b64)
+                .send()
+        },
+        |e| service_error(e).and_then(publish_retry_reason),
+    )
+    .await
+    .context("PublishVersion")?;
+    Ok(published
+        .version()
+        .context("PublishVersion returned no version")?
+        .to_string())
 }
 
 /// Every numbered version, oldest first (`$LATEST` is not a version).
@@ -823,8 +904,7 @@ async fn point_alias(
         {
             Ok(_) => return Ok(()),
             // Deleted since it was read: create it below.
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), UpdateAliasError::ResourceNotFoundException(_)) => {}
+            Err(e) if super::not_found(&e) => {}
             Err(e) => return Err(e).context("UpdateAlias"),
         }
     }
@@ -856,7 +936,7 @@ async fn delete_versions(ctx: &Ctx, spec: &FunctionSpec, doomed: &[u64]) -> Resu
     for (v, result) in doomed.iter().zip(deleted) {
         match result {
             Ok(_) => {}
-            Err(e) if e.code() == Some("ResourceNotFoundException") => {}
+            Err(e) if super::not_found(&e) => {}
             Err(e) => return Err(e).with_context(|| format!("DeleteFunction version {v}")),
         }
     }
@@ -932,7 +1012,7 @@ mod tests {
         }
     }
 
-    fn fields(d: &Diff) -> Vec<&str> {
+    fn fields(d: &Diff<FunctionField>) -> Vec<&str> {
         d.0.iter().map(|c| c.field.as_str()).collect()
     }
 

@@ -9,14 +9,23 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
-use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::operation::get_policy::GetPolicyError;
 use aws_sdk_lambda::operation::remove_permission::RemovePermissionError;
 use serde_json::Value;
 use stacks::LambdaPermissionSpec;
 
 use super::{apigw, partition};
-use crate::engine::{Change, Ctx, Diff, Provider};
+use crate::engine::{Ctx, Diff, Provider};
+
+super::fields! {
+    /// What a Lambda permission's diff compares.
+    pub enum PermissionField {
+        Function = "function",
+        Principal = "principal",
+        Action = "action",
+        SourceArn = "source_arn",
+    }
+}
 
 pub struct LambdaPermission;
 
@@ -74,6 +83,7 @@ fn observe(policy: &Value, sid: &str) -> Option<ObservedPermission> {
 impl Provider for LambdaPermission {
     type Spec = LambdaPermissionSpec;
     type Observed = ObservedPermission;
+    type Field = PermissionField;
     const KIND: &'static str = "lambda_permission";
     const ROUND_TRIPS: u32 = 2;
 
@@ -94,9 +104,7 @@ impl Provider for LambdaPermission {
         let policy = match policy {
             Ok(p) => p,
             // No function, no alias, or no policy yet: no statement either.
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), GetPolicyError::ResourceNotFoundException(_)) =>
-            {
+            Err(e) if super::not_found(&e) => {
                 return Ok(None);
             }
             Err(e) => return Err(e).context("GetPolicy"),
@@ -117,17 +125,22 @@ impl Provider for LambdaPermission {
         None
     }
 
-    fn describe(spec: &LambdaPermissionSpec) -> Diff {
+    fn describe(spec: &LambdaPermissionSpec) -> Diff<PermissionField> {
         let mut d = Diff::default();
         d.push(
-            "function",
+            PermissionField::Function,
             &Value::Null,
             &format!("{}:{}", spec.function_name, spec.qualifier),
             false,
         );
-        d.push("principal", &Value::Null, &spec.principal, false);
         d.push(
-            "source_arn",
+            PermissionField::Principal,
+            &Value::Null,
+            &spec.principal,
+            false,
+        );
+        d.push(
+            PermissionField::SourceArn,
             &Value::Null,
             &format!("...:{AFTER_APPLY}/{}", spec.source_arn_suffix),
             false,
@@ -135,14 +148,18 @@ impl Provider for LambdaPermission {
         d
     }
 
-    fn diff(spec: &LambdaPermissionSpec, o: &ObservedPermission) -> Diff {
+    fn diff(spec: &LambdaPermissionSpec, o: &ObservedPermission) -> Diff<PermissionField> {
         let mut d = Diff::default();
         d.field(
-            "principal",
+            PermissionField::Principal,
             Some(spec.principal.as_str()),
             o.principal.as_deref(),
         );
-        d.field("action", Some("lambda:InvokeFunction"), o.action.as_deref());
+        d.field(
+            PermissionField::Action,
+            Some("lambda:InvokeFunction"),
+            o.action.as_deref(),
+        );
         // The region and account are the function's own: only the API part can differ.
         let live_suffix = o
             .source_arn
@@ -154,7 +171,7 @@ impl Provider for LambdaPermission {
             o.api_id.as_deref().unwrap_or(AFTER_APPLY),
             spec.source_arn_suffix
         );
-        d.field("source_arn", Some(want), live_suffix);
+        d.field(PermissionField::SourceArn, Some(want), live_suffix);
         d
     }
 
@@ -181,7 +198,7 @@ impl Provider for LambdaPermission {
         ctx: &Ctx,
         spec: &LambdaPermissionSpec,
         o: &ObservedPermission,
-        _changes: &[Change],
+        _changes: &[PermissionField],
     ) -> Result<()> {
         self.delete(ctx, spec, o).await?;
         self.create(ctx, spec).await
@@ -204,15 +221,16 @@ impl Provider for LambdaPermission {
             .await
         {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), RemovePermissionError::ResourceNotFoundException(_)) =>
-            {
-                Ok(())
-            }
+            Err(e) if super::not_found(&e) => Ok(()),
             Err(e) => Err(e).context("RemovePermission"),
         }
     }
 }
+
+super::not_found_errors!(
+    GetPolicyError::ResourceNotFoundException,
+    RemovePermissionError::ResourceNotFoundException,
+);
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,15 @@ use aws_sdk_cloudwatchlogs::types::LogGroup as LiveGroup;
 use serde_json::Value;
 use stacks::LogGroupSpec;
 
-use crate::engine::{Change, Ctx, Diff, Provider};
+use crate::engine::{Ctx, Diff, Provider};
+
+super::fields! {
+    /// What a log group's diff compares.
+    pub enum LogGroupField {
+        RetentionDays = "retention_days",
+        Tags = "tags",
+    }
+}
 
 pub struct LogGroup;
 
@@ -26,10 +34,13 @@ pub struct ObservedLogGroup {
     pub tags: BTreeMap<String, String>,
 }
 
+super::not_found_errors!(DeleteLogGroupError::ResourceNotFoundException,);
+
 #[async_trait]
 impl Provider for LogGroup {
     type Spec = LogGroupSpec;
     type Observed = ObservedLogGroup;
+    type Field = LogGroupField;
     const KIND: &'static str = "log_group";
     const ROUND_TRIPS: u32 = 2;
 
@@ -89,21 +100,26 @@ impl Provider for LogGroup {
         Some(&observed.tags)
     }
 
-    fn describe(spec: &LogGroupSpec) -> Diff {
+    fn describe(spec: &LogGroupSpec) -> Diff<LogGroupField> {
         let mut d = Diff::default();
-        d.push("retention_days", &Value::Null, &spec.retention_days, false);
-        d.push("tags", &Value::Null, &spec.tags, false);
+        d.push(
+            LogGroupField::RetentionDays,
+            &Value::Null,
+            &spec.retention_days,
+            false,
+        );
+        d.push(LogGroupField::Tags, &Value::Null, &spec.tags, false);
         d
     }
 
-    fn diff(spec: &LogGroupSpec, o: &ObservedLogGroup) -> Diff {
+    fn diff(spec: &LogGroupSpec, o: &ObservedLogGroup) -> Diff<LogGroupField> {
         let mut d = Diff::default();
         d.field(
-            "retention_days",
+            LogGroupField::RetentionDays,
             Some(spec.retention_days),
             o.retention_days,
         );
-        d.field("tags", &spec.tags, &o.tags);
+        d.field(LogGroupField::Tags, &spec.tags, &o.tags);
         d
     }
 
@@ -134,13 +150,12 @@ impl Provider for LogGroup {
         ctx: &Ctx,
         spec: &LogGroupSpec,
         o: &ObservedLogGroup,
-        changes: &[Change],
+        changes: &[LogGroupField],
     ) -> Result<()> {
-        for c in changes {
-            match c.field.as_str() {
-                "retention_days" => put_retention(ctx, spec).await?,
-                "tags" => put_tags(ctx, spec, o).await?,
-                other => anyhow::bail!("log_group cannot update field {other}"),
+        for field in changes {
+            match field {
+                LogGroupField::RetentionDays => put_retention(ctx, spec).await?,
+                LogGroupField::Tags => put_tags(ctx, spec, o).await?,
             }
         }
         Ok(())
@@ -156,11 +171,7 @@ impl Provider for LogGroup {
             .await
         {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), DeleteLogGroupError::ResourceNotFoundException(_)) =>
-            {
-                Ok(())
-            }
+            Err(e) if super::not_found(&e) => Ok(()),
             Err(e) => Err(e).context("DeleteLogGroup"),
         }
     }

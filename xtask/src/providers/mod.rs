@@ -1,5 +1,9 @@
 //! One module per AWS resource kind, and [`bind`]: the single place that maps a stack's
 //! spec variants to their providers.
+//!
+//! Each kind declares its field set with `fields!` (or by hand, where fields are named by
+//! an index or a route) and how its SDK errors say "not found" with `not_found_errors!`;
+//! its code then asks [`not_found`], one way for every call.
 
 pub mod api_account;
 pub mod api_key;
@@ -74,14 +78,86 @@ pub fn bind(resource: &Resource) -> Arc<dyn Node> {
     }
 }
 
-/// The AWS error code of a service error, for the errors the SDK models only as codes
-/// (S3's `NoSuchTagSet`, say). Never a match on message text.
-pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
+/// Declares a provider's field set ([`crate::engine::Field`]): an enum whose variants render
+/// as the names plans show, compared with those names too (for tests and assertions).
+macro_rules! fields {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// The name plans show.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+pub(crate) use fields;
+
+/// The service's own error, when the call reached the service and it answered with one.
+pub fn service_error<E, R>(err: &SdkError<E, R>) -> Option<&E> {
     match err {
-        SdkError::ServiceError(e) => e.err().code(),
+        SdkError::ServiceError(e) => Some(e.err()),
         _ => None,
     }
 }
+
+/// The AWS error code of a service error, for the errors the SDK models only as codes
+/// (S3's `NoSuchTagSet`, say). Never a match on message text.
+pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
+    service_error(err).and_then(|e| e.code())
+}
+
+/// An SDK operation error that can say "what the call names does not exist". Each error kind
+/// decides it one way, declared with `not_found_errors!`: by its typed variant where the SDK models
+/// one, by its error code only where it does not (S3's `NoSuchBucket` on most calls).
+pub trait NotFound {
+    fn is_not_found(&self) -> bool;
+}
+
+/// Whether a call failed because what it names does not exist.
+pub fn not_found<E: NotFound, R>(err: &SdkError<E, R>) -> bool {
+    service_error(err).is_some_and(E::is_not_found)
+}
+
+/// Declares how error kinds say "not found": `Error::Variant` for a typed variant,
+/// `Error = "Code"` for an error the SDK models only as a code.
+macro_rules! not_found_errors {
+    ($($err:ident $(:: $variant:ident)? $(= $code:literal)?),+ $(,)?) => {
+        $(
+            impl $crate::providers::NotFound for $err {
+                fn is_not_found(&self) -> bool {
+                    $crate::providers::not_found_errors!(@check self, $err $(:: $variant)? $(= $code)?)
+                }
+            }
+        )+
+    };
+    (@check $e:ident, $err:ident :: $variant:ident) => {
+        matches!($e, $err::$variant(_))
+    };
+    (@check $e:ident, $err:ident = $code:literal) => {
+        aws_smithy_types::error::metadata::ProvideErrorMetadata::code($e) == Some($code)
+    };
+}
+pub(crate) use not_found_errors;
 
 /// What a failed call's response said, for error messages: HTTP status and AWS error code.
 /// The SDK's own text for a service error whose response carries no code (moto's bare 403

@@ -17,6 +17,7 @@ use std::time::Duration;
 use aws_sdk_apigateway::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_apigateway::operation::delete_method::DeleteMethodError;
 use aws_sdk_apigateway::operation::delete_resource::DeleteResourceError;
+use aws_sdk_apigateway::operation::delete_rest_api::DeleteRestApiError;
 use aws_sdk_apigateway::operation::get_resources::GetResourcesError;
 use aws_sdk_apigateway::types::{
     ApiKeySourceType, EndpointConfiguration, EndpointType, GatewayResponseType, IntegrationType,
@@ -29,9 +30,46 @@ use stacks::RestApiSpec;
 
 use super::apigw::{self, Quota};
 use crate::engine::retry::{Backoff, retry, retry_at_most};
-use crate::engine::{Change, Ctx, Diff, Provider};
+use crate::engine::{Ctx, Diff, Provider};
 
 pub struct RestApi;
+
+/// What a REST API's diff compares. Each route and each gateway response is a field of its
+/// own, named by its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiField {
+    Description,
+    EndpointType,
+    /// One route, by its key (`POST /insert-invoice`).
+    Route(String),
+    /// The gateway response types, shown on create.
+    GatewayResponses,
+    /// One gateway response, by its type.
+    GatewayResponse(String),
+    /// The deployment's hash, shown on create.
+    DeploymentHash,
+    Tags,
+}
+
+impl std::fmt::Display for ApiField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiField::Description => f.write_str("description"),
+            ApiField::EndpointType => f.write_str("endpoint_type"),
+            ApiField::Route(key) => write!(f, "route.{key}"),
+            ApiField::GatewayResponses => f.write_str("gateway_responses"),
+            ApiField::GatewayResponse(t) => write!(f, "gateway_response.{t}"),
+            ApiField::DeploymentHash => f.write_str("deployment_hash"),
+            ApiField::Tags => f.write_str("tags"),
+        }
+    }
+}
+
+super::not_found_errors!(
+    DeleteRestApiError::NotFoundException,
+    DeleteResourceError::NotFoundException,
+    DeleteMethodError::NotFoundException,
+);
 
 /// Where a method sends requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -280,6 +318,7 @@ impl LiveApi {
 impl Provider for RestApi {
     type Spec = RestApiSpec;
     type Observed = ObservedApi;
+    type Field = ApiField;
     const KIND: &'static str = "rest_api";
     const ROUND_TRIPS: u32 = 7;
 
@@ -350,19 +389,19 @@ impl Provider for RestApi {
         Some(&o.tags)
     }
 
-    fn describe(spec: &RestApiSpec) -> Diff {
+    fn describe(spec: &RestApiSpec) -> Diff<ApiField> {
         let mut d = Diff::default();
         d.push(
-            "endpoint_type",
+            ApiField::EndpointType,
             &Value::Null,
             &spec.endpoint_type.as_str(),
             false,
         );
         for (k, r) in desired_routes(spec) {
-            d.push(&format!("route.{k}"), &Value::Null, &r, false);
+            d.push(ApiField::Route(k), &Value::Null, &r, false);
         }
         d.push(
-            "gateway_responses",
+            ApiField::GatewayResponses,
             &Value::Null,
             &spec
                 .gateway_responses
@@ -372,20 +411,20 @@ impl Provider for RestApi {
             false,
         );
         d.push(
-            "deployment_hash",
+            ApiField::DeploymentHash,
             &Value::Null,
             &spec.deployment_hash(),
             false,
         );
-        d.push("tags", &Value::Null, &spec.tags, false);
+        d.push(ApiField::Tags, &Value::Null, &spec.tags, false);
         d
     }
 
-    fn diff(spec: &RestApiSpec, o: &ObservedApi) -> Diff {
+    fn diff(spec: &RestApiSpec, o: &ObservedApi) -> Diff<ApiField> {
         let mut d = Diff::default();
-        d.field("description", &spec.description, &o.description);
+        d.field(ApiField::Description, &spec.description, &o.description);
         d.field(
-            "endpoint_type",
+            ApiField::EndpointType,
             Some(spec.endpoint_type.as_str().to_string()),
             o.endpoint_type.clone(),
         );
@@ -393,21 +432,21 @@ impl Provider for RestApi {
         for (k, r) in &want {
             let live = o.routes.get(k);
             if live != Some(r) {
-                d.push(&format!("route.{k}"), &live, r, false);
+                d.push(ApiField::Route(k.clone()), &live, r, false);
             }
         }
         for (k, live) in &o.routes {
             if !want.contains_key(k) {
-                d.push(&format!("route.{k}"), live, &Value::Null, false);
+                d.push(ApiField::Route(k.clone()), live, &Value::Null, false);
             }
         }
         for (t, r) in desired_responses(spec) {
             let live = o.responses.get(&t);
             if live != Some(&r) {
-                d.push(&format!("gateway_response.{t}"), &live, &r, false);
+                d.push(ApiField::GatewayResponse(t.clone()), &live, &r, false);
             }
         }
-        d.field("tags", &spec.tags, &o.tags);
+        d.field(ApiField::Tags, &spec.tags, &o.tags);
         d
     }
 
@@ -471,28 +510,36 @@ impl Provider for RestApi {
         ctx: &Ctx,
         spec: &RestApiSpec,
         o: &ObservedApi,
-        changes: &[Change],
+        changes: &[ApiField],
     ) -> Result<()> {
         let gw = &ctx.aws.apigateway;
         let mut patch = Vec::new();
-        if changes.iter().any(|c| c.field == "description") {
-            patch.push(
-                PatchOperation::builder()
-                    .op(Op::Replace)
-                    .path("/description")
-                    .value(&spec.description)
-                    .build(),
-            );
-        }
-        if changes.iter().any(|c| c.field == "endpoint_type") {
-            let old = o.endpoint_type.clone().unwrap_or_else(|| "EDGE".into());
-            patch.push(
-                PatchOperation::builder()
-                    .op(Op::Replace)
-                    .path(format!("/endpointConfiguration/types/{old}"))
-                    .value(spec.endpoint_type.as_str())
-                    .build(),
-            );
+        let mut tags = false;
+        for field in changes {
+            match field {
+                ApiField::Description => patch.push(
+                    PatchOperation::builder()
+                        .op(Op::Replace)
+                        .path("/description")
+                        .value(&spec.description)
+                        .build(),
+                ),
+                ApiField::EndpointType => {
+                    let old = o.endpoint_type.clone().unwrap_or_else(|| "EDGE".into());
+                    patch.push(
+                        PatchOperation::builder()
+                            .op(Op::Replace)
+                            .path(format!("/endpointConfiguration/types/{old}"))
+                            .value(spec.endpoint_type.as_str())
+                            .build(),
+                    );
+                }
+                ApiField::Tags => tags = true,
+                // `converge` below compares every route and response with live state.
+                ApiField::Route(_) | ApiField::GatewayResponse(_) => {}
+                // Shown on create only; `diff` never reports them.
+                ApiField::GatewayResponses | ApiField::DeploymentHash => {}
+            }
         }
         if !patch.is_empty() {
             gw.update_rest_api()
@@ -502,7 +549,7 @@ impl Provider for RestApi {
                 .await
                 .context("UpdateRestApi")?;
         }
-        if changes.iter().any(|c| c.field == "tags") {
+        if tags {
             let arn = apigw::resource_arn(&ctx.region, &format!("/restapis/{}", o.id));
             update_tags(ctx, &arn, &spec.tags, &o.tags).await?;
         }
@@ -527,14 +574,7 @@ impl Provider for RestApi {
         .await;
         match result {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(
-                    e.err(),
-                    aws_sdk_apigateway::operation::delete_rest_api::DeleteRestApiError::NotFoundException(_)
-                ) =>
-            {
-                Ok(())
-            }
+            Err(e) if super::not_found(&e) => Ok(()),
             Err(e) => Err(e).context("DeleteRestApi"),
         }
     }
@@ -572,20 +612,64 @@ pub async fn update_tags(
 
 /// Brings routes and gateway responses from `live` to what `spec` asks for.
 async fn converge(ctx: &Ctx, spec: &RestApiSpec, live: &ObservedApi) -> Result<()> {
-    let gw = &ctx.aws.apigateway;
-    let api = live.id.as_str();
     let root = live
         .root_id
         .clone()
         .context("the REST API has no root resource")?;
     let want = desired_routes(spec);
-    let wanted_paths: std::collections::BTreeSet<&str> =
-        want.keys().map(|k| split_key(k).1).collect();
 
     // The writes go out together where they do not depend on each other, each retried while
     // API Gateway answers that another change of the same API is in progress (see `write`).
-    // First what goes: resources no route lives on any more (with their methods), and
-    // methods that changed (PutMethod will not overwrite).
+    // First what goes.
+    delete_stale(ctx, live, &want).await?;
+
+    // Then, together: the validator, the missing resources and the gateway responses.
+    let pending: Vec<(&String, &RouteState)> = want
+        .iter()
+        .filter(|(key, state)| live.routes.get(*key) != Some(*state))
+        .collect();
+    let validator = async {
+        if pending.iter().any(|(_, r)| r.validate_params) {
+            params_validator(ctx, live).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (validator, resources, responses) = tokio::join!(
+        validator,
+        create_resources(ctx, live, &root, &pending),
+        put_responses(ctx, spec, live)
+    );
+    responses?;
+    let validator = validator?;
+    let resources = resources?;
+
+    // Last, every route that differs, each on its own resource.
+    let api = live.id.as_str();
+    let routes = pending.iter().map(|(key, state)| {
+        let (method, path) = split_key(key);
+        let resource = &resources[path];
+        let validator = validator.as_deref();
+        async move { put_route(ctx, api, resource, method, path, state, spec, validator).await }
+    });
+    futures::future::join_all(routes)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>>>()?;
+    Ok(())
+}
+
+/// Deletes, together, the resources no route lives on any more (with their methods) and the
+/// methods that changed (PutMethod will not overwrite).
+async fn delete_stale(
+    ctx: &Ctx,
+    live: &ObservedApi,
+    want: &BTreeMap<String, RouteState>,
+) -> Result<()> {
+    let gw = &ctx.aws.apigateway;
+    let api = live.id.as_str();
+    let wanted_paths: std::collections::BTreeSet<&str> =
+        want.keys().map(|k| split_key(k).1).collect();
     let gone = live
         .resources
         .iter()
@@ -597,11 +681,7 @@ async fn converge(ctx: &Ctx, spec: &RestApiSpec, live: &ObservedApi) -> Result<(
             .await;
             match deleted {
                 Ok(_) => Ok(()),
-                Err(SdkError::ServiceError(e))
-                    if matches!(e.err(), DeleteResourceError::NotFoundException(_)) =>
-                {
-                    Ok(())
-                }
+                Err(e) if super::not_found(&e) => Ok(()),
                 Err(e) => Err(anyhow::Error::new(e).context(format!("DeleteResource {path}"))),
             }
         });
@@ -624,11 +704,7 @@ async fn converge(ctx: &Ctx, spec: &RestApiSpec, live: &ObservedApi) -> Result<(
             .await;
             match deleted {
                 Ok(_) => Ok(()),
-                Err(SdkError::ServiceError(e))
-                    if matches!(e.err(), DeleteMethodError::NotFoundException(_)) =>
-                {
-                    Ok(())
-                }
+                Err(e) if super::not_found(&e) => Ok(()),
                 Err(e) => Err(anyhow::Error::new(e).context(format!("DeleteMethod {key}"))),
             }
         });
@@ -639,43 +715,53 @@ async fn converge(ctx: &Ctx, spec: &RestApiSpec, live: &ObservedApi) -> Result<(
     gone.into_iter()
         .chain(changed)
         .collect::<Result<Vec<()>>>()?;
+    Ok(())
+}
 
-    // Then, together: the validator, the missing resources and the gateway responses.
-    let pending: Vec<(&String, &RouteState)> = want
-        .iter()
-        .filter(|(key, state)| live.routes.get(*key) != Some(*state))
-        .collect();
+/// Creates, together, the resources the `pending` routes live on and the API lacks: every
+/// resource by path, the live ones and the new ones.
+async fn create_resources(
+    ctx: &Ctx,
+    live: &ObservedApi,
+    root: &str,
+    pending: &[(&String, &RouteState)],
+) -> Result<BTreeMap<String, String>> {
+    let gw = &ctx.aws.apigateway;
+    let api = live.id.as_str();
     let missing: std::collections::BTreeSet<&str> = pending
         .iter()
         .map(|(key, _)| split_key(key).1)
         .filter(|path| !live.resources.contains_key(*path))
         .collect();
-    let validator = async {
-        if pending.iter().any(|(_, r)| r.validate_params) {
-            params_validator(ctx, live).await.map(Some)
-        } else {
-            Ok(None)
-        }
-    };
-    let created = futures::future::join_all(missing.iter().map(|path| {
-        let root = &root;
-        async move {
-            let created = write(ctx, &format!("CreateResource {path}"), || {
-                gw.create_resource()
-                    .rest_api_id(api)
-                    .parent_id(root)
-                    .path_part(path.trim_start_matches('/'))
-                    .send()
-            })
-            .await
-            .with_context(|| format!("CreateResource {path}"))?;
-            Ok::<_, anyhow::Error>((
-                path.to_string(),
-                created.id().unwrap_or_default().to_string(),
-            ))
-        }
-    }));
-    let responses = futures::future::join_all(
+    let created = futures::future::join_all(missing.iter().map(|path| async move {
+        let created = write(ctx, &format!("CreateResource {path}"), || {
+            gw.create_resource()
+                .rest_api_id(api)
+                .parent_id(root)
+                .path_part(path.trim_start_matches('/'))
+                .send()
+        })
+        .await
+        .with_context(|| format!("CreateResource {path}"))?;
+        Ok::<_, anyhow::Error>((
+            path.to_string(),
+            created.id().unwrap_or_default().to_string(),
+        ))
+    }))
+    .await;
+    let mut resources = live.resources.clone();
+    for made in created {
+        let (path, id) = made?;
+        resources.insert(path, id);
+    }
+    Ok(resources)
+}
+
+/// Puts, together, every gateway response that differs from `live`.
+async fn put_responses(ctx: &Ctx, spec: &RestApiSpec, live: &ObservedApi) -> Result<()> {
+    let gw = &ctx.aws.apigateway;
+    let api = live.id.as_str();
+    futures::future::join_all(
         desired_responses(spec)
             .into_iter()
             .filter(|(t, r)| live.responses.get(t) != Some(r))
@@ -696,28 +782,10 @@ async fn converge(ctx: &Ctx, spec: &RestApiSpec, live: &ObservedApi) -> Result<(
                 .with_context(|| format!("PutGatewayResponse {t}"))
                 .map(|_| ())
             }),
-    );
-    let (validator, created, responses) = tokio::join!(validator, created, responses);
-    responses.into_iter().collect::<Result<Vec<()>>>()?;
-    let validator = validator?;
-    let mut resources = live.resources.clone();
-    for made in created {
-        let (path, id) = made?;
-        resources.insert(path, id);
-    }
-
-    // Last, every route that differs, each on its own resource.
-    let routes = pending.iter().map(|(key, state)| {
-        let (method, path) = split_key(key);
-        let resource = &resources[path];
-        let validator = validator.as_deref();
-        async move { put_route(ctx, api, resource, method, path, state, spec, validator).await }
-    });
-    futures::future::join_all(routes)
-        .await
-        .into_iter()
-        .collect::<Result<Vec<()>>>()?;
-    Ok(())
+    )
+    .await
+    .into_iter()
+    .collect()
 }
 
 /// How often one write is sent while API Gateway answers ConflictException: about 12 s of
@@ -950,7 +1018,7 @@ mod tests {
         o.routes
             .insert("DELETE /insert-invoice".into(), o.routes[&key].clone());
         let d = RestApi::diff(&s, &o);
-        let fields: Vec<&str> = d.0.iter().map(|c| c.field.as_str()).collect();
+        let fields: Vec<String> = d.0.iter().map(|c| c.field.to_string()).collect();
         assert_eq!(
             fields,
             ["route.POST /insert-invoice", "route.DELETE /insert-invoice"]

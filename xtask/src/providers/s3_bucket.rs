@@ -22,6 +22,9 @@ use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::create_bucket::CreateBucketError;
+use aws_sdk_s3::operation::delete_bucket::DeleteBucketError;
+use aws_sdk_s3::operation::get_bucket_tagging::GetBucketTaggingError;
+use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsError;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, Delete,
     ExpirationStatus, LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration,
@@ -34,9 +37,9 @@ use serde_json::{Value, json};
 use stacks::BucketSpec;
 use stacks::config::Encryption;
 
-use super::{error_code, partition};
+use super::{error_code, fields, not_found, not_found_errors, partition};
 use crate::engine::retry::{Backoff, retry};
-use crate::engine::{Change, Ctx, Diff, Provider};
+use crate::engine::{Ctx, Diff, Provider};
 
 /// How long a bucket may take to become visible after CreateBucket, or a deleted name to
 /// become free again.
@@ -84,6 +87,26 @@ where
 }
 
 pub struct S3Bucket;
+
+fields! {
+    /// What a bucket's diff compares.
+    pub enum BucketField {
+        Versioning = "versioning",
+        Encryption = "encryption",
+        BlockPublicAccess = "block_public_access",
+        OwnerEnforced = "owner_enforced",
+        NoncurrentVersionExpiryDays = "noncurrent_version_expiry_days",
+        TlsOnly = "tls_only",
+        Tags = "tags",
+    }
+}
+
+// S3 models a missing bucket as a variant on a few calls only; elsewhere it is a code.
+not_found_errors!(
+    GetBucketTaggingError = "NoSuchBucket",
+    DeleteBucketError = "NoSuchBucket",
+    ListObjectVersionsError = "NoSuchBucket",
+);
 
 pub const LIFECYCLE_RULE_ID: &str = "expire-noncurrent-versions";
 const TLS_SID: &str = "DenyInsecureTransport";
@@ -154,6 +177,7 @@ fn managed_tags(tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
 impl Provider for S3Bucket {
     type Spec = BucketSpec;
     type Observed = ObservedBucket;
+    type Field = BucketField;
     const KIND: &'static str = "s3_bucket";
     const ROUND_TRIPS: u32 = 2;
 
@@ -178,7 +202,7 @@ impl Provider for S3Bucket {
                 .map(|t| (t.key().to_string(), t.value().to_string()))
                 .collect(),
             Err(e) if error_code(&e) == Some("NoSuchTagSet") => BTreeMap::new(),
-            Err(e) if error_code(&e) == Some("NoSuchBucket") => return Ok(None),
+            Err(e) if not_found(&e) => return Ok(None),
             Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(403) => {
                 anyhow::bail!(
                     "bucket name {b} is taken by another AWS account (GetBucketTagging: 403); set buckets.name_suffix to choose another"
@@ -252,58 +276,76 @@ impl Provider for S3Bucket {
         Some(&observed.tags)
     }
 
-    fn describe(spec: &BucketSpec) -> Diff {
+    fn describe(spec: &BucketSpec) -> Diff<BucketField> {
         let mut d = Diff::default();
-        d.push("versioning", &Value::Null, &spec.versioning, false);
         d.push(
-            "encryption",
+            BucketField::Versioning,
+            &Value::Null,
+            &spec.versioning,
+            false,
+        );
+        d.push(
+            BucketField::Encryption,
             &Value::Null,
             &encryption_name(spec.encryption),
             false,
         );
         d.push(
-            "block_public_access",
+            BucketField::BlockPublicAccess,
             &Value::Null,
             &spec.block_public_access,
             false,
         );
-        d.push("owner_enforced", &Value::Null, &spec.owner_enforced, false);
         d.push(
-            "noncurrent_version_expiry_days",
+            BucketField::OwnerEnforced,
+            &Value::Null,
+            &spec.owner_enforced,
+            false,
+        );
+        d.push(
+            BucketField::NoncurrentVersionExpiryDays,
             &Value::Null,
             &spec.noncurrent_version_expiry_days,
             false,
         );
-        d.push("tls_only", &Value::Null, &spec.tls_only, false);
-        d.push("tags", &Value::Null, &spec.tags, false);
+        d.push(BucketField::TlsOnly, &Value::Null, &spec.tls_only, false);
+        d.push(BucketField::Tags, &Value::Null, &spec.tags, false);
         d
     }
 
-    fn diff(spec: &BucketSpec, o: &ObservedBucket) -> Diff {
+    fn diff(spec: &BucketSpec, o: &ObservedBucket) -> Diff<BucketField> {
         let mut d = Diff::default();
-        d.field("versioning", spec.versioning, o.versioning);
+        d.field(BucketField::Versioning, spec.versioning, o.versioning);
         d.field(
-            "encryption",
+            BucketField::Encryption,
             Some(encryption_name(spec.encryption).to_string()),
             o.encryption.clone(),
         );
         d.field(
-            "block_public_access",
+            BucketField::BlockPublicAccess,
             spec.block_public_access,
             o.block_public_access,
         );
-        d.field("owner_enforced", spec.owner_enforced, o.owner_enforced);
         d.field(
-            "noncurrent_version_expiry_days",
+            BucketField::OwnerEnforced,
+            spec.owner_enforced,
+            o.owner_enforced,
+        );
+        d.field(
+            BucketField::NoncurrentVersionExpiryDays,
             spec.noncurrent_version_expiry_days,
             o.noncurrent_version_expiry_days,
         );
         d.field(
-            "tls_only",
+            BucketField::TlsOnly,
             spec.tls_only,
             has_tls_statement(o.policy.as_ref()),
         );
-        d.field("tags", managed_tags(&spec.tags), managed_tags(&o.tags));
+        d.field(
+            BucketField::Tags,
+            managed_tags(&spec.tags),
+            managed_tags(&o.tags),
+        );
         d
     }
 
@@ -363,18 +405,17 @@ impl Provider for S3Bucket {
         ctx: &Ctx,
         spec: &BucketSpec,
         _observed: &ObservedBucket,
-        changes: &[Change],
+        changes: &[BucketField],
     ) -> Result<()> {
-        for c in changes {
-            match c.field.as_str() {
-                "tags" => put_tags(ctx, spec).await?,
-                "versioning" => put_versioning(ctx, spec).await?,
-                "encryption" => put_encryption(ctx, spec).await?,
-                "block_public_access" => put_public_access_block(ctx, spec).await?,
-                "owner_enforced" => put_ownership(ctx, spec).await?,
-                "noncurrent_version_expiry_days" => put_lifecycle(ctx, spec).await?,
-                "tls_only" => put_policy(ctx, spec).await?,
-                other => anyhow::bail!("s3_bucket cannot update field {other}"),
+        for field in changes {
+            match field {
+                BucketField::Tags => put_tags(ctx, spec).await?,
+                BucketField::Versioning => put_versioning(ctx, spec).await?,
+                BucketField::Encryption => put_encryption(ctx, spec).await?,
+                BucketField::BlockPublicAccess => put_public_access_block(ctx, spec).await?,
+                BucketField::OwnerEnforced => put_ownership(ctx, spec).await?,
+                BucketField::NoncurrentVersionExpiryDays => put_lifecycle(ctx, spec).await?,
+                BucketField::TlsOnly => put_policy(ctx, spec).await?,
             }
         }
         Ok(())
@@ -390,7 +431,7 @@ impl Provider for S3Bucket {
             purge(ctx, b).await?;
             match s3.delete_bucket().bucket(b).send().await {
                 Ok(_) => return Ok(()),
-                Err(e) if error_code(&e) == Some("NoSuchBucket") => return Ok(()),
+                Err(e) if not_found(&e) => return Ok(()),
                 Err(e) if error_code(&e) == Some("BucketNotEmpty") && attempt < PURGE_ATTEMPTS => {
                     tracing::warn!(
                         bucket = b,
@@ -627,7 +668,7 @@ pub async fn purge(ctx: &Ctx, bucket: &str) -> Result<()> {
             .await;
         let page = match page {
             Ok(p) => p,
-            Err(e) if error_code(&e) == Some("NoSuchBucket") => return Ok(()),
+            Err(e) if not_found(&e) => return Ok(()),
             Err(e) => return Err(e).context("ListObjectVersions"),
         };
         let mut ids = Vec::new();

@@ -10,17 +10,29 @@ use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
-use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::delete_object::DeleteObjectError;
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
 use serde_json::Value;
 use stacks::ObjectSpec;
 
-use super::{error_code, response_summary};
-use crate::engine::{Change, Ctx, Diff, Provider};
+use super::{fields, not_found, not_found_errors, response_summary};
+use crate::engine::{Ctx, Diff, Provider};
 
 pub struct S3Object;
+
+fields! {
+    /// What an object's plan shows: only its upload, as the key names its content.
+    pub enum ObjectField {
+        Upload = "upload",
+    }
+}
+
+not_found_errors!(
+    ListObjectsV2Error::NoSuchBucket,
+    DeleteObjectError = "NoSuchBucket",
+);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObservedObject {
@@ -44,11 +56,7 @@ async fn list(ctx: &Ctx, bucket: &str, prefix: &str) -> Result<Option<HashMap<St
             .await
         {
             Ok(page) => page,
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), ListObjectsV2Error::NoSuchBucket(_)) =>
-            {
-                return Ok(None);
-            }
+            Err(e) if not_found(&e) => return Ok(None),
             Err(e) => return Err(e).context("ListObjectsV2"),
         };
         for o in page.contents() {
@@ -67,6 +75,7 @@ async fn list(ctx: &Ctx, bucket: &str, prefix: &str) -> Result<Option<HashMap<St
 impl Provider for S3Object {
     type Spec = ObjectSpec;
     type Observed = ObservedObject;
+    type Field = ObjectField;
     const KIND: &'static str = "s3_object";
 
     async fn read(&self, ctx: &Ctx, spec: &ObjectSpec) -> Result<Option<ObservedObject>> {
@@ -90,10 +99,10 @@ impl Provider for S3Object {
         None
     }
 
-    fn describe(spec: &ObjectSpec) -> Diff {
+    fn describe(spec: &ObjectSpec) -> Diff<ObjectField> {
         let mut d = Diff::default();
         d.push(
-            "upload",
+            ObjectField::Upload,
             &Value::Null,
             &spec.source.display().to_string(),
             false,
@@ -102,7 +111,7 @@ impl Provider for S3Object {
     }
 
     /// The key is the content's hash: an existing object never differs.
-    fn diff(_spec: &ObjectSpec, _o: &ObservedObject) -> Diff {
+    fn diff(_spec: &ObjectSpec, _o: &ObservedObject) -> Diff<ObjectField> {
         Diff::default()
     }
 
@@ -139,8 +148,14 @@ impl Provider for S3Object {
         _ctx: &Ctx,
         _spec: &ObjectSpec,
         _o: &ObservedObject,
-        _changes: &[Change],
+        changes: &[ObjectField],
     ) -> Result<()> {
+        for field in changes {
+            match field {
+                // Never reported by `diff`: the key names the content, so it never differs.
+                ObjectField::Upload => {}
+            }
+        }
         Ok(())
     }
 
@@ -155,7 +170,7 @@ impl Provider for S3Object {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if error_code(&e) == Some("NoSuchBucket") => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
             Err(e) => Err(e).context("DeleteObject"),
         }
     }

@@ -7,13 +7,21 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
-use aws_sdk_applicationautoscaling::error::SdkError;
 use aws_sdk_applicationautoscaling::operation::deregister_scalable_target::DeregisterScalableTargetError;
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
 use serde_json::Value;
 use stacks::ScalableTargetSpec;
 
-use crate::engine::{Change, Ctx, Diff, Provider};
+use crate::engine::{Ctx, Diff, Provider};
+
+super::fields! {
+    /// What a scalable target's diff compares.
+    pub enum TargetField {
+        Dimension = "dimension",
+        Min = "min",
+        Max = "max",
+    }
+}
 
 pub struct ScalableTarget;
 
@@ -23,10 +31,13 @@ pub struct ObservedTarget {
     pub max: u32,
 }
 
+super::not_found_errors!(DeregisterScalableTargetError::ObjectNotFoundException,);
+
 #[async_trait]
 impl Provider for ScalableTarget {
     type Spec = ScalableTargetSpec;
     type Observed = ObservedTarget;
+    type Field = TargetField;
     const KIND: &'static str = "scalable_target";
 
     async fn read(&self, ctx: &Ctx, spec: &ScalableTargetSpec) -> Result<Option<ObservedTarget>> {
@@ -68,18 +79,18 @@ impl Provider for ScalableTarget {
         None
     }
 
-    fn describe(spec: &ScalableTargetSpec) -> Diff {
+    fn describe(spec: &ScalableTargetSpec) -> Diff<TargetField> {
         let mut d = Diff::default();
-        d.push("dimension", &Value::Null, &spec.dimension, false);
-        d.push("min", &Value::Null, &spec.min, false);
-        d.push("max", &Value::Null, &spec.max, false);
+        d.push(TargetField::Dimension, &Value::Null, &spec.dimension, false);
+        d.push(TargetField::Min, &Value::Null, &spec.min, false);
+        d.push(TargetField::Max, &Value::Null, &spec.max, false);
         d
     }
 
-    fn diff(spec: &ScalableTargetSpec, o: &ObservedTarget) -> Diff {
+    fn diff(spec: &ScalableTargetSpec, o: &ObservedTarget) -> Diff<TargetField> {
         let mut d = Diff::default();
-        d.field("min", spec.min, o.min);
-        d.field("max", spec.max, o.max);
+        d.field(TargetField::Min, spec.min, o.min);
+        d.field(TargetField::Max, spec.max, o.max);
         d
     }
 
@@ -92,7 +103,7 @@ impl Provider for ScalableTarget {
         ctx: &Ctx,
         spec: &ScalableTargetSpec,
         _o: &ObservedTarget,
-        _changes: &[Change],
+        _changes: &[TargetField],
     ) -> Result<()> {
         register(ctx, spec).await
     }
@@ -114,14 +125,7 @@ impl Provider for ScalableTarget {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(
-                    e.err(),
-                    DeregisterScalableTargetError::ObjectNotFoundException(_)
-                ) =>
-            {
-                Ok(())
-            }
+            Err(e) if super::not_found(&e) => Ok(()),
             Err(e) => Err(e).context("DeregisterScalableTarget"),
         }
     }

@@ -19,7 +19,17 @@ use serde_json::Value;
 use stacks::ScalingPolicySpec;
 
 use crate::engine::retry::{Backoff, retry};
-use crate::engine::{Change, Ctx, Diff, Provider};
+use crate::engine::{Ctx, Diff, Provider};
+
+super::fields! {
+    /// What a scaling policy's diff compares.
+    pub enum PolicyField {
+        Metric = "metric",
+        TargetValue = "target_value",
+        ScaleInCooldownSecs = "scale_in_cooldown_secs",
+        ScaleOutCooldownSecs = "scale_out_cooldown_secs",
+    }
+}
 
 pub struct ScalingPolicy;
 
@@ -36,10 +46,13 @@ fn same_target(a: f64, b: f64) -> bool {
     (a - b).abs() < 0.01
 }
 
+super::not_found_errors!(DeleteScalingPolicyError::ObjectNotFoundException,);
+
 #[async_trait]
 impl Provider for ScalingPolicy {
     type Spec = ScalingPolicySpec;
     type Observed = ObservedPolicy;
+    type Field = PolicyField;
     const KIND: &'static str = "scaling_policy";
 
     async fn read(&self, ctx: &Ctx, spec: &ScalingPolicySpec) -> Result<Option<ObservedPolicy>> {
@@ -96,18 +109,23 @@ impl Provider for ScalingPolicy {
         None
     }
 
-    fn describe(spec: &ScalingPolicySpec) -> Diff {
+    fn describe(spec: &ScalingPolicySpec) -> Diff<PolicyField> {
         let mut d = Diff::default();
-        d.push("metric", &Value::Null, &spec.metric, false);
-        d.push("target_value", &Value::Null, &spec.target_value, false);
+        d.push(PolicyField::Metric, &Value::Null, &spec.metric, false);
         d.push(
-            "scale_in_cooldown_secs",
+            PolicyField::TargetValue,
+            &Value::Null,
+            &spec.target_value,
+            false,
+        );
+        d.push(
+            PolicyField::ScaleInCooldownSecs,
             &Value::Null,
             &spec.scale_in_cooldown_secs,
             false,
         );
         d.push(
-            "scale_out_cooldown_secs",
+            PolicyField::ScaleOutCooldownSecs,
             &Value::Null,
             &spec.scale_out_cooldown_secs,
             false,
@@ -115,19 +133,24 @@ impl Provider for ScalingPolicy {
         d
     }
 
-    fn diff(spec: &ScalingPolicySpec, o: &ObservedPolicy) -> Diff {
+    fn diff(spec: &ScalingPolicySpec, o: &ObservedPolicy) -> Diff<PolicyField> {
         let mut d = Diff::default();
-        d.field("metric", &spec.metric, &o.metric);
+        d.field(PolicyField::Metric, &spec.metric, &o.metric);
         if !same_target(spec.target_value, o.target_value) {
-            d.push("target_value", &o.target_value, &spec.target_value, false);
+            d.push(
+                PolicyField::TargetValue,
+                &o.target_value,
+                &spec.target_value,
+                false,
+            );
         }
         d.field(
-            "scale_in_cooldown_secs",
+            PolicyField::ScaleInCooldownSecs,
             spec.scale_in_cooldown_secs,
             o.scale_in_cooldown_secs,
         );
         d.field(
-            "scale_out_cooldown_secs",
+            PolicyField::ScaleOutCooldownSecs,
             spec.scale_out_cooldown_secs,
             o.scale_out_cooldown_secs,
         );
@@ -143,7 +166,7 @@ impl Provider for ScalingPolicy {
         ctx: &Ctx,
         spec: &ScalingPolicySpec,
         _o: &ObservedPolicy,
-        _changes: &[Change],
+        _changes: &[PolicyField],
     ) -> Result<()> {
         put(ctx, spec).await
     }
@@ -161,14 +184,7 @@ impl Provider for ScalingPolicy {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(
-                    e.err(),
-                    DeleteScalingPolicyError::ObjectNotFoundException(_)
-                ) =>
-            {
-                Ok(())
-            }
+            Err(e) if super::not_found(&e) => Ok(()),
             Err(e) => Err(e).context("DeleteScalingPolicy"),
         }
     }

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use crate::engine::retry::{Backoff, retry_at_most, wait_until};
-use crate::engine::{Change, Ctx, Diff, Provider};
+use crate::engine::{Ctx, Diff, Provider};
 use crate::local::deployed;
 use crate::local::runtime::{
     EmulatorAccess, FunctionLogs, InvokeOutcome, LocalConfig, LocalLambda,
@@ -44,6 +44,16 @@ pub struct FunctionFailed(pub String);
 
 /// BatchGetItem takes at most this many keys per request.
 const BATCH: usize = 100;
+
+super::fields! {
+    /// What a seed step shows when planned; it is never updated, only run.
+    pub enum SeedField {
+        Invoke = "invoke",
+        Via = "via",
+        Table = "table",
+        Invoices = "invoices",
+    }
+}
 
 pub struct Seed;
 
@@ -108,6 +118,7 @@ fn via(invoke: &SeedInvoke) -> String {
 impl Provider for Seed {
     type Spec = SeedSpec;
     type Observed = ObservedSeed;
+    type Field = SeedField;
     const KIND: &'static str = "seed";
 
     async fn read(&self, ctx: &Ctx, spec: &SeedSpec) -> Result<Option<ObservedSeed>> {
@@ -126,17 +137,17 @@ impl Provider for Seed {
         None
     }
 
-    fn describe(spec: &SeedSpec) -> Diff {
+    fn describe(spec: &SeedSpec) -> Diff<SeedField> {
         let mut d = Diff::default();
         let function = format!("{}:{}", spec.function_name, spec.alias);
-        d.push("invoke", &Value::Null, &function, false);
-        d.push("via", &Value::Null, &via(&spec.invoke), false);
-        d.push("table", &Value::Null, &spec.table_name, false);
-        d.push("invoices", &Value::Null, &spec.invoices, false);
+        d.push(SeedField::Invoke, &Value::Null, &function, false);
+        d.push(SeedField::Via, &Value::Null, &via(&spec.invoke), false);
+        d.push(SeedField::Table, &Value::Null, &spec.table_name, false);
+        d.push(SeedField::Invoices, &Value::Null, &spec.invoices, false);
         d
     }
 
-    fn diff(_spec: &SeedSpec, _o: &ObservedSeed) -> Diff {
+    fn diff(_spec: &SeedSpec, _o: &ObservedSeed) -> Diff<SeedField> {
         Diff::default()
     }
 
@@ -184,7 +195,7 @@ impl Provider for Seed {
         _ctx: &Ctx,
         _spec: &SeedSpec,
         _o: &ObservedSeed,
-        _changes: &[Change],
+        _changes: &[SeedField],
     ) -> Result<()> {
         // `diff` never reports a change.
         Ok(())

@@ -18,7 +18,18 @@ use serde_json::Value;
 use stacks::UsagePlanSpec;
 
 use super::apigw;
-use crate::engine::{Change, Ctx, Diff, Provider};
+use crate::engine::{Ctx, Diff, Provider};
+
+super::fields! {
+    /// What a usage plan's diff compares.
+    pub enum PlanField {
+        ApiStages = "api_stages",
+        Throttle = "throttle",
+        Quota = "quota",
+        Keys = "keys",
+        Tags = "tags",
+    }
+}
 
 pub struct UsagePlan;
 
@@ -80,10 +91,13 @@ async fn find_now(ctx: &Ctx, name: &str) -> Result<Option<aws_sdk_apigateway::ty
     }
 }
 
+super::not_found_errors!(DeleteUsagePlanError::NotFoundException,);
+
 #[async_trait]
 impl Provider for UsagePlan {
     type Spec = UsagePlanSpec;
     type Observed = ObservedPlan;
+    type Field = PlanField;
     const KIND: &'static str = "usage_plan";
     const ROUND_TRIPS: u32 = 3;
 
@@ -140,40 +154,40 @@ impl Provider for UsagePlan {
         Some(&o.tags)
     }
 
-    fn describe(spec: &UsagePlanSpec) -> Diff {
+    fn describe(spec: &UsagePlanSpec) -> Diff<PlanField> {
         let mut d = Diff::default();
         d.push(
-            "api_stages",
+            PlanField::ApiStages,
             &Value::Null,
             &[format!("{}:{}", spec.api_name, spec.stage_name)],
             false,
         );
-        d.push("throttle", &Value::Null, &throttle(spec), false);
-        d.push("quota", &Value::Null, &quota(spec), false);
-        d.push("keys", &Value::Null, &[&spec.key_name], false);
-        d.push("tags", &Value::Null, &spec.tags, false);
+        d.push(PlanField::Throttle, &Value::Null, &throttle(spec), false);
+        d.push(PlanField::Quota, &Value::Null, &quota(spec), false);
+        d.push(PlanField::Keys, &Value::Null, &[&spec.key_name], false);
+        d.push(PlanField::Tags, &Value::Null, &spec.tags, false);
         d
     }
 
-    fn diff(spec: &UsagePlanSpec, o: &ObservedPlan) -> Diff {
+    fn diff(spec: &UsagePlanSpec, o: &ObservedPlan) -> Diff<PlanField> {
         let mut d = Diff::default();
         d.field(
-            "api_stages",
+            PlanField::ApiStages,
             BTreeSet::from([wanted_stage(spec, o.api_id.as_deref())]),
             o.api_stages.clone(),
         );
-        d.field("throttle", Some(throttle(spec)), o.throttle);
-        d.field("quota", Some(quota(spec)), o.quota.clone());
+        d.field(PlanField::Throttle, Some(throttle(spec)), o.throttle);
+        d.field(PlanField::Quota, Some(quota(spec)), o.quota.clone());
         let attached = o.key_id.as_ref().is_some_and(|k| o.key_ids.contains(k));
         if !attached {
             d.push(
-                "keys",
+                PlanField::Keys,
                 &o.key_ids,
                 &[o.key_id.as_deref().unwrap_or(AFTER_APPLY)],
                 false,
             );
         }
-        d.field("tags", &spec.tags, &o.tags);
+        d.field(PlanField::Tags, &spec.tags, &o.tags);
         d
     }
 
@@ -218,9 +232,9 @@ impl Provider for UsagePlan {
         ctx: &Ctx,
         spec: &UsagePlanSpec,
         o: &ObservedPlan,
-        changes: &[Change],
+        changes: &[PlanField],
     ) -> Result<()> {
-        let changed = |f: &str| changes.iter().any(|c| c.field == f);
+        let (mut keys, mut tags) = (false, false);
         let op = |op: Op, path: &str, value: String| {
             PatchOperation::builder()
                 .op(op)
@@ -229,38 +243,34 @@ impl Provider for UsagePlan {
                 .build()
         };
         let mut patch = Vec::new();
-        if changed("api_stages") {
-            // Looked up again: the API may have been created by this very apply.
-            let api_id = apigw::rest_api_id(ctx, &spec.api_name).await?;
-            let want = wanted_stage(spec, Some(&api_id));
-            for s in &o.api_stages {
-                if s != &want {
-                    patch.push(op(Op::Remove, "/apiStages", s.clone()));
+        for field in changes {
+            match field {
+                PlanField::ApiStages => {
+                    // Looked up again: the API may have been created by this very apply.
+                    let api_id = apigw::rest_api_id(ctx, &spec.api_name).await?;
+                    let want = wanted_stage(spec, Some(&api_id));
+                    for s in &o.api_stages {
+                        if s != &want {
+                            patch.push(op(Op::Remove, "/apiStages", s.clone()));
+                        }
+                    }
+                    if !o.api_stages.contains(&want) {
+                        patch.push(op(Op::Add, "/apiStages", want));
+                    }
                 }
+                PlanField::Throttle => {
+                    let (rate, burst) = (spec.rate_limit, spec.burst_limit);
+                    patch.push(op(Op::Replace, "/throttle/rateLimit", rate.to_string()));
+                    patch.push(op(Op::Replace, "/throttle/burstLimit", burst.to_string()));
+                }
+                PlanField::Quota => {
+                    let limit = spec.quota_limit.to_string();
+                    patch.push(op(Op::Replace, "/quota/limit", limit));
+                    patch.push(op(Op::Replace, "/quota/period", spec.quota_period.clone()));
+                }
+                PlanField::Keys => keys = true,
+                PlanField::Tags => tags = true,
             }
-            if !o.api_stages.contains(&want) {
-                patch.push(op(Op::Add, "/apiStages", want));
-            }
-        }
-        if changed("throttle") {
-            patch.push(op(
-                Op::Replace,
-                "/throttle/rateLimit",
-                spec.rate_limit.to_string(),
-            ));
-            patch.push(op(
-                Op::Replace,
-                "/throttle/burstLimit",
-                spec.burst_limit.to_string(),
-            ));
-        }
-        if changed("quota") {
-            patch.push(op(
-                Op::Replace,
-                "/quota/limit",
-                spec.quota_limit.to_string(),
-            ));
-            patch.push(op(Op::Replace, "/quota/period", spec.quota_period.clone()));
         }
         if !patch.is_empty() {
             ctx.aws
@@ -272,10 +282,10 @@ impl Provider for UsagePlan {
                 .await
                 .context("UpdateUsagePlan")?;
         }
-        if changed("keys") {
+        if keys {
             attach_key(ctx, &o.id, &key_id(ctx, spec).await?).await?;
         }
-        if changed("tags") {
+        if tags {
             let arn = apigw::resource_arn(&ctx.region, &format!("/usageplans/{}", o.id));
             super::rest_api::update_tags(ctx, &arn, &spec.tags, &o.tags).await?;
         }
@@ -306,11 +316,7 @@ impl Provider for UsagePlan {
         }
         match gw.delete_usage_plan().usage_plan_id(&o.id).send().await {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), DeleteUsagePlanError::NotFoundException(_)) =>
-            {
-                Ok(())
-            }
+            Err(e) if super::not_found(&e) => Ok(()),
             Err(e) => Err(e).context("DeleteUsagePlan"),
         }
     }
