@@ -430,8 +430,16 @@ async fn resources_without_our_tags_are_reported_and_never_touched() {
         .send()
         .await;
     assert!(kept.is_ok(), "the foreign bucket's object survives");
+    // S3 has no typed variant for NoSuchTagSet: its error code is the typed part of the answer.
+    use aws_sdk_s3::error::ProvideErrorMetadata as _;
     let tags = h.aws.s3.get_bucket_tagging().bucket(PDFS).send().await;
-    assert!(tags.is_err(), "the foreign bucket was not tagged");
+    let code = tags
+        .as_ref()
+        .map_err(|e| e.as_service_error().and_then(|e| e.code()));
+    assert!(
+        matches!(code, Err(Some("NoSuchTagSet"))),
+        "the foreign bucket was not tagged: {tags:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -586,14 +594,72 @@ async fn a_held_lock_refuses_a_second_apply_until_broken() {
         .get_parameter()
         .name("/invoice-app/test/xtask-lock")
         .send()
-        .await;
-    assert!(lock.is_err(), "the lock is released after apply");
+        .await
+        .map_err(|e| e.into_service_error());
+    assert!(
+        matches!(
+            lock,
+            Err(aws_sdk_ssm::operation::get_parameter::GetParameterError::ParameterNotFound(_))
+        ),
+        "the lock is released after apply: {lock:?}"
+    );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_bad_config_is_rejected_before_any_aws_call() {
-    let h = Harness::new().await;
-    let run = h.xtask_with("bad-capacity.toml", &["plan"]);
+/// A stand-in for the AWS endpoint that records the connections made to it (and answers
+/// none): what a command sent, seen from outside the process, whatever it would log.
+struct CountingEndpoint {
+    port: u16,
+    peers: std::sync::Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>,
+}
+
+impl CountingEndpoint {
+    fn start() -> CountingEndpoint {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let peers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = peers.clone();
+        std::thread::spawn(move || {
+            for (conn, peer) in std::iter::from_fn(|| listener.accept().ok()) {
+                seen.lock().unwrap().push(peer);
+                drop(conn);
+            }
+        });
+        CountingEndpoint { port, peers }
+    }
+
+    /// Connections made by commands that have exited. Each was queued by the kernel before
+    /// its `connect` returned, so a connection of our own, queued after them, is accepted
+    /// after them: once the listener has seen ours, it has seen all of theirs.
+    fn count(&self) -> usize {
+        let marker = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let ours = marker.local_addr().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let peers = self.peers.lock().unwrap();
+            if peers.contains(&ours) {
+                return peers.len() - 1;
+            }
+            drop(peers);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the listener is stuck"
+            );
+            std::thread::yield_now();
+        }
+    }
+}
+
+#[test]
+fn a_bad_config_is_rejected_before_any_aws_call() {
+    // No emulator: the config's endpoint is a listener that only counts connections, and
+    // `--verbose` would log every SDK call the command made.
+    let aws = CountingEndpoint::start();
+    let xtask = |config: &str, args: &[&str]| {
+        let mut all = vec!["--verbose"];
+        all.extend_from_slice(args);
+        run_xtask(ENV, config, aws.port, &all)
+    };
+    let run = xtask("bad-capacity.toml", &["plan"]);
     assert_eq!(run.code, 1);
     assert!(
         run.stderr.contains("bad-capacity.toml:7:17")
@@ -602,7 +668,10 @@ async fn a_bad_config_is_rejected_before_any_aws_call() {
         run.stderr
     );
     assert!(run.stdout.is_empty());
-    let bad_flag = h.xtask(&["plan", "--set", "invoices_table.autoscaling.read.min=50"]);
+    let bad_flag = xtask(
+        "engine.toml",
+        &["plan", "--set", "invoices_table.autoscaling.read.min=50"],
+    );
     assert_eq!(bad_flag.code, 1);
     assert!(
         bad_flag
@@ -611,4 +680,8 @@ async fn a_bad_config_is_rejected_before_any_aws_call() {
         "{}",
         bad_flag.stderr
     );
+    for r in [&run, &bad_flag] {
+        assert!(!r.stderr.contains("aws: "), "an AWS call: {}", r.stderr);
+    }
+    assert_eq!(aws.count(), 0, "connections to the AWS endpoint");
 }

@@ -280,37 +280,66 @@ async fn crash_is_reported_and_the_next_call_gets_a_new_process() {
     assert_ne!(next.pid, crashed.pid, "served by a new process");
 }
 
+/// The next invocation of the `gate` action to start: its process's pid and the connection
+/// that holds it until dropped.
+async fn next_gated(gate: &tokio::net::TcpListener) -> (u32, tokio::net::TcpStream) {
+    use tokio::io::AsyncBufReadExt as _;
+    let (conn, _) = tokio::time::timeout(Duration::from_secs(60), gate.accept())
+        .await
+        .expect("an invocation to start within 60 s")
+        .unwrap();
+    let mut conn = tokio::io::BufReader::new(conn);
+    let mut pid = String::new();
+    conn.read_line(&mut pid).await.unwrap();
+    (pid.trim().parse().unwrap(), conn.into_inner())
+}
+
 #[tokio::test]
 async fn concurrent_invocations_use_more_processes_up_to_the_limit() {
     let lambda = start(vec![spec("busy")], 2).await;
-    let started = Instant::now();
-    let calls = (0..4).map(|_| {
-        let lambda = lambda.clone();
-        async move {
-            let invoked = lambda
-                .invoke("busy", json!({"action": "sleep", "ms": 400}))
-                .await
-                .unwrap();
-            // Never more processes than the limit, at any point.
-            assert!(lambda.live_processes("busy").unwrap() <= 2);
-            invoked
-        }
-    });
-    let results = futures::future::join_all(calls).await;
-    let pids: BTreeSet<u32> = results
-        .iter()
-        .map(|r| {
-            ok(&r.outcome);
-            r.pid
+    // Each invocation runs until the test lets it finish, so the limit is checked while
+    // calls are in flight: at each start, with the others running or queued.
+    let gate = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = gate.local_addr().unwrap().port();
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let lambda = lambda.clone();
+            tokio::spawn(async move {
+                lambda
+                    .invoke("busy", json!({"action": "gate", "port": port}))
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
-    assert_eq!(
-        pids.len(),
-        2,
-        "two processes for four concurrent calls: {pids:?}"
-    );
-    // Four 400 ms calls on two processes: at least two rounds.
-    assert!(started.elapsed() >= Duration::from_millis(800));
+    let mut running = std::collections::VecDeque::new();
+    let mut seen = BTreeSet::new();
+    for started in 1..=4 {
+        let (pid, held) = next_gated(&gate).await;
+        seen.insert(pid);
+        running.push_back(held);
+        let live = lambda.live_processes("busy").unwrap();
+        assert!(
+            live <= 2 && seen.len() <= 2,
+            "call {started} started with {live} processes alive, {seen:?} serving"
+        );
+        if started == 2 {
+            // Two calls at once: a second process, though the first could serve them in turn.
+            assert_eq!(live, 2, "two calls run at once");
+        }
+        if running.len() == 2 {
+            // At the limit: finishing one lets the next queued call start.
+            running.pop_front();
+        }
+    }
+    running.clear();
+    let mut pids = BTreeSet::new();
+    for call in calls {
+        let invoked = call.await.unwrap();
+        assert_eq!(ok(&invoked.outcome)["gated"], true);
+        pids.insert(invoked.pid);
+    }
+    assert_eq!(pids, seen, "two processes for four concurrent calls");
     assert_eq!(lambda.live_processes("busy").unwrap(), 2);
 }
 

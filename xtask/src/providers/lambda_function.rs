@@ -1016,10 +1016,59 @@ mod tests {
         d.0.iter().map(|c| c.field.as_str()).collect()
     }
 
+    /// `spec()`'s function as Lambda describes it (GetFunctionConfiguration, ListVersions),
+    /// written out rather than derived from the spec, so a read or diff that misses a field
+    /// shows up as a diff.
+    fn aws_configuration(version: &str) -> FunctionConfiguration {
+        FunctionConfiguration::builder()
+            .function_name("f-dev")
+            .function_arn(match version {
+                "$LATEST" => "arn:aws:lambda:us-east-1:1:function:f-dev".to_string(),
+                n => format!("arn:aws:lambda:us-east-1:1:function:f-dev:{n}"),
+            })
+            .version(version)
+            .runtime(Runtime::Providedal2023)
+            .handler("bootstrap")
+            .architectures(Architecture::X8664)
+            .memory_size(256)
+            .timeout(10)
+            .environment(
+                aws_sdk_lambda::types::EnvironmentResponse::builder()
+                    .variables("LOG_LEVEL", "info")
+                    .build(),
+            )
+            .role("arn:aws:iam::1:role/r")
+            .code_sha256("abc=")
+            .code_size(1234)
+            .package_type(aws_sdk_lambda::types::PackageType::Zip)
+            .state(State::Active)
+            .last_update_status(LastUpdateStatus::Successful)
+            .build()
+    }
+
     #[test]
     fn settled_function_has_no_diff() {
-        let s = spec();
-        assert!(LambdaFunction::diff(&s, &observed(&s, 3)).0.is_empty());
+        let latest = aws_configuration("$LATEST");
+        let live = ObservedFunction {
+            arn: latest.function_arn().unwrap().into(),
+            code_sha256_b64: latest.code_sha256().unwrap().into(),
+            config: live_config(&latest),
+            tags: BTreeMap::new(),
+            versions: (1..=3)
+                .map(|n| {
+                    let v = aws_configuration(&n.to_string());
+                    Version {
+                        number: n,
+                        code_sha256_b64: v.code_sha256().unwrap().into(),
+                        config: live_config(&v),
+                    }
+                })
+                .collect(),
+            alias_target: Some("3".into()),
+            readiness: readiness(latest.state(), latest.last_update_status(), None),
+        };
+        let d = LambdaFunction::diff(&spec(), &live);
+        assert!(d.0.is_empty(), "{:?}", d.0);
     }
 
     #[test]
@@ -1068,28 +1117,13 @@ mod tests {
     }
 
     /// GetFunction's answer for the alias, as AWS gives it: the served version's
-    /// configuration under the alias-qualified ARN, and the function's tags.
-    fn served(s: &FunctionSpec, version: &str, tags: Option<&[(&str, &str)]>) -> GetFunctionOutput {
-        let c = desired(s);
+    /// configuration (`spec()`'s, written out) under the alias-qualified ARN, and the
+    /// function's tags.
+    fn served(version: &str, tags: Option<&[(&str, &str)]>) -> GetFunctionOutput {
+        let mut c = aws_configuration(version);
+        c.function_arn = Some("arn:aws:lambda:us-east-1:1:function:f-dev:live".into());
         GetFunctionOutput::builder()
-            .configuration(
-                FunctionConfiguration::builder()
-                    .function_arn("arn:aws:lambda:us-east-1:1:function:f-dev:live")
-                    .version(version)
-                    .code_sha256(&s.code_sha256_b64)
-                    .runtime(Runtime::from(c.runtime.as_str()))
-                    .handler(c.handler)
-                    .architectures(Architecture::from(c.architecture.as_str()))
-                    .memory_size(c.memory_mb as i32)
-                    .timeout(c.timeout_secs as i32)
-                    .environment(
-                        aws_sdk_lambda::types::EnvironmentResponse::builder()
-                            .set_variables(Some(c.environment.into_iter().collect()))
-                            .build(),
-                    )
-                    .role(c.role)
-                    .build(),
-            )
+            .configuration(c)
             .set_tags(tags.map(|t| {
                 t.iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -1102,7 +1136,7 @@ mod tests {
     fn a_served_version_that_holds_the_spec_is_the_whole_read() {
         let mut s = spec();
         s.tags = BTreeMap::from([("app".into(), "invoice".into())]);
-        let o = serving(&s, &served(&s, "7", Some(&[("app", "invoice")]))).expect("settled");
+        let o = serving(&s, &served("7", Some(&[("app", "invoice")]))).expect("settled");
         assert_eq!(o.arn, "arn:aws:lambda:us-east-1:1:function:f-dev");
         assert_eq!(o.alias_target.as_deref(), Some("7"));
         assert!(LambdaFunction::diff(&s, &o).0.is_empty());
@@ -1110,13 +1144,13 @@ mod tests {
         // unreadable tags (no lambda:ListTags), an alias on $LATEST.
         let mut other = s.clone();
         other.code_sha256_b64 = "xyz=".into();
-        assert!(serving(&other, &served(&s, "7", Some(&[("app", "invoice")]))).is_none());
+        assert!(serving(&other, &served("7", Some(&[("app", "invoice")]))).is_none());
         other = s.clone();
         other.memory_mb = 512;
-        assert!(serving(&other, &served(&s, "7", Some(&[("app", "invoice")]))).is_none());
-        assert!(serving(&s, &served(&s, "7", Some(&[("app", "other")]))).is_none());
-        assert!(serving(&s, &served(&s, "7", None)).is_none());
-        assert!(serving(&s, &served(&s, "$LATEST", Some(&[("app", "invoice")]))).is_none());
+        assert!(serving(&other, &served("7", Some(&[("app", "invoice")]))).is_none());
+        assert!(serving(&s, &served("7", Some(&[("app", "other")]))).is_none());
+        assert!(serving(&s, &served("7", None)).is_none());
+        assert!(serving(&s, &served("$LATEST", Some(&[("app", "invoice")]))).is_none());
     }
 
     #[test]
@@ -1240,17 +1274,42 @@ mod tests {
         assert!(create_retry_reason(&other).is_none());
     }
 
-    /// Two conflicts, then success: the update goes through after backing off.
+    /// A context whose clients are never called: what the providers' backoffs are made from.
+    async fn ctx_with(wait_timeout: Duration) -> Ctx {
+        let target = crate::aws::Target::Emulator {
+            endpoint: "http://127.0.0.1:9".into(),
+            region: "us-east-1".into(),
+        };
+        Ctx {
+            aws: crate::aws::Clients::new(&target, crate::aws::CallLog::new(false)).await,
+            account_id: "1".into(),
+            region: "us-east-1".into(),
+            wait_timeout,
+            options: Default::default(),
+        }
+    }
+
+    /// The shortest and longest total pause of `retries` retries under `policy`: each pause is
+    /// exponential from `first`, capped at `max`, less up to 20 % jitter.
+    fn pauses(policy: Backoff, retries: u32) -> (Duration, Duration) {
+        let longest: Duration = (0..retries)
+            .map(|n| policy.first.saturating_mul(2u32.pow(n)).min(policy.max))
+            .sum();
+        (longest.mul_f64(0.8), longest)
+    }
+
+    /// Two conflicts, then success: the update goes through after backing off by the policy
+    /// UpdateFunctionCode really uses, within the deploy's wait timeout.
     #[tokio::test(start_paused = true)]
     async fn conflicts_are_retried_until_the_update_goes_through() {
+        let ctx = ctx_with(Duration::from_secs(600)).await;
+        let policy = conflict_backoff(&ctx);
+        assert_eq!(policy.deadline, ctx.wait_timeout);
+        let start = tokio::time::Instant::now();
         let calls = Cell::new(0);
         let out: Result<u32, UpdateFunctionCodeError> = retry(
             "UpdateFunctionCode",
-            Backoff {
-                first: Duration::from_millis(500),
-                max: Duration::from_secs(5),
-                deadline: Duration::from_secs(60),
-            },
+            policy,
             || {
                 calls.set(calls.get() + 1);
                 let n = calls.get();
@@ -1260,21 +1319,27 @@ mod tests {
         )
         .await;
         assert_eq!(out.unwrap(), 3);
+        let (shortest, longest) = pauses(policy, 2);
+        let waited = start.elapsed();
+        assert!(
+            shortest <= waited && waited <= longest,
+            "two backoffs of {policy:?}: {waited:?}"
+        );
     }
 
-    /// The role never becomes assumable: creation gives up at the bounded deadline with the
-    /// original error, instead of retrying forever.
+    /// The role never becomes assumable: creation gives up at the propagation bound with the
+    /// original error, however long the deploy's wait timeout, instead of retrying forever; and
+    /// it keeps trying until close to that bound.
     #[tokio::test(start_paused = true)]
     async fn role_propagation_retry_is_bounded() {
+        let ctx = ctx_with(Duration::from_secs(900)).await;
+        let policy = role_backoff(&ctx);
+        assert_eq!(policy.deadline, ROLE_PROPAGATION);
         let start = tokio::time::Instant::now();
         let calls = Cell::new(0);
         let out: Result<(), CreateFunctionError> = retry(
             "CreateFunction",
-            Backoff {
-                first: Duration::from_secs(1),
-                max: Duration::from_secs(10),
-                deadline: ROLE_PROPAGATION,
-            },
+            policy,
             || {
                 calls.set(calls.get() + 1);
                 async { Err(invalid_parameter()) }
@@ -1286,7 +1351,21 @@ mod tests {
             out,
             Err(CreateFunctionError::InvalidParameterValueException(_))
         ));
-        assert!(start.elapsed() <= ROLE_PROPAGATION);
-        assert!(calls.get() >= 5, "several attempts: {}", calls.get());
+        let waited = start.elapsed();
+        assert!(waited <= ROLE_PROPAGATION, "{waited:?}");
+        assert!(
+            waited + policy.max > ROLE_PROPAGATION,
+            "gave up early: {waited:?}"
+        );
+        // Jittered pauses are at most the unjittered ones: at least one call more than the
+        // retries whose longest pauses fit before the bound. And IAM gets several chances.
+        let min_calls = (1..)
+            .find(|&n| pauses(policy, n).1 > ROLE_PROPAGATION)
+            .unwrap();
+        assert!(calls.get() >= min_calls.max(5), "{} calls", calls.get());
+
+        // A shorter wait timeout bounds the propagation wait too.
+        let short = role_backoff(&ctx_with(Duration::from_secs(30)).await);
+        assert_eq!(short.deadline, Duration::from_secs(30));
     }
 }

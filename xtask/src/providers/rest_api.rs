@@ -967,21 +967,132 @@ mod tests {
         }
     }
 
-    fn matching(spec: &RestApiSpec) -> ObservedApi {
+    /// A method as GetResources (`embed=methods`) returns it: a Lambda proxy integration of
+    /// the `live` alias of `function`.
+    fn aws_method(
+        method: &str,
+        function: &str,
+        query: &[(&str, bool)],
+        validator: Option<&str>,
+    ) -> aws_sdk_apigateway::types::Method {
+        let uri = format!(
+            "arn:aws:apigateway:eu-west-1:lambda:path/2015-03-31/functions/arn:aws:lambda:eu-west-1:123456789012:function:{function}:live/invocations"
+        );
+        aws_sdk_apigateway::types::Method::builder()
+            .http_method(method)
+            .authorization_type("NONE")
+            .api_key_required(true)
+            .set_request_parameters(Some(
+                query
+                    .iter()
+                    .map(|(name, required)| (format!("{QUERY}{name}"), *required))
+                    .collect(),
+            ))
+            .set_request_validator_id(validator.map(str::to_string))
+            .method_integration(
+                aws_sdk_apigateway::types::Integration::builder()
+                    .r#type(IntegrationType::AwsProxy)
+                    .http_method("POST")
+                    .uri(uri)
+                    .build(),
+            )
+            .build()
+    }
+
+    /// The default config's API as API Gateway describes it, written out rather than derived
+    /// from the spec (routes go through the reader's own parsing of each method), so that a
+    /// route, response or field the diff reads differently from how it is written shows up.
+    fn matching() -> ObservedApi {
+        let validators = BTreeMap::from([("v1".to_string(), (PARAMS_VALIDATOR.to_string(), true))]);
+        let methods = [
+            (
+                "/insert-invoice",
+                aws_method("POST", "insert-invoice-dev", &[], None),
+            ),
+            (
+                "/list-invoices",
+                aws_method(
+                    "GET",
+                    "list-invoices-dev",
+                    &[("customerId", true), ("limit", false), ("pageToken", false)],
+                    Some("v1"),
+                ),
+            ),
+            (
+                "/download-invoice",
+                aws_method(
+                    "GET",
+                    "download-pdf-dev",
+                    &[("InvoiceID", false), ("invoiceId", false)],
+                    None,
+                ),
+            ),
+        ];
+        let error = |code: &str, message: &str| {
+            format!(r#"{{"error":{{"code":"{code}","message":{message},"fields":[]}}}}"#)
+        };
+        let text = "$context.error.messageString";
+        let responses = [
+            ("INVALID_API_KEY", "403", error("forbidden", text)),
+            ("ACCESS_DENIED", "403", error("forbidden", text)),
+            (
+                "MISSING_AUTHENTICATION_TOKEN",
+                "404",
+                error("not_found", r#""no such endpoint""#),
+            ),
+            ("THROTTLED", "429", error("throttled", text)),
+            ("QUOTA_EXCEEDED", "429", error("quota_exceeded", text)),
+            (
+                "BAD_REQUEST_PARAMETERS",
+                "400",
+                error(
+                    "validation_failed",
+                    r#""$context.error.validationErrorString""#,
+                ),
+            ),
+            ("BAD_REQUEST_BODY", "400", error("malformed_json", text)),
+            ("REQUEST_TOO_LARGE", "413", error("payload_too_large", text)),
+            // The defaults carry no status of their own.
+            ("DEFAULT_4XX", "", error("bad_request", text)),
+            ("DEFAULT_5XX", "", error("internal_error", text)),
+        ];
         ObservedApi {
             id: "abc".into(),
-            description: spec.description.clone(),
-            endpoint_type: Some(spec.endpoint_type.as_str().into()),
-            tags: spec.tags.clone(),
+            description: "invoice-app HTTP API (dev)".into(),
+            endpoint_type: Some("REGIONAL".into()),
+            tags: BTreeMap::from([
+                ("app".into(), "invoice-app".into()),
+                ("env".into(), "dev".into()),
+                ("managed-by".into(), "xtask".into()),
+            ]),
             root_id: Some("root".into()),
-            resources: spec
-                .routes
+            resources: methods
                 .iter()
-                .map(|r| (r.path.clone(), format!("id{}", r.path)))
+                .map(|(path, _)| (path.to_string(), format!("id{path}")))
                 .collect(),
-            routes: desired_routes(spec),
-            responses: desired_responses(spec),
-            validators: BTreeMap::from([("v1".to_string(), (PARAMS_VALIDATOR.to_string(), true))]),
+            routes: methods
+                .iter()
+                .map(|(path, m)| {
+                    (
+                        route_key(m.http_method().unwrap(), path),
+                        route_state(m, &validators),
+                    )
+                })
+                .collect(),
+            responses: responses
+                .into_iter()
+                .map(|(kind, status, template)| {
+                    (
+                        kind.to_string(),
+                        ResponseState {
+                            status_code: status.into(),
+                            template,
+                            headers: BTreeMap::new(),
+                        },
+                    )
+                })
+                .collect(),
+            validators,
         }
     }
 
@@ -993,7 +1104,7 @@ mod tests {
         // download-invoice takes one of two names: neither is required, nothing to validate.
         assert!(!want["GET /download-invoice"].validate_params);
         assert!(!want["POST /insert-invoice"].validate_params);
-        let mut live = matching(&s);
+        let mut live = matching();
         live.routes
             .get_mut("GET /list-invoices")
             .unwrap()
@@ -1004,13 +1115,13 @@ mod tests {
     #[test]
     fn a_matching_api_has_no_diff() {
         let s = spec(&Config::default());
-        assert!(RestApi::diff(&s, &matching(&s)).0.is_empty());
+        assert!(RestApi::diff(&s, &matching()).0.is_empty());
     }
 
     #[test]
     fn a_changed_target_and_an_extra_live_method_are_route_changes() {
         let s = spec(&Config::default());
-        let mut o = matching(&s);
+        let mut o = matching();
         let key = "POST /insert-invoice".to_string();
         o.routes.get_mut(&key).unwrap().target = Target::AwsProxy {
             uri: "arn:other".into(),
