@@ -20,6 +20,7 @@ use aws_sdk_apigateway::error::SdkError;
 use aws_sdk_apigateway::operation::create_deployment::CreateDeploymentError;
 use aws_sdk_apigateway::operation::delete_deployment::DeleteDeploymentError;
 use aws_sdk_apigateway::operation::delete_stage::DeleteStageError;
+use aws_sdk_apigateway::operation::get_deployments::GetDeploymentsError;
 use aws_sdk_apigateway::operation::get_stage::GetStageError;
 use aws_sdk_apigateway::operation::get_stages::GetStagesError;
 use aws_sdk_apigateway::types::{Deployment, Op, PatchOperation};
@@ -266,6 +267,7 @@ impl Provider for ApiStage {
 super::not_found_errors!(
     DeleteDeploymentError::NotFoundException,
     DeleteStageError::NotFoundException,
+    GetDeploymentsError::NotFoundException,
     GetStageError::NotFoundException,
     GetStagesError::NotFoundException,
 );
@@ -406,7 +408,12 @@ async fn all_deployments(ctx: &Ctx, api_id: &str) -> Result<Vec<Deployment>> {
 /// Deletes our deployments that no stage serves any more, so they do not pile up.
 async fn prune_deployments(ctx: &Ctx, api_id: &str) -> Result<()> {
     let gw = &ctx.aws.apigateway;
-    let stages = match gw.get_stages().rest_api_id(api_id).send().await {
+    // Both listings at once: which deployments exist and which a stage still serves.
+    let (stages, deployments) = tokio::join!(
+        gw.get_stages().rest_api_id(api_id).send(),
+        gw.get_deployments().rest_api_id(api_id).limit(500).send()
+    );
+    let stages = match stages {
         Ok(s) => s,
         Err(e) if super::not_found(&e) => {
             return Ok(());
@@ -418,13 +425,11 @@ async fn prune_deployments(ctx: &Ctx, api_id: &str) -> Result<()> {
         .iter()
         .filter_map(|s| s.deployment_id())
         .collect();
-    let deployments = gw
-        .get_deployments()
-        .rest_api_id(api_id)
-        .limit(500)
-        .send()
-        .await
-        .context("GetDeployments")?;
+    let deployments = match deployments {
+        Ok(d) => d,
+        Err(e) if super::not_found(&e) => return Ok(()),
+        Err(e) => return Err(e).context("GetDeployments"),
+    };
     for d in deployments.items() {
         let Some(id) = d.id() else { continue };
         if in_use.contains(&id) || recorded_hash(d.description()).is_none() {

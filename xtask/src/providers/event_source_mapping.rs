@@ -415,17 +415,23 @@ impl Provider for EventSourceMapping {
         spec: &EventSourceMappingSpec,
         o: &ObservedMapping,
     ) -> Result<()> {
-        delete_mapping(ctx, &o.uuid).await?;
-        // Destroy leaves nothing of ours on the table's older streams either.
-        if let Some(current) = &o.current_stream_arn {
+        // Destroy leaves nothing of ours on the table's older streams either; they are
+        // looked for while the observed mapping goes.
+        let older = async {
+            let Some(current) = &o.current_stream_arn else {
+                return Ok(());
+            };
             for old in old_stream_mappings(ctx, spec, current).await? {
-                // The observed one may itself be on an old stream: it is deleted already.
+                // The observed one may itself be on an old stream: it is being deleted.
                 if old.uuid() != Some(o.uuid.as_str()) {
                     delete_mapping(ctx, old.uuid().unwrap_or_default()).await?;
                 }
             }
-        }
-        Ok(())
+            Ok::<_, anyhow::Error>(())
+        };
+        let (observed, older) = tokio::join!(delete_mapping(ctx, &o.uuid), older);
+        observed?;
+        older
     }
 }
 
