@@ -162,16 +162,52 @@ fn grey_text(x: f32, y: f32, size: f32, align: Align, value: impl Into<String>) 
 
 /// Lays out the invoice; returns one list of operations per page, footers included.
 pub(super) fn layout(invoice: &Invoice, seller: &Seller, m: &Measurer) -> Vec<Vec<Op>> {
-    let currency = invoice.currency.as_deref();
-    let priced = invoice.line_items.is_some();
-    let cols = columns(priced);
-    let desc_col = cols[1];
+    let cols = columns(invoice.line_items.is_some());
     let rows = rows(invoice, &cols, m);
+    let table = Table {
+        cols: &cols,
+        currency: invoice.currency.as_deref(),
+    };
 
     let mut pages: Vec<Vec<Op>> = Vec::new();
     let mut page = Vec::new();
     let mut y = first_page_header(invoice, seller, m, &mut page);
-    let table_header = |page: &mut Vec<Op>, y: f32| -> f32 {
+    y = table.header(&mut page, y);
+    for row in &rows {
+        if y + row.height() > BODY_BOTTOM {
+            pages.push(std::mem::take(&mut page));
+            y = continuation_header(invoice, &mut page);
+            y = table.header(&mut page, y);
+        }
+        y = table.row(row, m, &mut page, y);
+    }
+
+    // Totals: kept together, on a new page if they do not fit under the last row.
+    let totals = totals(invoice);
+    let totals_height = 14.0 + totals.len() as f32 * 16.0;
+    if y + totals_height > BODY_BOTTOM {
+        pages.push(std::mem::take(&mut page));
+        y = continuation_header(invoice, &mut page);
+    }
+    draw_totals(&totals, m, &mut page, y);
+    pages.push(page);
+
+    let count = pages.len();
+    for (i, page) in pages.iter_mut().enumerate() {
+        footer(invoice, i + 1, count, page);
+    }
+    pages
+}
+
+/// The line-item table's columns and the currency its money columns are titled with.
+struct Table<'a> {
+    cols: &'a [Column],
+    currency: Option<&'a str>,
+}
+
+impl Table<'_> {
+    /// The shaded title row; returns the y under it. Repeated on every page the table spans.
+    fn header(&self, page: &mut Vec<Op>, y: f32) -> f32 {
         page.push(Op::Rect {
             x: MARGIN,
             y,
@@ -179,8 +215,8 @@ pub(super) fn layout(invoice: &Invoice, seller: &Seller, m: &Measurer) -> Vec<Ve
             h: HEADER_ROW_HEIGHT,
             grey: BAND,
         });
-        for col in &cols {
-            let title = match (col.title, currency) {
+        for col in self.cols {
+            let title = match (col.title, self.currency) {
                 ("Unit price" | "Amount", Some(code)) => format!("{} ({code})", col.title),
                 (title, _) => title.to_owned(),
             };
@@ -194,15 +230,11 @@ pub(super) fn layout(invoice: &Invoice, seller: &Seller, m: &Measurer) -> Vec<Ve
             ));
         }
         y + HEADER_ROW_HEIGHT
-    };
-    y = table_header(&mut page, y);
+    }
 
-    for row in &rows {
-        if y + row.height() > BODY_BOTTOM {
-            pages.push(std::mem::take(&mut page));
-            y = continuation_header(invoice, &mut page);
-            y = table_header(&mut page, y);
-        }
+    /// One row at `y` and the rule under it; returns the y under the rule.
+    fn row(&self, row: &Row, m: &Measurer, page: &mut Vec<Op>, y: f32) -> f32 {
+        let cols = self.cols;
         let baseline = y + ROW_PADDING + LINE_HEIGHT - 3.0;
         page.push(text(
             cols[0].anchor(),
@@ -214,7 +246,7 @@ pub(super) fn layout(invoice: &Invoice, seller: &Seller, m: &Measurer) -> Vec<Ve
         ));
         for (i, line) in row.description.iter().enumerate() {
             page.push(text(
-                desc_col.anchor(),
+                cols[1].anchor(),
                 baseline + i as f32 * LINE_HEIGHT,
                 BODY_SIZE,
                 Weight::Regular,
@@ -234,23 +266,21 @@ pub(super) fn layout(invoice: &Invoice, seller: &Seller, m: &Measurer) -> Vec<Ve
                 value.clone(),
             ));
         }
-        y += row.height();
+        let y = y + row.height();
         page.push(Op::Rule {
             x1: MARGIN,
             x2: RIGHT,
             y,
             width: 0.4,
         });
+        y
     }
+}
 
-    // Totals: kept together, on a new page if they do not fit under the last row.
-    let totals = totals(invoice);
-    let totals_height = 14.0 + totals.len() as f32 * 16.0;
-    if y + totals_height > BODY_BOTTOM {
-        pages.push(std::mem::take(&mut page));
-        y = continuation_header(invoice, &mut page);
-    }
-    y += 8.0;
+/// The totals block, right-aligned under the table starting at `y`; the bold line (the
+/// grand total) gets a rule above it.
+fn draw_totals(totals: &[(String, String, bool)], m: &Measurer, page: &mut Vec<Op>, y: f32) {
+    let mut y = y + 8.0;
     let label_x = RIGHT - 190.0;
     for (i, (label, amount, bold)) in totals.iter().enumerate() {
         y += 16.0;
@@ -275,32 +305,30 @@ pub(super) fn layout(invoice: &Invoice, seller: &Seller, m: &Measurer) -> Vec<Ve
             amount.clone(),
         ));
     }
-    pages.push(page);
+}
 
-    let count = pages.len();
-    for (i, page) in pages.iter_mut().enumerate() {
-        page.push(Op::Rule {
-            x1: MARGIN,
-            x2: RIGHT,
-            y: FOOTER_BASELINE - 12.0,
-            width: 0.4,
-        });
-        page.push(grey_text(
-            MARGIN,
-            FOOTER_BASELINE,
-            8.0,
-            Align::Left,
-            format!("Invoice {}", invoice.invoice_id),
-        ));
-        page.push(grey_text(
-            RIGHT,
-            FOOTER_BASELINE,
-            8.0,
-            Align::Right,
-            format!("Page {} of {count}", i + 1),
-        ));
-    }
-    pages
+/// The rule, invoice id and "Page i of n" at the foot of page `number`.
+fn footer(invoice: &Invoice, number: usize, count: usize, page: &mut Vec<Op>) {
+    page.push(Op::Rule {
+        x1: MARGIN,
+        x2: RIGHT,
+        y: FOOTER_BASELINE - 12.0,
+        width: 0.4,
+    });
+    page.push(grey_text(
+        MARGIN,
+        FOOTER_BASELINE,
+        8.0,
+        Align::Left,
+        format!("Invoice {}", invoice.invoice_id),
+    ));
+    page.push(grey_text(
+        RIGHT,
+        FOOTER_BASELINE,
+        8.0,
+        Align::Right,
+        format!("Page {number} of {count}"),
+    ));
 }
 
 /// Title, invoice facts, seller and customer blocks. Returns the y where the table starts.
