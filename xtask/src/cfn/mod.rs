@@ -4,8 +4,8 @@
 //! the app); [`deploy`] runs it through a change set: validate, create, show as a plan,
 //! execute, follow the stack's events, read the outputs, and delete the stack on destroy.
 //! Ownership: resources it deploys carry `managed-by = xtask-cloudformation`, and each engine
-//! refuses an environment the other one owns ([`deploy::refuse_direct_owned`],
-//! [`deploy::refuse_cloudformation_owned`]).
+//! refuses an environment the other one owns ([`flow::refuse_direct_owned`],
+//! [`flow::refuse_cloudformation_owned`]).
 
 pub mod deploy;
 pub mod flow;

@@ -349,6 +349,13 @@ pub const DEPLOY_ROLE: &[Permission] = &[
         "put_parameter",
         &["ssm:PutParameter", "ssm:AddTagsToResource"],
     ),
+    // The direct engine refuses an environment a CloudFormation stack owns
+    // (`cfn::flow::refuse_cloudformation_owned`): one stack read per plan, apply or destroy.
+    p(
+        "cloudformation",
+        "describe_stacks",
+        &["cloudformation:DescribeStacks"],
+    ),
     // Needs no permission (any principal may call it); listed so the list is complete.
     p("sts", "get_caller_identity", &["sts:GetCallerIdentity"]),
 ];
@@ -415,10 +422,32 @@ mod tests {
         files
     }
 
+    /// The SDK clients `aws::Clients` holds, by field name, read from its source so that a
+    /// service the list has never heard of is still scanned.
+    fn client_fields() -> BTreeSet<String> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/aws.rs");
+        let text = std::fs::read_to_string(src).expect("aws.rs");
+        let body = text
+            .split("pub struct Clients {")
+            .nth(1)
+            .and_then(|rest| rest.split("\n}").next())
+            .expect("aws::Clients");
+        let fields: BTreeSet<String> = body
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub "))
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(_, ty)| ty.trim().starts_with("aws_sdk_"))
+            .map(|(name, _)| name.trim().to_string())
+            .collect();
+        assert!(fields.contains("cloudformation"), "read {fields:?}");
+        fields
+    }
+
     /// `(client, operation)` of every `<client>.<operation>()` call in `source` outside its
     /// tests, where `<client>` is a field of `aws::Clients` or a local alias of one.
     fn sdk_calls(source: &str) -> BTreeSet<(String, String)> {
-        let clients: BTreeSet<&str> = DEPLOY_ROLE.iter().map(|p| p.client).collect();
+        let clients = client_fields();
+        let clients: BTreeSet<&str> = clients.iter().map(String::as_str).collect();
         let code = source.split("#[cfg(test)]").next().unwrap_or(source);
         let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
         let mut out = BTreeSet::new();
@@ -444,12 +473,38 @@ mod tests {
         out
     }
 
+    /// Functions outside the deploying commands' files that they call: the direct engine's
+    /// check that no CloudFormation stack owns the environment reads the stack.
+    const DEPLOY_FUNCTIONS: [(&str, &str); 1] = [("cfn/deploy.rs", "read")];
+
+    /// The text of `fn <name>` in `source`, from its signature to its closing brace.
+    fn function_body<'a>(source: &'a str, name: &str) -> &'a str {
+        let start = source
+            .find(&format!("fn {name}("))
+            .unwrap_or_else(|| panic!("no fn {name}"));
+        let mut depth = 0;
+        for (i, c) in source[start..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 1 => return &source[start..start + i + 1],
+                '}' => depth -= 1,
+                _ => {}
+            }
+        }
+        panic!("fn {name} does not end")
+    }
+
     #[test]
     fn the_list_matches_the_calls_in_the_code() {
         let mut called = BTreeSet::new();
         for f in deploy_sources() {
             let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{f:?}: {e}"));
             called.extend(sdk_calls(&text));
+        }
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for (file, name) in DEPLOY_FUNCTIONS {
+            let text = std::fs::read_to_string(src.join(file)).expect(file);
+            called.extend(sdk_calls(function_body(&text, name)));
         }
         let listed: BTreeSet<(String, String)> = DEPLOY_ROLE
             .iter()
