@@ -32,10 +32,40 @@ pub struct Global {
     /// Log every AWS API call (service, operation, duration, retries) to stderr.
     #[arg(long, short, global = true)]
     pub verbose: bool,
-    /// Plan text goes to stderr even without `--json`: set by commands that keep stdout for
-    /// their own output (`up`).
-    #[arg(skip)]
-    pub text_to_stderr: bool,
+}
+
+/// Where a command's text and its JSON document go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Text on stdout.
+    Text,
+    /// One JSON document on stdout (`--json`); text goes to stderr.
+    Json,
+    /// Text on stderr and no document: the command runs inside another one that keeps stdout
+    /// for its own output (`up`, `bench`).
+    Embedded,
+}
+
+impl Output {
+    /// The output a command run from the command line asks for.
+    pub fn of(g: &Global) -> Output {
+        if g.json { Output::Json } else { Output::Text }
+    }
+
+    /// Writes human-readable text: stdout only when no document claims it.
+    pub fn text(self, text: &str) {
+        match self {
+            Output::Text => print!("{text}"),
+            Output::Json | Output::Embedded => eprint!("{text}"),
+        }
+    }
+
+    /// Prints the JSON document, when this output has one.
+    pub fn document(self, doc: impl std::fmt::Display) {
+        if self == Output::Json {
+            println!("{doc}");
+        }
+    }
 }
 
 /// The repository root: xtask lives in `<root>/xtask`.

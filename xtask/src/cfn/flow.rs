@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
-use stacks::names::{MANAGED_BY_CLOUDFORMATION, Names, TAG_MANAGED_BY};
+use stacks::names::{MANAGED_BY_CLOUDFORMATION, TAG_MANAGED_BY};
 use stacks::{Code, Spec, Stack};
 
 use super::deploy::{self, ChangeSet};
@@ -14,7 +14,7 @@ use crate::cmd::exit;
 use crate::engine::plan::{Action, Plan};
 use crate::engine::render;
 use crate::providers::{self, error_code};
-use crate::session::{Global, Session, confirm};
+use crate::session::{Global, Output, Session, confirm};
 
 /// The stack's name and tags, and the template, of a session.
 pub struct Prepared {
@@ -53,7 +53,7 @@ fn code_of(stack: &Stack) -> BTreeMap<String, Code> {
 }
 
 pub fn prepare(session: &Session) -> Prepared {
-    let names = Names::new(&session.config, &session.env, &session.ctx.account_id);
+    let names = &session.names;
     let mut tags = session.stack.ownership_tags.clone();
     tags.insert(TAG_MANAGED_BY.into(), MANAGED_BY_CLOUDFORMATION.into());
     Prepared {
@@ -110,7 +110,7 @@ pub async fn refuse_direct_owned(session: &Session) -> Result<()> {
 
 /// Refuses an environment the CloudFormation engine deployed: its stack exists.
 pub async fn refuse_cloudformation_owned(session: &Session) -> Result<()> {
-    let names = Names::new(&session.config, &session.env, &session.ctx.account_id);
+    let names = &session.names;
     let stack = names.cloudformation_stack();
     if let Some(live) = deploy::read(&session.ctx, &stack).await? {
         bail!(
@@ -126,17 +126,15 @@ pub async fn refuse_cloudformation_owned(session: &Session) -> Result<()> {
 }
 
 fn show(g: &Global, plan: &Plan, title: &str, command: &str, session: &Session, to_stdout: bool) {
-    let text = render::plan_text(plan, title);
-    if g.json {
-        eprint!("{text}");
-        if to_stdout {
-            println!(
-                "{}",
-                render::json(plan, command, None, session.ctx.aws.log.counts())
-            );
-        }
-    } else {
-        print!("{text}");
+    let out = Output::of(g);
+    out.text(&render::plan_text(plan, title));
+    if to_stdout {
+        out.document(render::json(
+            plan,
+            command,
+            None,
+            session.ctx.aws.log.counts(),
+        ));
     }
 }
 
@@ -246,10 +244,9 @@ async fn locked(
     break_lock: bool,
     work: impl std::future::Future<Output = Result<u8>>,
 ) -> Result<u8> {
-    let names = Names::new(&session.config, &session.env, &session.ctx.account_id);
     crate::lock::Lock::hold(
         &session.ctx,
-        &crate::lock::Place::of(&names),
+        &crate::lock::Place::of(&session.names),
         command,
         &prepare(session).tags,
         break_lock,

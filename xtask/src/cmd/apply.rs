@@ -17,8 +17,7 @@ use crate::engine::apply::{Outcome, Status, apply, check_runnable};
 use crate::engine::plan::{Action, Plan};
 use crate::engine::{Options, plan, render};
 use crate::lock::{Acquired, Before, Lock, Place};
-use crate::session::{Global, SeedArgs, Session, confirm};
-use stacks::names::Names;
+use crate::session::{Global, Output, SeedArgs, Session, confirm};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -51,7 +50,16 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         return crate::cfn::flow::apply(g, &session, args.yes, args.break_lock).await;
     }
     let stack = session.stack.clone();
-    reconcile(g, &session, &stack, Mode::Apply, args.yes, args.break_lock).await
+    let out = Output::of(g);
+    reconcile(
+        out,
+        &session,
+        &stack,
+        Mode::Apply,
+        args.yes,
+        args.break_lock,
+    )
+    .await
 }
 
 fn fingerprint(plan: &Plan) -> Vec<(String, String, String)> {
@@ -117,7 +125,7 @@ impl Mode {
 
 /// The shared flow of apply and destroy.
 pub async fn reconcile(
-    g: &Global,
+    out: Output,
     session: &Session,
     stack: &Stack,
     mode: Mode,
@@ -126,18 +134,17 @@ pub async fn reconcile(
 ) -> Result<u8> {
     let ctx = &session.ctx;
     let started = Instant::now();
-    let names = Names::new(&session.config, &session.env, &ctx.account_id);
-    let place = Place::of(&names);
+    let place = Place::of(&session.names);
     let first = first_plan(session, stack, &place, yes).await?;
     let (first, before) = (first.plan, first.before);
-    show(g, &render::plan_text(&first, mode.title()));
+    out.text(&render::plan_text(&first, mode.title()));
     if !first.has_changes() {
-        if g.json && !g.text_to_stderr {
-            println!(
-                "{}",
-                render::json(&first, mode.command(), Some(&[]), ctx.aws.log.counts())
-            );
-        }
+        out.document(render::json(
+            &first,
+            mode.command(),
+            Some(&[]),
+            ctx.aws.log.counts(),
+        ));
         return Ok(exit::OK);
     }
     check_runnable(&first)?;
@@ -189,7 +196,7 @@ pub async fn reconcile(
     let Some(outcomes) = outcomes else {
         return Ok(exit::INTERRUPTED);
     };
-    summarise(g, ctx, &plan, &outcomes, mode, started)
+    summarise(out, ctx, &plan, &outcomes, mode, started)
 }
 
 /// The plan shown before confirmation, and what was seen of other runs before reading it.
@@ -255,17 +262,8 @@ async fn reread(session: &Session, stack: &Stack, shown: &Plan, mode: Mode) -> R
     Ok(second)
 }
 
-/// Text goes to stderr under --json so stdout stays one JSON document.
-fn show(g: &Global, text: &str) {
-    if g.json || g.text_to_stderr {
-        eprint!("{text}");
-    } else {
-        print!("{text}");
-    }
-}
-
 fn summarise(
-    g: &Global,
+    out: Output,
     ctx: &crate::engine::Ctx,
     plan: &Plan,
     outcomes: &[Outcome],
@@ -275,12 +273,12 @@ fn summarise(
     let done = Done::count(outcomes);
     let failed = done.failed + done.skipped;
     let calls = ctx.aws.log.counts();
-    if g.json && !g.text_to_stderr {
-        println!(
-            "{}",
-            render::json(plan, mode.command(), Some(outcomes), calls.clone())
-        );
-    }
+    out.document(render::json(
+        plan,
+        mode.command(),
+        Some(outcomes),
+        calls.clone(),
+    ));
     eprintln!(
         "{} {}: {}{} in {:.1}s ({} API calls: {} reads, {} writes, {} retries)",
         mode.verb(),

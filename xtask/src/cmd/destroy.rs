@@ -8,7 +8,7 @@ use anyhow::Result;
 use super::apply::{Mode, reconcile};
 use crate::artifacts::CodeSource;
 use crate::engine::Options;
-use crate::session::{Global, Session};
+use crate::session::{Global, Output, Session};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -37,7 +37,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
     }
     let stack = session.stack.clone().into_absent();
     reconcile(
-        g,
+        Output::of(g),
         &session,
         &stack,
         Mode::Destroy,

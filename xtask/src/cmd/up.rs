@@ -26,7 +26,9 @@ use crate::local::app::{AppOptions, LocalApp};
 use crate::local::follow::Loader;
 use crate::local::runtime::{EmulatorAccess, FunctionLogs, LocalConfig};
 use crate::local::sources::snapshot;
-use crate::session::{Global, SeedArgs, Session, emulator_config, load_config, project_root};
+use crate::session::{
+    Global, Output, SeedArgs, Session, emulator_config, load_config, project_root,
+};
 
 /// How often `--watch` looks at the functions' sources.
 const WATCH_POLL: Duration = Duration::from_millis(700);
@@ -220,13 +222,11 @@ async fn wait_for_stop_signal() {
 
 /// Builds and applies the environment, as `apply --yes` does, keeping stdout for `--json`.
 async fn deploy(g: &Global, code: &CodeArgs, seed: SeedArgs) -> Result<Session> {
-    let mut g = g.clone();
-    g.text_to_stderr = true;
     let mut session =
-        Session::open(&g, Options::default(), &CodeSource::Deploy(code.clone())).await?;
+        Session::open(g, Options::default(), &CodeSource::Deploy(code.clone())).await?;
     session.seed_args(seed);
     let stack = session.stack.clone();
-    let code = reconcile(&g, &session, &stack, Mode::Apply, true, false).await?;
+    let code = reconcile(Output::Embedded, &session, &stack, Mode::Apply, true, false).await?;
     if code != exit::OK {
         bail!("apply failed; fix the error above and run `cargo xtask up` again");
     }
