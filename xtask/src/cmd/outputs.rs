@@ -54,6 +54,17 @@ struct Outputs {
 
 pub async fn run(g: &Global, args: &Args) -> Result<u8> {
     let session = Session::open(g, Options::default(), &CodeSource::None).await?;
+    let out = collect(&session, args.show_secrets).await?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_text(&out);
+    }
+    Ok(exit::OK)
+}
+
+/// Names from the desired stack, ids from AWS: the API and its key are looked up together.
+async fn collect(session: &Session, show_secrets: bool) -> Result<Outputs> {
     let ctx = &session.ctx;
     let mut tables = Vec::new();
     let mut buckets = Vec::new();
@@ -79,26 +90,14 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
             _ => {}
         }
     }
-    let api_id = apigw::find_rest_api(ctx, &api_name)
-        .await?
-        .and_then(|a| a.id().map(str::to_string));
-    let invoke_url = api_id
-        .as_ref()
-        .map(|id| match emulator_config(&session.config) {
-            Some(ec) => format!("{}/restapis/{id}/{stage}/_user_request_", ec.endpoint()),
-            None => format!(
-                "https://{id}.execute-api.{}.{}/{stage}",
-                ctx.region,
-                if ctx.region.starts_with("cn-") {
-                    "amazonaws.com.cn"
-                } else {
-                    "amazonaws.com"
-                }
-            ),
-        });
-    let key = apigw::find_api_key(ctx, &key_name).await?;
+    let (api, key) = tokio::try_join!(
+        apigw::find_rest_api(ctx, &api_name),
+        apigw::find_api_key(ctx, &key_name)
+    )?;
+    let api_id = api.and_then(|a| a.id().map(str::to_string));
+    let invoke_url = api_id.map(|id| invoke_url(session, &id, &stage));
     let key_id = key.and_then(|k| k.id().map(str::to_string));
-    let value = match (&key_id, args.show_secrets) {
+    let value = match (&key_id, show_secrets) {
         (Some(id), true) => ctx
             .aws
             .apigateway
@@ -112,7 +111,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
             .map(str::to_string),
         _ => None,
     };
-    let out = Outputs {
+    Ok(Outputs {
         env: session.env.clone(),
         account_id: ctx.account_id.clone(),
         region: ctx.region.clone(),
@@ -134,11 +133,26 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         tables,
         buckets,
         function_aliases: aliases,
-    };
-    if g.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(exit::OK);
+    })
+}
+
+/// The stage's base URL: the emulator's path form locally, `execute-api` on AWS.
+fn invoke_url(session: &Session, api_id: &str, stage: &str) -> String {
+    let region = &session.ctx.region;
+    match emulator_config(&session.config) {
+        Some(ec) => format!("{}/restapis/{api_id}/{stage}/_user_request_", ec.endpoint()),
+        None => format!(
+            "https://{api_id}.execute-api.{region}.{}/{stage}",
+            if region.starts_with("cn-") {
+                "amazonaws.com.cn"
+            } else {
+                "amazonaws.com"
+            }
+        ),
     }
+}
+
+fn print_text(out: &Outputs) {
     let none = || "(not deployed)".to_string();
     println!(
         "env {} in account {} region {}",
@@ -171,5 +185,4 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
     for a in &out.function_aliases {
         println!("  {a}");
     }
-    Ok(exit::OK)
 }

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -31,7 +32,7 @@ use crate::cmd::apply::{Mode, reconcile};
 use crate::cmd::{exit, nodes};
 use crate::emulator::TestEmulator;
 use crate::engine::{Ctx, Options, plan};
-use crate::session::{Global, Session, load_config};
+use crate::session::{Global, Output, Session, load_config};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -106,6 +107,43 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
     );
     let zips = tempfile::tempdir().context("creating a directory for stand-in zips")?;
     let log = CallLog::new(g.verbose);
+    let ctx = connect(&config, &emu, &log, args.latency).await?;
+    let bench = Bench {
+        env: &g.env,
+        config: &config,
+        ctx: &ctx,
+        zips: zips.path(),
+        meter: Meter {
+            log: &log,
+            latency: args.latency,
+        },
+    };
+    let (phases, resources) = bench.phases().await?;
+    drop(emu);
+
+    if g.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "latency_ms": args.latency.as_millis() as u64,
+                "resources": resources,
+                "phases": phases,
+            }))?
+        );
+    } else {
+        print!("{}", table(&phases, args.latency));
+    }
+    Ok(exit::OK)
+}
+
+/// An engine context on the private emulator, every call delayed by `latency`, with the
+/// emulator's services warmed up.
+async fn connect(
+    config: &stacks::Config,
+    emu: &TestEmulator,
+    log: &Arc<CallLog>,
+    latency: Duration,
+) -> Result<Ctx> {
     let region = if config.region.is_empty() {
         "us-east-1".to_string()
     } else {
@@ -117,7 +155,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
             region: region.clone(),
         },
         log.clone(),
-        Some(args.latency),
+        Some(latency),
     )
     .await;
     let identity = aws
@@ -128,117 +166,123 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         .context("asking the emulator for its account")?;
     let account_id = identity.account().unwrap_or_default().to_string();
     warm_up(&aws).await;
-    let ctx = Ctx {
+    Ok(Ctx {
         aws,
-        account_id: account_id.clone(),
-        region: region.clone(),
+        account_id,
+        region,
         wait_timeout: Duration::from_secs(config.deploy.wait_timeout_secs),
         options: Options {
             allow_data_loss: true,
             override_deletion_protection: true,
         },
-    };
-    let stack_for = |variant: usize| -> Result<Stack> {
-        stand_in_zips(zips.path(), variant)?;
+    })
+}
+
+/// What the phases share: the environment, its context and where the stand-in zips go.
+struct Bench<'a> {
+    env: &'a str,
+    config: &'a stacks::Config,
+    ctx: &'a Ctx,
+    zips: &'a Path,
+    meter: Meter<'a>,
+}
+
+impl Bench<'_> {
+    /// The stack with stand-in zips of `variant`.
+    fn stack(&self, variant: usize) -> Result<Stack> {
+        stand_in_zips(self.zips, variant)?;
         Ok(stack_with_code(
-            &config,
-            &g.env,
-            &account_id,
-            &region,
-            zips.path(),
+            self.config,
+            self.env,
+            &self.ctx.account_id,
+            &self.ctx.region,
+            self.zips,
         ))
-    };
-    let session = |stack: Stack| Session {
-        env: g.env.clone(),
-        names: stacks::names::Names::for_account(&config, &g.env, &account_id),
-        config: config.clone(),
-        ctx: ctx.clone(),
-        stack,
-    };
-    // Plan text of each phase goes to stderr; stdout is the table (or the JSON).
-    let quiet = Global {
-        json: false,
-        text_to_stderr: true,
-        ..g.clone()
-    };
-    let concurrency = config.deploy.concurrency;
-    let mut phases = Vec::new();
-    let meter = Meter {
-        log: &log,
-        latency: args.latency,
-    };
-
-    let first = session(stack_for(0)?);
-    let s = &first.stack;
-    phases.push(
-        meter
-            .phase("plan on empty", s, || async {
-                plan::plan(&ctx, &g.env, nodes(s), &s.ownership_tags, concurrency)
-                    .await
-                    .map(|_| ())
-            })
-            .await?,
-    );
-    phases.push(
-        meter
-            .phase("apply from empty", s, || {
-                applied(reconcile(&quiet, &first, s, Mode::Apply, true, false))
-            })
-            .await?,
-    );
-    phases.push(
-        meter
-            .phase("no-op plan", s, || async {
-                let p = plan::plan(&ctx, &g.env, nodes(s), &s.ownership_tags, concurrency).await?;
-                if p.has_changes() {
-                    bail!("the plan after apply still has changes");
-                }
-                Ok(())
-            })
-            .await?,
-    );
-    phases.push(
-        meter
-            .phase("no-op apply", s, || {
-                applied(reconcile(&quiet, &first, s, Mode::Apply, true, false))
-            })
-            .await?,
-    );
-    // Every zip changes with the variant, but only one function's artifact and code
-    // reference are taken from the new set: a one-function code change.
-    let changed = session(one_function_changed(&first.stack, stack_for(1)?));
-    let s = &changed.stack;
-    phases.push(
-        meter
-            .phase("one-function code change", s, || {
-                applied(reconcile(&quiet, &changed, s, Mode::Apply, true, false))
-            })
-            .await?,
-    );
-    let absent = session(changed.stack.clone().into_absent());
-    let s = &absent.stack;
-    phases.push(
-        meter
-            .phase("destroy", s, || {
-                applied(reconcile(&quiet, &absent, s, Mode::Destroy, true, false))
-            })
-            .await?,
-    );
-    drop(emu);
-
-    if g.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "latency_ms": args.latency.as_millis() as u64,
-                "resources": first.stack.resources.len(),
-                "phases": phases,
-            }))?
-        );
-    } else {
-        print!("{}", table(&phases, args.latency));
     }
-    Ok(exit::OK)
+
+    fn session(&self, stack: Stack) -> Session {
+        Session {
+            env: self.env.to_string(),
+            names: stacks::names::Names::for_account(self.config, self.env, &self.ctx.account_id),
+            config: self.config.clone(),
+            ctx: self.ctx.clone(),
+            stack,
+        }
+    }
+
+    async fn plan(&self, stack: &Stack) -> Result<plan::Plan> {
+        let concurrency = self.config.deploy.concurrency;
+        plan::plan(
+            self.ctx,
+            self.env,
+            nodes(stack),
+            &stack.ownership_tags,
+            concurrency,
+        )
+        .await
+    }
+
+    /// Runs the six phases in order; returns their figures and the stack's resource count.
+    async fn phases(&self) -> Result<(Vec<Phase>, usize)> {
+        // Plan text goes to stderr; stdout is the table (or the JSON).
+        let out = Output::Embedded;
+        let meter = &self.meter;
+        let mut phases = Vec::new();
+        let first = self.session(self.stack(0)?);
+        let s = &first.stack;
+        phases.push(
+            meter
+                .phase("plan on empty", s, || async {
+                    self.plan(s).await.map(|_| ())
+                })
+                .await?,
+        );
+        phases.push(
+            meter
+                .phase("apply from empty", s, || {
+                    applied(reconcile(out, &first, s, Mode::Apply, true, false))
+                })
+                .await?,
+        );
+        phases.push(
+            meter
+                .phase("no-op plan", s, || async {
+                    if self.plan(s).await?.has_changes() {
+                        bail!("the plan after apply still has changes");
+                    }
+                    Ok(())
+                })
+                .await?,
+        );
+        phases.push(
+            meter
+                .phase("no-op apply", s, || {
+                    applied(reconcile(out, &first, s, Mode::Apply, true, false))
+                })
+                .await?,
+        );
+        // Every zip changes with the variant, but only one function's artifact and code
+        // reference are taken from the new set: a one-function code change.
+        let changed = self.session(one_function_changed(&first.stack, self.stack(1)?));
+        let s = &changed.stack;
+        phases.push(
+            meter
+                .phase("one-function code change", s, || {
+                    applied(reconcile(out, &changed, s, Mode::Apply, true, false))
+                })
+                .await?,
+        );
+        let absent = self.session(changed.stack.clone().into_absent());
+        let s = &absent.stack;
+        phases.push(
+            meter
+                .phase("destroy", s, || {
+                    applied(reconcile(out, &absent, s, Mode::Destroy, true, false))
+                })
+                .await?,
+        );
+        Ok((phases, first.stack.resources.len()))
+    }
 }
 
 /// One cheap read per service before measuring: the emulator builds each service's backend
