@@ -289,7 +289,11 @@ async fn change_set_flow_against_the_emulator() {
     let doc = run.json();
     assert_eq!(doc["stack"], STACK);
     let held = aws.ssm.get_parameter().name(&lock).send().await;
-    assert!(held.is_err(), "the lock is released after apply");
+    assert!(
+        held.map_err(|e| e.into_service_error())
+            .is_err_and(|e| e.is_parameter_not_found()),
+        "the lock is released after apply"
+    );
     let tables = aws.dynamodb.list_tables().send().await.unwrap();
     assert_eq!(tables.table_names().len(), 2, "{tables:?}");
     let stack = xtask::cfn::deploy::read(&ctx(&aws), STACK)
@@ -367,7 +371,12 @@ async fn change_set_flow_against_the_emulator() {
             .unwrap()
             .is_none()
     );
-    assert!(aws.s3.head_bucket().bucket(ARTIFACTS).send().await.is_err());
+    let head = aws.s3.head_bucket().bucket(ARTIFACTS).send().await;
+    assert!(
+        head.map_err(|e| e.into_service_error())
+            .is_err_and(|e| e.is_not_found()),
+        "the artifacts bucket is gone"
+    );
     assert_eq!(
         xtask(&["destroy", "--engine", "cloudformation", "--yes"]).code,
         0
