@@ -3,7 +3,8 @@
 //!
 //! Everything else about a function (its role, log group, artifact, alias, API route and
 //! permission, stream trigger, seed step) is derived from its entry in [`APP_FUNCTIONS`], so
-//! adding a function is one entry here plus its crate under `functions/`. The derived
+//! adding a function is one entry here plus its crate under `functions/` (and, for an API
+//! route, its operation in `openapi/`; ARCHITECTURE.md lists the rest). The derived
 //! constants ([`FUNCTIONS`], [`STREAM_FUNCTION`], [`SEED_FUNCTION`], [`ENDPOINTS`]) are
 //! computed at compile time: a table with no stream consumer, or two seeders, does not build.
 
@@ -95,7 +96,7 @@ const INSERT_GRANTS: &[Grant] = &[Grant {
 }];
 
 /// The app's functions, in the order their resources are listed.
-pub const APP_FUNCTIONS: [AppFunction; 5] = [
+pub const APP_FUNCTIONS: &[AppFunction] = &[
     AppFunction {
         name: "insert-invoice",
         trigger: Trigger::Api(Route {
@@ -190,7 +191,7 @@ pub const APP_FUNCTIONS: [AppFunction; 5] = [
 
 /// The function of a name, if the app has one.
 pub fn get(name: &str) -> Option<&'static AppFunction> {
-    let all: &'static [AppFunction] = &APP_FUNCTIONS;
+    let all: &'static [AppFunction] = APP_FUNCTIONS;
     all.iter().find(|f| f.name == name)
 }
 

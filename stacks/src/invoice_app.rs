@@ -482,7 +482,7 @@ fn functions(
         role_arn_prefix: format!("arn:{partition}:iam::{}:role/", target.account_id),
         artifacts_bucket: names.artifacts_bucket(),
     };
-    for function in &APP_FUNCTIONS {
+    for function in APP_FUNCTIONS {
         let c = code.get(function.name).cloned().unwrap_or(Code {
             zip_path: Default::default(),
             sha256_hex: String::new(),
