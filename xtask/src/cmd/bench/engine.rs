@@ -68,6 +68,12 @@ pub struct Phase {
     /// Wall time divided by the latency.
     pub deep: f64,
     pub wall_ms: u64,
+    /// The longest run of calls each made after the one before it had answered: the depth
+    /// in calls, whatever the emulator's own time per call (which `deep` includes).
+    pub in_sequence: usize,
+    /// The emulator's mean time per call on top of the added latency: high when many calls
+    /// queue in its one process, which inflates `deep` but would not happen on AWS.
+    pub emulator_ms: u64,
     pub most_in_flight: usize,
     pub critical_path: usize,
     /// The same path with each resource weighing the round-trips its calls spanned (calls a
@@ -438,6 +444,8 @@ impl Meter<'_> {
             writes: calls.iter().filter(|c| c.write).count(),
             deep: (wall.as_secs_f64() / self.latency.as_secs_f64() * 10.0).round() / 10.0,
             wall_ms: wall.as_millis() as u64,
+            in_sequence: in_sequence(&calls),
+            emulator_ms: emulator_ms(&calls, self.latency),
             most_in_flight: self.log.take_peak_in_flight(),
             critical_path,
             critical_deep: critical_spans as f64 / 10.0,
@@ -452,6 +460,44 @@ impl Meter<'_> {
             by_operation,
         })
     }
+}
+
+/// The longest chain of calls in which each started after the previous one ended.
+fn in_sequence(calls: &[Call]) -> usize {
+    let mut spans: Vec<(Instant, Instant)> = calls
+        .iter()
+        .filter_map(|c| {
+            let start = c.started?;
+            Some((start, start + Duration::from_millis(c.millis)))
+        })
+        .collect();
+    spans.sort();
+    // depth[i]: the longest chain ending with call i (calls in order of start).
+    let mut depth = vec![0usize; spans.len()];
+    for i in 0..spans.len() {
+        let before = (0..i)
+            .filter(|&j| spans[j].1 <= spans[i].0)
+            .map(|j| depth[j])
+            .max()
+            .unwrap_or(0);
+        depth[i] = before + 1;
+    }
+    depth.into_iter().max().unwrap_or(0)
+}
+
+/// Mean milliseconds per call beyond the added latency (each attempt is delayed once).
+fn emulator_ms(calls: &[Call], latency: Duration) -> u64 {
+    if calls.is_empty() {
+        return 0;
+    }
+    let extra: u64 = calls
+        .iter()
+        .map(|c| {
+            c.millis
+                .saturating_sub(latency.as_millis() as u64 * u64::from(c.attempts.max(1)))
+        })
+        .sum();
+    extra / calls.len() as u64
 }
 
 /// Each engine pass as one span and each call outside the engine on its own, in order of start.
@@ -659,16 +705,18 @@ fn critical_path(calls: &[Call], stack: &Stack, span: Option<Duration>) -> (usiz
 
 fn table(phases: &[Phase], latency: Duration) -> String {
     let mut out = format!(
-        "\nEngine benchmark, {} ms per AWS call\n\n| phase | calls | writes | deep (wall / latency) | most in flight | critical path (calls) | critical path (deep) | deep / critical deep | throttled | retries |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "\nEngine benchmark, {} ms per AWS call\n\n| phase | calls | writes | deep (wall / latency) | calls in sequence | emulator ms / call | most in flight | critical path (calls) | critical path (deep) | deep / critical deep | throttled | retries |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         latency.as_millis()
     );
     for p in phases {
         out.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {} | {} | {:.1} | {:.2} | {} | {} |\n",
+            "| {} | {} | {} | {:.1} | {} | {} | {} | {} | {:.1} | {:.2} | {} | {} |\n",
             p.phase,
             p.calls,
             p.writes,
             p.deep,
+            p.in_sequence,
+            p.emulator_ms,
             p.most_in_flight,
             p.critical_path,
             p.critical_deep,
@@ -690,6 +738,46 @@ fn table(phases: &[Phase], latency: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn call_at(start: Instant, from_ms: u64, millis: u64) -> Call {
+        Call {
+            service: "S3".into(),
+            operation: "HeadBucket".into(),
+            write: false,
+            attempts: 1,
+            millis,
+            ok: true,
+            scope: None,
+            started: Some(start + Duration::from_millis(from_ms)),
+            answered: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn calls_in_sequence_count_only_calls_made_after_an_answer() {
+        let t = Instant::now();
+        // Two in parallel (0-100, 0-150), then one after both (150-250), then one that
+        // overlaps it (200-300): the longest chain is two calls.
+        let calls = [
+            call_at(t, 0, 100),
+            call_at(t, 0, 150),
+            call_at(t, 150, 100),
+            call_at(t, 200, 100),
+        ];
+        assert_eq!(in_sequence(&calls), 2);
+        // A call after the last one makes it three.
+        let mut more = calls.to_vec();
+        more.push(call_at(t, 300, 100));
+        assert_eq!(in_sequence(&more), 3);
+        assert_eq!(in_sequence(&[]), 0);
+    }
+
+    #[test]
+    fn emulator_time_is_what_a_call_took_beyond_the_latency() {
+        let t = Instant::now();
+        let calls = [call_at(t, 0, 130), call_at(t, 0, 110)];
+        assert_eq!(emulator_ms(&calls, Duration::from_millis(100)), 20);
+    }
 
     #[test]
     fn latencies_need_a_unit_and_a_positive_value() {
