@@ -74,6 +74,14 @@ pub fn current_plan_stage() -> Option<u64> {
         .flatten()
 }
 
+/// The apply pass the current task writes for, if any.
+pub fn current_apply_stage() -> Option<u64> {
+    SCOPE
+        .try_with(|s| (s.kind == "apply").then_some(s.stage))
+        .ok()
+        .flatten()
+}
+
 /// A fresh stage number, so the calls of two plans of one run stay apart.
 pub fn next_stage() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);

@@ -248,6 +248,7 @@ async fn run_group(
             error,
         });
     }
+    super::lookup::forget(stage);
     // Anything left waits on something that never ran (cannot happen with a valid graph).
     for (r, _) in pending {
         outcomes.push(skipped(r, "its dependencies did not complete"));

@@ -8,7 +8,8 @@
 //!
 //! Sharing is limited to one plan pass (the [`crate::aws::Scope`] the engine runs reads in), so
 //! an apply never sees a listing from before its own creates; outside a plan pass every lookup
-//! is made afresh.
+//! is made afresh. An apply pass keeps only what its own writes learned ([`remember`]: a new
+//! REST API's id), for the resources waiting on them.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -91,7 +92,30 @@ where
         .clone())
 }
 
-/// Drops what a finished plan pass looked up.
+/// Records, for the rest of this apply pass, what a write learned (a new REST API's id), so
+/// the resources that wait for it need not list their kind again to find it. Outside an apply
+/// pass it does nothing.
+pub fn remember(key: &str, value: &str) {
+    if let Some(stage) = crate::aws::current_apply_stage() {
+        let cell = Shared::default();
+        let value: Arc<dyn Any + Send + Sync> = Arc::new(value.to_string());
+        cell.set(value).expect("a fresh cell is empty");
+        table()
+            .lock()
+            .expect("lookup table poisoned")
+            .insert((stage, key.to_string()), cell);
+    }
+}
+
+/// What this apply pass [`remember`]ed under `key`.
+pub fn recall(key: &str) -> Option<String> {
+    let stage = crate::aws::current_apply_stage()?;
+    let table = table().lock().expect("lookup table poisoned");
+    let value = table.get(&(stage, key.to_string()))?.get()?;
+    value.downcast_ref::<String>().cloned()
+}
+
+/// Drops what a finished plan or apply pass looked up or remembered.
 pub fn forget(stage: u64) {
     table()
         .lock()
@@ -172,5 +196,37 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         lookups(&calls).await;
         assert_eq!(calls.load(Ordering::SeqCst), 6);
+    }
+
+    #[tokio::test]
+    async fn an_apply_pass_recalls_what_its_writes_remembered() {
+        let stage = crate::aws::next_stage();
+        let scope = |stage, node: &str| Scope {
+            stage,
+            kind: "apply",
+            node: node.into(),
+        };
+        scoped(scope(stage, "rest_api.x"), async {
+            remember("id.x", "abc")
+        })
+        .await;
+        // Another node of the same pass sees it; another pass, or no pass, does not.
+        let seen = scoped(scope(stage, "api_stage.x"), async { recall("id.x") }).await;
+        assert_eq!(seen.as_deref(), Some("abc"));
+        let other = crate::aws::next_stage();
+        assert_eq!(
+            scoped(scope(other, "n"), async { recall("id.x") }).await,
+            None
+        );
+        assert_eq!(recall("id.x"), None);
+        // Outside a pass there is nowhere to keep it.
+        remember("id.y", "def");
+        assert_eq!(
+            scoped(scope(stage, "n"), async { recall("id.y") }).await,
+            None
+        );
+        forget(stage);
+        let seen = scoped(scope(stage, "api_stage.x"), async { recall("id.x") }).await;
+        assert_eq!(seen, None, "forgotten with the pass");
     }
 }

@@ -80,7 +80,8 @@ impl Provider for ApiKey {
     }
 
     async fn create(&self, ctx: &Ctx, spec: &ApiKeySpec) -> Result<()> {
-        ctx.aws
+        let created = ctx
+            .aws
             .apigateway
             .create_api_key()
             .name(&spec.name)
@@ -92,6 +93,9 @@ impl Provider for ApiKey {
             .send()
             .await
             .context("CreateApiKey")?;
+        if let Some(id) = created.id() {
+            apigw::remember_api_key(&spec.name, id);
+        }
         Ok(())
     }
 

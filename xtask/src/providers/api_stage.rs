@@ -178,13 +178,16 @@ impl Provider for ApiStage {
     }
 
     async fn create(&self, ctx: &Ctx, spec: &ApiStageSpec) -> Result<()> {
-        let (api_id, role) = tokio::join!(
-            apigw::rest_api_id(ctx, &spec.api_name),
+        let api_id = apigw::rest_api_id(ctx, &spec.api_name).await?;
+        // The role check rides beside the deployment, which no client sees until a stage
+        // points at it (a rerun finds it by its description): it costs no round-trip, and a
+        // missing role still stops the apply before the stage exists.
+        let (deployment, role) = tokio::join!(
+            deploy(ctx, &api_id, &spec.deployment_hash),
             check_logging_role(ctx)
         );
-        let api_id = api_id?;
         role?;
-        let deployment = deploy(ctx, &api_id, &spec.deployment_hash).await?;
+        let deployment = deployment?;
         ctx.aws
             .apigateway
             .create_stage()

@@ -171,8 +171,32 @@ pub async fn find_rest_api_with(
     }
 }
 
+/// Where an apply pass keeps the id of a REST API it created ([`remember_rest_api`]).
+fn rest_api_key(name: &str) -> String {
+    format!("apigateway.rest_api_id.{name}")
+}
+
+/// Tells the rest of this apply pass the id of the REST API just created as `name`: its
+/// stage, usage plan and permissions then need no `GetRestApis` to find it.
+pub fn remember_rest_api(name: &str, id: &str) {
+    crate::engine::lookup::remember(&rest_api_key(name), id);
+}
+
+/// Tells the rest of this apply pass the id of the API key just created as `name`.
+pub fn remember_api_key(name: &str, id: &str) {
+    crate::engine::lookup::remember(&format!("apigateway.api_key_id.{name}"), id);
+}
+
+/// The id of the API key created as `name` earlier in this apply pass, if any.
+pub fn recall_api_key(name: &str) -> Option<String> {
+    crate::engine::lookup::recall(&format!("apigateway.api_key_id.{name}"))
+}
+
 /// The id of the REST API called `name`, or an error saying it must exist first.
 pub async fn rest_api_id(ctx: &Ctx, name: &str) -> Result<String> {
+    if let Some(id) = crate::engine::lookup::recall(&rest_api_key(name)) {
+        return Ok(id);
+    }
     find_rest_api(ctx, name)
         .await?
         .and_then(|a| a.id().map(str::to_string))

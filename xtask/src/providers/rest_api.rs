@@ -482,6 +482,7 @@ impl Provider for RestApi {
         .await
         .context("CreateRestApi")?;
         let id = created.id().unwrap_or_default().to_string();
+        apigw::remember_rest_api(&spec.name, &id);
         // A fresh API has only its root resource (AWS adds no gateway responses), whose id
         // the create's answer carries; an answer without it costs a read back.
         let live = match created.root_resource_id() {

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use anyhow::{Context as _, Result};
 use async_trait::async_trait;
 use aws_sdk_apigateway::error::SdkError;
+use aws_sdk_apigateway::operation::create_usage_plan::CreateUsagePlanOutput;
 use aws_sdk_apigateway::operation::create_usage_plan_key::CreateUsagePlanKeyError;
 use aws_sdk_apigateway::operation::delete_usage_plan::DeleteUsagePlanError;
 use aws_sdk_apigateway::types::{
@@ -92,6 +93,39 @@ async fn find_now(ctx: &Ctx, name: &str) -> Result<Option<aws_sdk_apigateway::ty
 }
 
 super::not_found_errors!(DeleteUsagePlanError::NotFoundException,);
+
+/// CreateUsagePlan for the spec's stage, with its throttle, quota and tags.
+async fn create_plan(ctx: &Ctx, spec: &UsagePlanSpec) -> Result<CreateUsagePlanOutput> {
+    let api_id = apigw::rest_api_id(ctx, &spec.api_name).await?;
+    ctx.aws
+        .apigateway
+        .create_usage_plan()
+        .name(&spec.name)
+        .api_stages(
+            ApiStage::builder()
+                .api_id(&api_id)
+                .stage(&spec.stage_name)
+                .build(),
+        )
+        .throttle(
+            ThrottleSettings::builder()
+                .rate_limit(spec.rate_limit)
+                .burst_limit(spec.burst_limit as i32)
+                .build(),
+        )
+        .quota(
+            QuotaSettings::builder()
+                .limit(spec.quota_limit as i32)
+                .period(QuotaPeriodType::from(spec.quota_period.as_str()))
+                .build(),
+        )
+        .set_tags(Some(
+            spec.tags.clone().into_iter().collect::<HashMap<_, _>>(),
+        ))
+        .send()
+        .await
+        .context("CreateUsagePlan")
+}
 
 #[async_trait]
 impl Provider for UsagePlan {
@@ -192,38 +226,9 @@ impl Provider for UsagePlan {
     }
 
     async fn create(&self, ctx: &Ctx, spec: &UsagePlanSpec) -> Result<()> {
-        let (api_id, key) =
-            tokio::join!(apigw::rest_api_id(ctx, &spec.api_name), key_id(ctx, spec));
-        let (api_id, key) = (api_id?, key?);
-        let created = ctx
-            .aws
-            .apigateway
-            .create_usage_plan()
-            .name(&spec.name)
-            .api_stages(
-                ApiStage::builder()
-                    .api_id(&api_id)
-                    .stage(&spec.stage_name)
-                    .build(),
-            )
-            .throttle(
-                ThrottleSettings::builder()
-                    .rate_limit(spec.rate_limit)
-                    .burst_limit(spec.burst_limit as i32)
-                    .build(),
-            )
-            .quota(
-                QuotaSettings::builder()
-                    .limit(spec.quota_limit as i32)
-                    .period(QuotaPeriodType::from(spec.quota_period.as_str()))
-                    .build(),
-            )
-            .set_tags(Some(
-                spec.tags.clone().into_iter().collect::<HashMap<_, _>>(),
-            ))
-            .send()
-            .await
-            .context("CreateUsagePlan")?;
+        // The key is looked up beside the create: it is needed only to attach it.
+        let (created, key) = tokio::join!(create_plan(ctx, spec), key_id(ctx, spec));
+        let (created, key) = (created?, key?);
         attach_key(ctx, created.id().unwrap_or_default(), &key).await
     }
 
@@ -324,6 +329,9 @@ impl Provider for UsagePlan {
 
 /// The id of the plan's API key, which must exist.
 async fn key_id(ctx: &Ctx, spec: &UsagePlanSpec) -> Result<String> {
+    if let Some(id) = apigw::recall_api_key(&spec.key_name) {
+        return Ok(id);
+    }
     apigw::find_api_key(ctx, &spec.key_name)
         .await?
         .and_then(|k| k.id().map(str::to_string))
