@@ -282,15 +282,20 @@ impl Provider for EventSourceMapping {
     async fn create(&self, ctx: &Ctx, spec: &EventSourceMappingSpec) -> Result<()> {
         // The table was possibly created a moment ago: its stream appears with it, but wait
         // for it rather than fail.
-        let stream = wait_until(
-            &format!("a stream on table {}", spec.table_name),
-            Backoff::wait(ctx.wait_timeout),
-            || stream_arn(ctx, &spec.table_name),
-        )
-        .await?;
+        // The table's streams are listed meanwhile: a stream that appears later is the
+        // current one, which the search leaves out anyway.
+        let waiting = format!("a stream on table {}", spec.table_name);
+        let (stream, streams) = tokio::join!(
+            wait_until(&waiting, Backoff::wait(ctx.wait_timeout), || stream_arn(
+                ctx,
+                &spec.table_name
+            ),),
+            table_streams(ctx, &spec.table_name)
+        );
+        let stream = stream?;
         // A mapping of ours still on an older stream would keep invoking the function with
         // the old stream's records (and orphan itself when that stream expires).
-        for old in old_stream_mappings(ctx, spec, &stream).await? {
+        for old in mappings_on_older(ctx, spec, &streams?, &stream).await? {
             delete_mapping(ctx, old.uuid().unwrap_or_default()).await?;
         }
         let function = alias_arn(ctx, spec);
@@ -529,21 +534,36 @@ async fn old_stream_mappings(
     spec: &EventSourceMappingSpec,
     current: &str,
 ) -> Result<Vec<EventSourceMappingConfiguration>> {
+    let streams = table_streams(ctx, &spec.table_name).await?;
+    mappings_on_older(ctx, spec, &streams, current).await
+}
+
+/// Every stream ListStreams gives for `table`, the disabled ones included.
+async fn table_streams(ctx: &Ctx, table: &str) -> Result<Vec<String>> {
     let streams = ctx
         .aws
         .dynamodbstreams
         .list_streams()
-        .table_name(&spec.table_name)
+        .table_name(table)
         .send()
         .await
         .context("ListStreams")?;
-    let mut out = Vec::new();
-    for old in streams
+    Ok(streams
         .streams()
         .iter()
-        .filter_map(|s| s.stream_arn())
-        .filter(|arn| *arn != current)
-    {
+        .filter_map(|s| s.stream_arn().map(str::to_string))
+        .collect())
+}
+
+/// Mappings of our function on the `streams` other than `current`.
+async fn mappings_on_older(
+    ctx: &Ctx,
+    spec: &EventSourceMappingSpec,
+    streams: &[String],
+    current: &str,
+) -> Result<Vec<EventSourceMappingConfiguration>> {
+    let mut out = Vec::new();
+    for old in streams.iter().filter(|arn| *arn != current) {
         let page = ctx
             .aws
             .lambda
