@@ -71,6 +71,9 @@ pub struct Phase {
     /// The longest run of calls each made after the one before it had answered: the depth
     /// in calls, whatever the emulator's own time per call (which `deep` includes).
     pub in_sequence: usize,
+    /// The calls of that chain, in order (`SSM.GetParameter`, `Lambda.UpdateFunctionCode
+    /// lambda_function.x`): what a phase cannot overlap.
+    pub sequence: Vec<String>,
     /// The emulator's mean time per call on top of the added latency: high when many calls
     /// queue in its one process, which inflates `deep` but would not happen on AWS.
     pub emulator_ms: u64,
@@ -444,7 +447,14 @@ impl Meter<'_> {
             writes: calls.iter().filter(|c| c.write).count(),
             deep: (wall.as_secs_f64() / self.latency.as_secs_f64() * 10.0).round() / 10.0,
             wall_ms: wall.as_millis() as u64,
-            in_sequence: in_sequence(&calls),
+            in_sequence: in_sequence(&calls).len(),
+            sequence: in_sequence(&calls)
+                .into_iter()
+                .map(|c| match &c.scope {
+                    Some(s) => format!("{}.{} {}", c.service, c.operation, s.node),
+                    None => format!("{}.{}", c.service, c.operation),
+                })
+                .collect(),
             emulator_ms: emulator_ms(&calls, self.latency),
             most_in_flight: self.log.take_peak_in_flight(),
             critical_path,
@@ -463,26 +473,32 @@ impl Meter<'_> {
 }
 
 /// The longest chain of calls in which each started after the previous one ended.
-fn in_sequence(calls: &[Call]) -> usize {
-    let mut spans: Vec<(Instant, Instant)> = calls
+fn in_sequence(calls: &[Call]) -> Vec<&Call> {
+    let mut spans: Vec<(Instant, Instant, &Call)> = calls
         .iter()
         .filter_map(|c| {
             let start = c.started?;
-            Some((start, start + Duration::from_millis(c.millis)))
+            Some((start, start + Duration::from_millis(c.millis), c))
         })
         .collect();
-    spans.sort();
-    // depth[i]: the longest chain ending with call i (calls in order of start).
-    let mut depth = vec![0usize; spans.len()];
+    spans.sort_by_key(|s| (s.0, s.1));
+    // chain[i]: the length of the longest chain ending with call i (calls in order of start)
+    // and the call before i in it.
+    let mut chain: Vec<(usize, Option<usize>)> = Vec::with_capacity(spans.len());
     for i in 0..spans.len() {
         let before = (0..i)
             .filter(|&j| spans[j].1 <= spans[i].0)
-            .map(|j| depth[j])
-            .max()
-            .unwrap_or(0);
-        depth[i] = before + 1;
+            .max_by_key(|&j| chain[j].0);
+        chain.push((before.map_or(0, |j| chain[j].0) + 1, before));
     }
-    depth.into_iter().max().unwrap_or(0)
+    let mut at = (0..chain.len()).max_by_key(|&i| chain[i].0);
+    let mut out = Vec::new();
+    while let Some(i) = at {
+        out.push(spans[i].2);
+        at = chain[i].1;
+    }
+    out.reverse();
+    out
 }
 
 /// Mean milliseconds per call beyond the added latency (each attempt is delayed once).
@@ -764,12 +780,18 @@ mod tests {
             call_at(t, 150, 100),
             call_at(t, 200, 100),
         ];
-        assert_eq!(in_sequence(&calls), 2);
-        // A call after the last one makes it three.
+        let starts = |chain: Vec<&Call>| -> Vec<Instant> {
+            chain.iter().map(|c| c.started.unwrap()).collect()
+        };
+        let at = |ms| t + Duration::from_millis(ms);
+        let two = starts(in_sequence(&calls));
+        assert_eq!(two.len(), 2);
+        assert!(two[1] >= at(150), "{two:?}");
+        // A call after the last one makes it three, through the one that ends last.
         let mut more = calls.to_vec();
         more.push(call_at(t, 300, 100));
-        assert_eq!(in_sequence(&more), 3);
-        assert_eq!(in_sequence(&[]), 0);
+        assert_eq!(starts(in_sequence(&more))[1..], [at(200), at(300)]);
+        assert!(in_sequence(&[]).is_empty());
     }
 
     #[test]
