@@ -112,12 +112,6 @@ impl Names {
         format!("/{}{}/{}/xtask-lock", self.prefix, self.app, self.env)
     }
 
-    /// The SSM path under which runs that change this environment number their tickets (see
-    /// xtask's `lock` module).
-    pub fn run_tickets_path(&self) -> String {
-        format!("/{}{}/{}/xtask-runs", self.prefix, self.app, self.env)
-    }
-
     /// The CloudFormation stack of this environment under `--engine cloudformation`.
     pub fn cloudformation_stack(&self) -> String {
         format!("{}{}-{}", self.prefix, self.app, self.env)

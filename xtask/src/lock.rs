@@ -5,22 +5,20 @@
 //! holds it and since when, so a refused run can tell the user; a lock left by a killed run
 //! is broken explicitly with `--break-lock`.
 //!
-//! Run tickets let a scripted apply skip reading the stack twice. Apply reads the live state,
-//! then takes the lock; something another run changed in between would make its plan stale, so
-//! by default it reads again under the lock. A run that looked at the lock and the newest ticket
-//! (`n`) *before* reading anything takes ticket `n + 1` (another parameter created with
-//! `Overwrite=false`) beside the lock: every run that holds the lock first takes a ticket, so if
-//! the lock was free when it looked and ticket `n + 1` was still free when it took the lock, no
-//! run has changed anything since its reads began, and its plan stands ([`Acquired::undisturbed`]).
-//! Tickets only ever skip a re-read; the lock alone keeps runs apart. The last three tickets are
-//! kept (a stale view of an older number then finds it taken); destroy removes them all.
+//!
+//! What a run planned before taking the lock is read again under it (`plan::replan`): the lock
+//! keeps runs apart, but says nothing about what another run changed between this run's reads
+//! and its taking the lock.
+//!
+//! Each run writes a random `run` id into the lock's value. If the answer to the create is lost
+//! after SSM made the parameter, the SDK's retry is refused with `ParameterAlreadyExists`; the
+//! holder then read back is this very run, which carries on instead of blaming itself.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
 use aws_sdk_ssm::error::SdkError;
 use aws_sdk_ssm::operation::delete_parameter::DeleteParameterError;
-use aws_sdk_ssm::operation::get_parameter::GetParameterError;
 use aws_sdk_ssm::operation::put_parameter::PutParameterError;
 use aws_sdk_ssm::types::{ParameterType, Tag};
 use serde::{Deserialize, Serialize};
@@ -33,6 +31,9 @@ pub struct Holder {
     pub command: String,
     pub pid: u32,
     pub since_unix: u64,
+    /// Unique per run: tells this run's own lock from another's (older locks have none).
+    #[serde(default)]
+    pub run: String,
 }
 
 impl Holder {
@@ -46,8 +47,23 @@ impl Holder {
             command: command.into(),
             pid: std::process::id(),
             since_unix: now(),
+            run: run_id(),
         }
     }
+}
+
+/// A run id no other run shares: host, process and the clock to the nanosecond, hashed.
+fn run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    // RandomState is seeded from the OS per process: two runs never share it.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(nanos);
+    h.write_u32(std::process::id());
+    format!("{:016x}{:08x}", h.finish(), std::process::id())
 }
 
 fn now() -> u64 {
@@ -66,119 +82,53 @@ pub fn age(secs: u64) -> String {
     }
 }
 
-/// Where an environment's lock and run tickets live.
+/// Where an environment's lock lives.
 #[derive(Debug, Clone)]
 pub struct Place {
     /// The lock parameter.
     pub lock: String,
-    /// The path under which run tickets are numbered (`<path>/<n>`).
-    pub tickets: String,
 }
 
 impl Place {
     pub fn of(names: &stacks::names::Names) -> Place {
         Place {
             lock: names.lock_parameter(),
-            tickets: names.run_tickets_path(),
         }
     }
-
-    fn ticket(&self, n: u64) -> String {
-        format!("{}/{n:012}", self.tickets)
-    }
-}
-
-/// What a run saw before it read the stack: whether another run held the lock, and the newest
-/// run ticket (0 when none).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Before {
-    pub held: bool,
-    pub newest_ticket: u64,
-}
-
-impl Before {
-    /// Looks at the lock and the tickets (two reads side by side).
-    pub async fn observe(ctx: &Ctx, place: &Place) -> Result<Before> {
-        let (held, tickets) = tokio::join!(current_raw(ctx, &place.lock), tickets(ctx, place));
-        Ok(Before {
-            held: held?,
-            newest_ticket: tickets?.into_iter().max().unwrap_or(0),
-        })
-    }
-}
-
-/// How the lock was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Acquired {
-    /// No run has held the lock since the [`Before`] this run observed: what it read before
-    /// taking the lock is still what its own writes start from.
-    pub undisturbed: bool,
 }
 
 /// A held lock; [`Lock::release`] it when done.
 pub struct Lock {
     name: String,
-    /// The ticket this run took, if it took one.
-    ticket: Option<u64>,
 }
 
 impl Lock {
-    /// Takes the lock; with `before` (what this run saw before it read the stack), also the next
-    /// run ticket, to learn whether another run has been at work since.
+    /// Takes the lock, or says who holds it.
     pub async fn acquire(
         ctx: &Ctx,
         place: &Place,
         command: &str,
         tags: &std::collections::BTreeMap<String, String>,
         break_lock: bool,
-        before: Option<Before>,
-    ) -> Result<(Lock, Acquired)> {
+    ) -> Result<Lock> {
         let me = Holder::me(command);
         let value = serde_json::to_string(&me)?;
         let tags = tags
             .iter()
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect::<Result<Vec<_>, _>>()?;
-        // A ticket is worth taking only if the lock was free when this run looked.
-        let want_ticket = before.filter(|b| !b.held && !break_lock);
+        let held = || Lock {
+            name: place.lock.clone(),
+        };
         for attempt in 0..2 {
-            let lock = create(
-                ctx,
-                &place.lock,
-                &value,
-                &tags,
-                "taking the environment lock",
-            );
-            let ticket = async {
-                match want_ticket {
-                    Some(b) if attempt == 0 => {
-                        let n = b.newest_ticket + 1;
-                        let name = place.ticket(n);
-                        let taken =
-                            create(ctx, &name, &value, &tags, "taking a run ticket").await?;
-                        Ok::<_, anyhow::Error>(taken.then_some(n))
-                    }
-                    _ => Ok(None),
-                }
-            };
-            let (lock, ticket) = tokio::join!(lock, ticket);
-            if lock? {
-                // A ticket that could not be taken only costs the re-read it would have saved.
-                let ticket = ticket.unwrap_or_else(|e| {
-                    eprintln!("warning: {e:#}; the plan will be read again under the lock");
-                    None
-                });
-                return Ok((
-                    Lock {
-                        name: place.lock.clone(),
-                        ticket,
-                    },
-                    Acquired {
-                        undisturbed: ticket.is_some(),
-                    },
-                ));
+            if create(ctx, &place.lock, &value, &tags).await? {
+                return Ok(held());
             }
             let holder = current(ctx, &place.lock).await?;
+            if holder.as_ref().is_some_and(|h| h.run == me.run) {
+                // The create's answer was lost and the SDK's retry found what it had made.
+                return Ok(held());
+            }
             if break_lock && attempt == 0 {
                 eprintln!(
                     "breaking the lock held by {}",
@@ -204,45 +154,26 @@ impl Lock {
         bail!("could not take the lock {}", place.lock)
     }
 
-    /// Releases the lock; beside it, forgets the ticket three before this run's (see the
-    /// module docs for why three are kept).
-    pub async fn release(self, ctx: &Ctx, place: &Place) -> Result<()> {
-        let old = self
-            .ticket
-            .and_then(|n| n.checked_sub(3))
-            .filter(|n| *n > 0)
-            .map(|n| place.ticket(n));
-        let (released, forgotten) = tokio::join!(delete(ctx, &self.name), async {
-            match &old {
-                Some(name) => delete(ctx, name).await,
-                None => Ok(()),
-            }
-        });
-        if let Err(e) = forgotten {
-            eprintln!("warning: removing an old run ticket: {e:#}");
-        }
-        released
+    pub async fn release(self, ctx: &Ctx) -> Result<()> {
+        delete(ctx, &self.name).await
     }
 
     /// Runs `work` holding the lock, and releases it whatever `work` returns; the work's error
-    /// wins over a failed release, which is only reported then. `work` learns how the lock was
-    /// taken (see [`Lock::acquire`]).
-    pub async fn hold<T, F, Fut>(
+    /// wins over a failed release, which is only reported then.
+    pub async fn hold<T, Fut>(
         ctx: &Ctx,
         place: &Place,
         command: &str,
         tags: &std::collections::BTreeMap<String, String>,
         break_lock: bool,
-        before: Option<Before>,
-        work: F,
+        work: Fut,
     ) -> Result<T>
     where
-        F: FnOnce(Acquired) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let (lock, acquired) = Lock::acquire(ctx, place, command, tags, break_lock, before).await?;
-        let result = work(acquired).await;
-        let released = lock.release(ctx, place).await;
+        let lock = Lock::acquire(ctx, place, command, tags, break_lock).await?;
+        let result = work.await;
+        let released = lock.release(ctx).await;
         match (result, released) {
             (Ok(v), Ok(())) => Ok(v),
             (Ok(_), Err(e)) => Err(e),
@@ -256,19 +187,8 @@ impl Lock {
     }
 }
 
-/// Removes every run ticket of the environment (destroy: it leaves nothing it owns behind).
-pub async fn forget_tickets(ctx: &Ctx, place: &Place) -> Result<()> {
-    let numbers = tickets(ctx, place).await?;
-    futures::future::try_join_all(numbers.into_iter().map(|n| {
-        let name = place.ticket(n);
-        async move { delete(ctx, &name).await }
-    }))
-    .await?;
-    Ok(())
-}
-
 /// Creates parameter `name` unless it exists: `Ok(false)` when it does.
-async fn create(ctx: &Ctx, name: &str, value: &str, tags: &[Tag], what: &str) -> Result<bool> {
+async fn create(ctx: &Ctx, name: &str, value: &str, tags: &[Tag]) -> Result<bool> {
     let result = ctx
         .aws
         .ssm
@@ -288,30 +208,8 @@ async fn create(ctx: &Ctx, name: &str, value: &str, tags: &[Tag], what: &str) ->
         {
             Ok(false)
         }
-        Err(e) => Err(e).with_context(|| format!("PutParameter ({what})")),
+        Err(e) => Err(e).context("PutParameter (taking the environment lock)"),
     }
-}
-
-/// The numbers of the environment's run tickets.
-async fn tickets(ctx: &Ctx, place: &Place) -> Result<Vec<u64>> {
-    let mut numbers = Vec::new();
-    let mut pages = ctx
-        .aws
-        .ssm
-        .get_parameters_by_path()
-        .path(&place.tickets)
-        .recursive(false)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.context("GetParametersByPath (reading the run tickets)")?;
-        numbers.extend(
-            page.parameters()
-                .iter()
-                .filter_map(|p| p.name()?.rsplit('/').next()?.parse::<u64>().ok()),
-        );
-    }
-    Ok(numbers)
 }
 
 fn describe(h: &Holder) -> String {
@@ -332,19 +230,6 @@ async fn current(ctx: &Ctx, name: &str) -> Result<Option<Holder>> {
             .and_then(|p| p.value())
             .and_then(|v| serde_json::from_str(v).ok())),
         Err(_) => Ok(None),
-    }
-}
-
-/// Whether the lock parameter exists (another run holds it).
-async fn current_raw(ctx: &Ctx, name: &str) -> Result<bool> {
-    match ctx.aws.ssm.get_parameter().name(name).send().await {
-        Ok(_) => Ok(true),
-        Err(SdkError::ServiceError(e))
-            if matches!(e.err(), GetParameterError::ParameterNotFound(_)) =>
-        {
-            Ok(false)
-        }
-        Err(e) => Err(e).context("GetParameter (looking at the environment lock)"),
     }
 }
 

@@ -1,5 +1,5 @@
-//! The environment lock and its run tickets against the emulator: when a scripted apply may
-//! keep the plan it read before taking the lock, and when it must read again.
+//! The environment lock against the emulator: one holder at a time, a refusal that names the
+//! holder, `--break-lock` for a lock a dead run left, and a release that really lets go.
 
 mod common;
 
@@ -7,12 +7,11 @@ use std::collections::BTreeMap;
 
 use xtask::emulator::TestEmulator;
 use xtask::engine::Ctx;
-use xtask::lock::{Before, Lock, Place};
+use xtask::lock::{Holder, Lock, Place};
 
 fn place() -> Place {
     Place {
         lock: "/invoice-app/test/xtask-lock".into(),
-        tickets: "/invoice-app/test/xtask-runs".into(),
     }
 }
 
@@ -30,127 +29,92 @@ async fn ctx(emu: &TestEmulator) -> Ctx {
     }
 }
 
-/// A whole run: look, take the lock with a ticket, let go.
-async fn run(ctx: &Ctx) {
-    let before = Before::observe(ctx, &place()).await.unwrap();
-    let (lock, _) = Lock::acquire(ctx, &place(), "apply", &tags(), false, Some(before))
-        .await
-        .unwrap();
-    lock.release(ctx, &place()).await.unwrap();
-}
-
-async fn ticket_names(ctx: &Ctx) -> Vec<String> {
-    let out = ctx
-        .aws
-        .ssm
-        .get_parameters_by_path()
-        .path(place().tickets)
-        .send()
-        .await
-        .unwrap();
-    let mut names: Vec<String> = out
-        .parameters()
-        .iter()
-        .filter_map(|p| p.name().map(str::to_string))
-        .collect();
-    names.sort();
-    names
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_quiet_environment_lets_the_plan_stand() {
-    let emu = TestEmulator::start().await;
-    let ctx = ctx(&emu).await;
-    let before = Before::observe(&ctx, &place()).await.unwrap();
-    assert_eq!(
-        before,
-        Before {
-            held: false,
-            newest_ticket: 0
+/// The holder the lock parameter names, if it exists.
+async fn holder(ctx: &Ctx) -> Option<Holder> {
+    let out = ctx.aws.ssm.get_parameter().name(place().lock).send().await;
+    match out {
+        Ok(o) => serde_json::from_str(o.parameter()?.value()?).ok(),
+        Err(e) => {
+            assert!(
+                e.into_service_error().is_parameter_not_found(),
+                "only a missing lock reads as no holder"
+            );
+            None
         }
-    );
-    let (lock, acquired) = Lock::acquire(&ctx, &place(), "apply", &tags(), false, Some(before))
-        .await
-        .unwrap();
-    assert!(acquired.undisturbed);
-    lock.release(&ctx, &place()).await.unwrap();
-    // The next run starts from the ticket this one took.
-    let next = Before::observe(&ctx, &place()).await.unwrap();
-    assert_eq!(next.newest_ticket, 1);
-    assert!(!next.held);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_run_that_came_and_went_after_the_reads_forces_a_reread() {
-    let emu = TestEmulator::start().await;
-    let ctx = ctx(&emu).await;
-    run(&ctx).await;
-    let mine = Before::observe(&ctx, &place()).await.unwrap();
-    // Another run takes and releases the lock while this one reads.
-    run(&ctx).await;
-    let (lock, acquired) = Lock::acquire(&ctx, &place(), "apply", &tags(), false, Some(mine))
-        .await
-        .unwrap();
-    assert!(
-        !acquired.undisturbed,
-        "ticket 2 is taken: the plan may be stale"
-    );
-    lock.release(&ctx, &place()).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_lock_held_during_the_reads_forces_a_reread() {
-    let emu = TestEmulator::start().await;
-    let ctx = ctx(&emu).await;
-    let (other, _) = Lock::acquire(&ctx, &place(), "apply", &tags(), false, None)
-        .await
-        .unwrap();
-    let mine = Before::observe(&ctx, &place()).await.unwrap();
-    assert!(mine.held);
-    let refused = Lock::acquire(&ctx, &place(), "apply", &tags(), false, Some(mine)).await;
-    let err = refused.err().expect("the lock is held");
-    assert!(
-        format!("{err:#}").contains("environment is locked"),
-        "{err:#}"
-    );
-    other.release(&ctx, &place()).await.unwrap();
-    let (lock, acquired) = Lock::acquire(&ctx, &place(), "apply", &tags(), false, Some(mine))
-        .await
-        .unwrap();
-    assert!(
-        !acquired.undisturbed,
-        "the other run may have written during the reads"
-    );
-    lock.release(&ctx, &place()).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn without_a_look_before_the_reads_the_plan_is_read_again() {
-    let emu = TestEmulator::start().await;
-    let ctx = ctx(&emu).await;
-    let (lock, acquired) = Lock::acquire(&ctx, &place(), "apply", &tags(), false, None)
-        .await
-        .unwrap();
-    assert!(!acquired.undisturbed);
-    lock.release(&ctx, &place()).await.unwrap();
-    assert!(ticket_names(&ctx).await.is_empty(), "no ticket was taken");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_last_three_tickets_are_kept_and_destroy_forgets_them() {
-    let emu = TestEmulator::start().await;
-    let ctx = ctx(&emu).await;
-    for _ in 0..5 {
-        run(&ctx).await;
     }
-    let names = ticket_names(&ctx).await;
-    assert_eq!(
-        names,
-        ["000000000003", "000000000004", "000000000005"]
-            .map(|n| format!("{}/{n}", place().tickets))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_holder_at_a_time_and_the_refusal_names_it() {
+    let emu = TestEmulator::start().await;
+    let ctx = ctx(&emu).await;
+    let first = Lock::acquire(&ctx, &place(), "apply", &tags(), false)
+        .await
+        .unwrap();
+    let held = holder(&ctx).await.expect("the lock names its holder");
+    assert_eq!(held.command, "apply");
+    assert_eq!(held.pid, std::process::id());
+    assert!(!held.run.is_empty());
+
+    let refused = Lock::acquire(&ctx, &place(), "destroy", &tags(), false).await;
+    let err = format!("{:#}", refused.err().expect("the lock is held"));
+    assert!(err.contains("environment is locked by"), "{err}");
+    assert!(
+        err.contains("`apply`"),
+        "the refusal names the holder's command: {err}"
     );
-    xtask::lock::forget_tickets(&ctx, &place()).await.unwrap();
-    assert!(ticket_names(&ctx).await.is_empty());
-    // Forgetting nothing is fine too.
-    xtask::lock::forget_tickets(&ctx, &place()).await.unwrap();
+    assert_eq!(
+        holder(&ctx).await.unwrap().run,
+        held.run,
+        "the refusal changed nothing"
+    );
+
+    first.release(&ctx).await.unwrap();
+    assert!(holder(&ctx).await.is_none(), "released");
+    let second = Lock::acquire(&ctx, &place(), "destroy", &tags(), false)
+        .await
+        .unwrap();
+    let next = holder(&ctx).await.unwrap();
+    assert_eq!(next.command, "destroy");
+    assert_ne!(next.run, held.run, "each run has its own id");
+    second.release(&ctx).await.unwrap();
+    // Releasing what is gone is fine.
+    Lock::acquire(&ctx, &place(), "apply", &tags(), false)
+        .await
+        .unwrap()
+        .release(&ctx)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn break_lock_takes_over_a_lock_a_dead_run_left() {
+    let emu = TestEmulator::start().await;
+    let ctx = ctx(&emu).await;
+    // A run that was killed: it took the lock and never released it.
+    let dead = Lock::acquire(&ctx, &place(), "apply", &tags(), false)
+        .await
+        .unwrap();
+    let dead_run = holder(&ctx).await.unwrap().run;
+    std::mem::forget(dead);
+    let mine = Lock::acquire(&ctx, &place(), "apply", &tags(), true)
+        .await
+        .unwrap();
+    let now = holder(&ctx).await.unwrap();
+    assert_ne!(now.run, dead_run, "the lock is this run's now");
+    mine.release(&ctx).await.unwrap();
+    assert!(holder(&ctx).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hold_releases_when_the_work_fails() {
+    let emu = TestEmulator::start().await;
+    let ctx = ctx(&emu).await;
+    let failed: anyhow::Result<()> = Lock::hold(&ctx, &place(), "apply", &tags(), false, async {
+        assert!(holder(&ctx).await.is_some(), "held while working");
+        anyhow::bail!("the work failed")
+    })
+    .await;
+    assert_eq!(format!("{:#}", failed.unwrap_err()), "the work failed");
+    assert!(holder(&ctx).await.is_none(), "released after the failure");
 }

@@ -250,8 +250,7 @@ async fn locked(
         command,
         &prepare(session).tags,
         break_lock,
-        None,
-        |_| work,
+        work,
     )
     .await
 }

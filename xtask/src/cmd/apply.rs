@@ -2,9 +2,10 @@
 //!
 //! A plan without changes returns before the lock is taken, so a no-op apply makes no write
 //! call at all. What the plan acts on is read again under the lock ([`plan::replan`]): another
-//! run may have changed it between the first read and the confirmation. A run without a
-//! question (`--yes`) skips that re-read when its run ticket proves no other run has held the
-//! lock since it began reading ([`crate::lock`]).
+//! run may have changed it between the first read and the confirmation (or, with `--yes`,
+//! between the first read and the lock). Creates of named resources are not read again: if
+//! another run made one meanwhile, the create fails with "already exists" and finishes what it
+//! finds, when it carries this stack's tags ([`plan::replan`]).
 
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use crate::artifacts::{CodeArgs, CodeSource};
 use crate::engine::apply::{Outcome, Status, apply, check_runnable};
 use crate::engine::plan::{Action, Plan};
 use crate::engine::{Options, plan, render};
-use crate::lock::{Acquired, Before, Lock, Place};
+use crate::lock::{Lock, Place};
 use crate::session::{Global, Output, SeedArgs, Session, confirm};
 
 #[derive(Debug, clap::Args)]
@@ -135,8 +136,7 @@ pub async fn reconcile(
     let ctx = &session.ctx;
     let started = Instant::now();
     let place = Place::of(&session.names);
-    let first = first_plan(session, stack, &place, yes).await?;
-    let (first, before) = (first.plan, first.before);
+    let first = first_plan(session, stack).await?;
     out.text(&render::plan_text(&first, mode.title()));
     if !first.has_changes() {
         out.document(render::json(
@@ -151,45 +151,25 @@ pub async fn reconcile(
     let (question, expected) = mode.question(&session.env, &ctx.account_id);
     confirm(&question, &expected, yes)?;
 
-    let place = &place;
-    let work = |acquired: Acquired| async move {
-        // Destroy leaves no ticket behind; listing them now keeps that off the end of the run.
-        let forget = async {
-            match mode {
-                Mode::Destroy => crate::lock::forget_tickets(ctx, place).await,
-                Mode::Apply => Ok(()),
+    let work = async {
+        let plan = reread(session, stack, &first, mode).await?;
+        let count = plan.resources.iter().filter(|r| r.action.writes()).count();
+        eprintln!("{}ing {count} change(s)...", mode.verb());
+        let outcomes = tokio::select! {
+            o = apply(ctx, &plan, session.config.deploy.concurrency) => o,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted: operations in flight may still complete; run {} again to converge", mode.command());
+                return Ok((plan, None));
             }
         };
-        let run = async {
-            let plan = if acquired.undisturbed {
-                first
-            } else {
-                reread(session, stack, &first, mode).await?
-            };
-            let count = plan.resources.iter().filter(|r| r.action.writes()).count();
-            eprintln!("{}ing {count} change(s)...", mode.verb());
-            let outcomes = tokio::select! {
-                o = apply(ctx, &plan, session.config.deploy.concurrency) => o,
-                _ = tokio::signal::ctrl_c() => {
-                    eprintln!("interrupted: operations in flight may still complete; run {} again to converge", mode.command());
-                    return Ok((plan, None));
-                }
-            };
-            Ok((plan, Some(outcomes)))
-        };
-        let (forgotten, ran) = tokio::join!(forget, run);
-        if let Err(e) = forgotten {
-            eprintln!("warning: removing the run tickets: {e:#}");
-        }
-        ran
+        Ok((plan, Some(outcomes)))
     };
     let (plan, outcomes) = Lock::hold(
         ctx,
-        place,
+        &place,
         mode.command(),
         &stack.ownership_tags,
         break_lock,
-        before,
         work,
     )
     .await?;
@@ -199,46 +179,21 @@ pub async fn reconcile(
     summarise(out, ctx, &plan, &outcomes, mode, started)
 }
 
-/// The plan shown before confirmation, and what was seen of other runs before reading it.
-struct First {
-    plan: Plan,
-    before: Option<Before>,
-}
-
-/// Reads the stack once. Beside the reads goes the check that CloudFormation does not own the
-/// environment. A run that asks no question (`--yes`) first looks at the lock and the run
-/// tickets, in the same round-trip as that check, so that under the lock it can tell whether
-/// the plan still stands without reading it again (see [`crate::lock`]).
-async fn first_plan(session: &Session, stack: &Stack, place: &Place, yes: bool) -> Result<First> {
-    let ctx = &session.ctx;
-    let before = if yes {
-        let (owned, before) = tokio::join!(
-            crate::cfn::flow::refuse_cloudformation_owned(session),
-            Before::observe(ctx, place)
-        );
-        owned?;
-        Some(before?)
-    } else {
-        None
-    };
-    let reading = plan::plan(
-        ctx,
-        &session.env,
-        nodes(stack),
-        &stack.ownership_tags,
-        session.config.deploy.concurrency,
+/// Reads the stack once; beside the reads goes the check that CloudFormation does not own the
+/// environment.
+async fn first_plan(session: &Session, stack: &Stack) -> Result<Plan> {
+    let (owned, plan) = tokio::join!(
+        crate::cfn::flow::refuse_cloudformation_owned(session),
+        plan::plan(
+            &session.ctx,
+            &session.env,
+            nodes(stack),
+            &stack.ownership_tags,
+            session.config.deploy.concurrency,
+        )
     );
-    let plan = if yes {
-        reading.await?
-    } else {
-        let (owned, plan) = tokio::join!(
-            crate::cfn::flow::refuse_cloudformation_owned(session),
-            reading
-        );
-        owned?;
-        plan?
-    };
-    Ok(First { plan, before })
+    owned?;
+    plan
 }
 
 /// Reads again, under the lock, what the shown plan acts on; stops if another run changed it.

@@ -165,6 +165,14 @@ pub trait Provider: Send + Sync + 'static {
     /// API, then its stage, then a usage plan) does not wait behind quick ones.
     const ROUND_TRIPS: u32 = 1;
 
+    /// Whether a create that meets the resource already made (by another run, or by its own
+    /// lost answer) ends well anyway: it is a named create that fails with "already exists"
+    /// (which [`Node::create`] finishes from live state when the tags are ours) or an upsert.
+    /// Then apply need not read the resource again under the lock before creating it. Unnamed
+    /// creates (a second CreateRestApi makes a second API) and creates with side effects (the
+    /// seed's invocation) leave it `false`.
+    const CREATE_CONVERGES: bool = false;
+
     /// The live state, or `None` when the resource does not exist.
     async fn read(&self, ctx: &Ctx, spec: &Self::Spec) -> Result<Option<Self::Observed>>;
 
@@ -225,6 +233,8 @@ pub trait Node: Send + Sync {
     fn ensure(&self) -> Ensure;
     /// See [`Provider::ROUND_TRIPS`].
     fn round_trips(&self) -> u32;
+    /// See [`Provider::CREATE_CONVERGES`].
+    fn create_converges(&self) -> bool;
     /// Reads live state once and keeps it for the actions that follow.
     async fn observe(
         &self,
@@ -317,6 +327,9 @@ impl<P: Provider> Node for Bound<P> {
     }
     fn round_trips(&self) -> u32 {
         P::ROUND_TRIPS
+    }
+    fn create_converges(&self) -> bool {
+        P::CREATE_CONVERGES
     }
 
     async fn observe(

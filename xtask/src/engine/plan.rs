@@ -184,8 +184,10 @@ pub async fn replan(
     decide(ctx, env, nodes, owner_tags, concurrency, Some(shown)).await
 }
 
-/// What `shown` decided about `id` when it decided to leave it alone: the node it read (with
-/// its live state) and an observation that decides the same again. `None`: read it again.
+/// What `shown` decided about `id` when that needs no second read: left alone, or created by a
+/// create that converges whatever another run made meanwhile ([`super::Provider::CREATE_CONVERGES`]).
+/// The node it read (with its live state) and an observation that decides the same again;
+/// `None`: read it again.
 fn kept(shown: &Plan, node: &Arc<dyn Node>) -> Option<(Arc<dyn Node>, super::Observation)> {
     let id = node.id();
     let Some(planned) = shown.resources.iter().find(|r| r.id == id) else {
@@ -199,18 +201,21 @@ fn kept(shown: &Plan, node: &Arc<dyn Node>) -> Option<(Arc<dyn Node>, super::Obs
             (node.clone(), gone)
         });
     };
-    let ownership = match planned.action {
-        Action::NoOp => Ownership::Ours,
-        Action::Conflict => Ownership::Foreign,
+    let (exists, ownership, changes) = match planned.action {
+        Action::NoOp => (true, Ownership::Ours, Vec::new()),
+        Action::Conflict => (true, Ownership::Foreign, Vec::new()),
+        Action::Create if node.create_converges() => {
+            (false, Ownership::Ours, planned.changes.clone())
+        }
         _ => return None,
     };
     let read = shown.nodes.iter().find(|n| n.id() == id)?.clone();
     Some((
         read,
         super::Observation {
-            exists: true,
+            exists,
             ownership,
-            changes: Vec::new(),
+            changes,
         },
     ))
 }

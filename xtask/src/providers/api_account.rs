@@ -100,6 +100,7 @@ impl Provider for ApiAccount {
     type Observed = ObservedAccount;
     type Field = AccountField;
     const KIND: &'static str = "api_account";
+    const CREATE_CONVERGES: bool = true;
     const ROUND_TRIPS: u32 = 3;
 
     async fn read(&self, ctx: &Ctx, _spec: &ApiAccountSpec) -> Result<Option<ObservedAccount>> {

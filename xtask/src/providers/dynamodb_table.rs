@@ -256,6 +256,7 @@ impl Provider for DynamoDbTable {
     type Observed = ObservedTable;
     type Field = TableField;
     const KIND: &'static str = "dynamodb_table";
+    const CREATE_CONVERGES: bool = true;
     const ROUND_TRIPS: u32 = 3;
 
     async fn read(&self, ctx: &Ctx, spec: &TableSpec) -> Result<Option<ObservedTable>> {

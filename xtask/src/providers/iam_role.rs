@@ -125,6 +125,7 @@ impl Provider for IamRole {
     type Observed = ObservedRole;
     type Field = RoleField;
     const KIND: &'static str = "iam_role";
+    const CREATE_CONVERGES: bool = true;
     const ROUND_TRIPS: u32 = 2;
 
     async fn read(&self, ctx: &Ctx, spec: &RoleSpec) -> Result<Option<ObservedRole>> {

@@ -429,6 +429,7 @@ impl Provider for LambdaFunction {
     type Observed = ObservedFunction;
     type Field = FunctionField;
     const KIND: &'static str = "lambda_function";
+    const CREATE_CONVERGES: bool = true;
     const ROUND_TRIPS: u32 = 3;
 
     async fn read(&self, ctx: &Ctx, spec: &FunctionSpec) -> Result<Option<ObservedFunction>> {

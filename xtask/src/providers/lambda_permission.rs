@@ -85,6 +85,7 @@ impl Provider for LambdaPermission {
     type Observed = ObservedPermission;
     type Field = PermissionField;
     const KIND: &'static str = "lambda_permission";
+    const CREATE_CONVERGES: bool = true;
     const ROUND_TRIPS: u32 = 2;
 
     async fn read(

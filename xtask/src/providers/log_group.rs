@@ -42,6 +42,7 @@ impl Provider for LogGroup {
     type Observed = ObservedLogGroup;
     type Field = LogGroupField;
     const KIND: &'static str = "log_group";
+    const CREATE_CONVERGES: bool = true;
     const ROUND_TRIPS: u32 = 2;
 
     async fn read(&self, ctx: &Ctx, spec: &LogGroupSpec) -> Result<Option<ObservedLogGroup>> {

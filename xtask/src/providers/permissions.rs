@@ -338,11 +338,6 @@ pub const DEPLOY_ROLE: &[Permission] = &[
     ),
     p("ssm", "delete_parameter", &["ssm:DeleteParameter"]),
     p("ssm", "get_parameter", &["ssm:GetParameter"]),
-    p(
-        "ssm",
-        "get_parameters_by_path",
-        &["ssm:GetParametersByPath"],
-    ),
     // Tags given to PutParameter also need AddTagsToResource.
     p(
         "ssm",

@@ -77,6 +77,7 @@ impl Provider for S3Object {
     type Observed = ObservedObject;
     type Field = ObjectField;
     const KIND: &'static str = "s3_object";
+    const CREATE_CONVERGES: bool = true;
 
     async fn read(&self, ctx: &Ctx, spec: &ObjectSpec) -> Result<Option<ObservedObject>> {
         // The top folder of the key: `functions/` for every function's zip.

@@ -39,6 +39,7 @@ impl Provider for ScalableTarget {
     type Observed = ObservedTarget;
     type Field = TargetField;
     const KIND: &'static str = "scalable_target";
+    const CREATE_CONVERGES: bool = true;
 
     async fn read(&self, ctx: &Ctx, spec: &ScalableTargetSpec) -> Result<Option<ObservedTarget>> {
         // One listing of the namespace per plan pass serves every target of the stack.

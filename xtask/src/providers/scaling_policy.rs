@@ -54,6 +54,7 @@ impl Provider for ScalingPolicy {
     type Observed = ObservedPolicy;
     type Field = PolicyField;
     const KIND: &'static str = "scaling_policy";
+    const CREATE_CONVERGES: bool = true;
 
     async fn read(&self, ctx: &Ctx, spec: &ScalingPolicySpec) -> Result<Option<ObservedPolicy>> {
         // One listing of the namespace per plan pass serves every policy of the stack.

@@ -1,0 +1,115 @@
+//! What apply reads again under the lock, against the emulator: what the shown plan acts on,
+//! except creates that converge whatever another run made meanwhile (named creates that fail
+//! with "already exists", upserts). An unnamed create is read again, so that a resource another
+//! run made meanwhile changes the plan instead of being made twice.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use stacks::config::Config;
+use stacks::{Resource, Target};
+use xtask::emulator::TestEmulator;
+use xtask::engine::plan::{self, Action, Plan};
+use xtask::engine::{Ctx, Node};
+
+const ENV: &str = "test";
+const LOG_GROUP: &str = "log_group.api_access";
+const API_KEY: &str = "api_key.default";
+
+async fn ctx(emu: &TestEmulator) -> Ctx {
+    Ctx {
+        aws: common::emulator_clients(emu).await,
+        account_id: "123456789012".into(),
+        region: "us-east-1".into(),
+        wait_timeout: std::time::Duration::from_secs(60),
+        options: Default::default(),
+    }
+}
+
+/// A log group (a named create) and the API key (an unnamed one) of the invoice app.
+fn stack() -> (Vec<Resource>, BTreeMap<String, String>) {
+    let target = Target {
+        env: ENV,
+        account_id: "123456789012",
+        region: "us-east-1",
+    };
+    let stack = stacks::invoice_app(&Config::default(), &target, &BTreeMap::new());
+    let picked = stack
+        .resources
+        .into_iter()
+        .filter(|r| r.id == LOG_GROUP || r.id == API_KEY)
+        .map(|mut r| {
+            r.depends_on.clear();
+            r
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(picked.len(), 2);
+    (picked, stack.ownership_tags)
+}
+
+fn nodes(resources: &[Resource]) -> Vec<Arc<dyn Node>> {
+    resources.iter().map(xtask::providers::bind).collect()
+}
+
+fn action(plan: &Plan, id: &str) -> Action {
+    plan.resources
+        .iter()
+        .find(|r| r.id == id)
+        .unwrap_or_else(|| panic!("{id} in the plan"))
+        .action
+}
+
+fn calls_since(ctx: &Ctx, before: usize) -> Vec<String> {
+    ctx.aws.log.calls()[before..]
+        .iter()
+        .map(|c| format!("{}.{}", c.service, c.operation))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_an_unnamed_create_is_read_again() {
+    let emu = TestEmulator::start().await;
+    let ctx = ctx(&emu).await;
+    let (resources, tags) = stack();
+    let shown = plan::plan(&ctx, ENV, nodes(&resources), &tags, 4)
+        .await
+        .unwrap();
+    assert_eq!(action(&shown, LOG_GROUP), Action::Create);
+    assert_eq!(action(&shown, API_KEY), Action::Create);
+
+    let before = ctx.aws.log.calls().len();
+    let again = plan::replan(&ctx, ENV, nodes(&resources), &tags, 4, &shown)
+        .await
+        .unwrap();
+    assert_eq!(calls_since(&ctx, before), ["API Gateway.GetApiKeys"]);
+    assert_eq!(action(&again, LOG_GROUP), Action::Create);
+    assert_eq!(action(&again, API_KEY), Action::Create);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_another_run_made_meanwhile_changes_the_plan() {
+    let emu = TestEmulator::start().await;
+    let ctx = ctx(&emu).await;
+    let (resources, tags) = stack();
+    let shown = plan::plan(&ctx, ENV, nodes(&resources), &tags, 4)
+        .await
+        .unwrap();
+    // Another run of the same stack creates the key between this run's plan and its lock.
+    let key = nodes(&resources)
+        .into_iter()
+        .find(|n| n.id() == API_KEY)
+        .unwrap();
+    key.create(&ctx).await.unwrap();
+    let again = plan::replan(&ctx, ENV, nodes(&resources), &tags, 4, &shown)
+        .await
+        .unwrap();
+    assert_eq!(
+        action(&again, API_KEY),
+        Action::NoOp,
+        "the re-read sees the key: apply stops instead of making a second one"
+    );
+    let keys = ctx.aws.apigateway.get_api_keys().send().await.unwrap();
+    assert_eq!(keys.items().len(), 1);
+}
