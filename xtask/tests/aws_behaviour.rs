@@ -81,7 +81,8 @@ fn simulated(rules: &[&Rule]) -> (Ctx, Arc<CallLog>) {
         autoscaling: aws_sdk_applicationautoscaling,
         iam: aws_sdk_iam,
         lambda: aws_sdk_lambda,
-        apigateway: aws_sdk_apigateway
+        apigateway: aws_sdk_apigateway,
+        ssm: aws_sdk_ssm
     );
     let ctx = Ctx {
         aws,
@@ -1500,5 +1501,217 @@ mod event_source_mapping_propagation {
                 "IAM.GetRole",
             ]
         );
+    }
+}
+
+/// The environment lock when SSM's answer is lost after it made the parameter: the SDK's retry
+/// is refused with ParameterAlreadyExists, and the holder read back is this very run.
+mod lock {
+    use super::*;
+    use aws_sdk_ssm::Client;
+    use aws_sdk_ssm::operation::get_parameter::GetParameterOutput;
+    use aws_sdk_ssm::operation::put_parameter::PutParameterError;
+    use aws_sdk_ssm::types::Parameter;
+    use aws_sdk_ssm::types::error::ParameterAlreadyExists;
+    use xtask::lock::{Holder, Lock, Place};
+
+    const NAME: &str = "/invoice-app/dev/xtask-lock";
+
+    fn place() -> Place {
+        Place { lock: NAME.into() }
+    }
+
+    /// PutParameter: the first answer is lost (a 503 after SSM made it), the retry is refused;
+    /// GetParameter then answers with `stored` (or, when `None`, the value the run wrote).
+    fn lost_then_exists(stored: Option<String>) -> (Rule, Rule) {
+        let written: Arc<Mutex<Option<String>>> = Arc::default();
+        let seen = written.clone();
+        let put = mock!(Client::put_parameter)
+            .match_requests(move |r| {
+                *seen.lock().unwrap() = r.value().map(str::to_string);
+                true
+            })
+            .sequence()
+            .http_status(503, None)
+            .error(|| {
+                PutParameterError::ParameterAlreadyExists(ParameterAlreadyExists::builder().build())
+            })
+            .build();
+        let get = mock!(Client::get_parameter).then_compute_output(move |_| {
+            let value = stored
+                .clone()
+                .or_else(|| written.lock().unwrap().clone())
+                .expect("the run wrote its value");
+            GetParameterOutput::builder()
+                .parameter(Parameter::builder().name(NAME).value(value).build())
+                .build()
+        });
+        (put, get)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_answer_on_the_lock_is_this_runs_own_lock() {
+        let (put, get) = lost_then_exists(None);
+        let (ctx, log) = simulated(&[&put, &get]);
+        let lock = Lock::acquire(&ctx, &place(), "apply", &BTreeMap::new(), false)
+            .await
+            .expect("the parameter SSM made is this run's");
+        assert_eq!(put.num_calls(), 2, "the SDK retried the lost answer once");
+        assert_eq!(
+            log.calls()
+                .iter()
+                .map(|c| format!("{}.{}", c.service, c.operation))
+                .collect::<Vec<_>>(),
+            ["SSM.PutParameter", "SSM.GetParameter"]
+        );
+        drop(lock);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_runs_lock_is_still_refused() {
+        let other = Holder {
+            who: "ci@runner".into(),
+            command: "destroy".into(),
+            pid: 7,
+            since_unix: 0,
+            run: "someone-else".into(),
+        };
+        let (put, get) = lost_then_exists(Some(serde_json::to_string(&other).unwrap()));
+        let (ctx, _) = simulated(&[&put, &get]);
+        let refused = Lock::acquire(&ctx, &place(), "apply", &BTreeMap::new(), false).await;
+        let err = format!("{:#}", refused.err().expect("another run holds it"));
+        assert!(
+            err.contains("locked by ci@runner (`destroy`, pid 7)"),
+            "{err}"
+        );
+    }
+}
+
+/// A stage's create when the account has no CloudWatch role for access logs: the deployment
+/// made beside the check is taken back, and the apply stops with what to do.
+mod api_stage {
+    use super::*;
+    use aws_sdk_apigateway::Client;
+    use aws_sdk_apigateway::operation::create_deployment::CreateDeploymentOutput;
+    use aws_sdk_apigateway::operation::delete_deployment::DeleteDeploymentOutput;
+    use aws_sdk_apigateway::operation::get_account::GetAccountOutput;
+    use aws_sdk_apigateway::operation::get_rest_apis::GetRestApisOutput;
+    use aws_sdk_apigateway::types::RestApi;
+    use xtask::providers::api_stage::ApiStage;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_logging_role_takes_the_new_deployment_back() {
+        let Spec::ApiStage(spec) = resource("api_stage.main") else {
+            panic!("api_stage.main is a stage")
+        };
+        let api_name = spec.api_name.clone();
+        let apis = mock!(Client::get_rest_apis).then_output(move || {
+            GetRestApisOutput::builder()
+                .items(RestApi::builder().id("api1").name(&api_name).build())
+                .build()
+        });
+        let deploy = mock!(Client::create_deployment)
+            .then_output(|| CreateDeploymentOutput::builder().id("d1").build());
+        let account =
+            mock!(Client::get_account).then_output(|| GetAccountOutput::builder().build());
+        let take_back = mock!(Client::delete_deployment)
+            .match_requests(|r| r.rest_api_id() == Some("api1") && r.deployment_id() == Some("d1"))
+            .then_output(|| DeleteDeploymentOutput::builder().build());
+        let (ctx, _) = simulated(&[&apis, &deploy, &account, &take_back]);
+        let err = ApiStage
+            .create(&ctx, &spec)
+            .await
+            .expect_err("no role, no stage");
+        assert!(
+            format!("{err:#}").contains("needs the account's CloudWatch Logs role"),
+            "{err:#}"
+        );
+        assert_eq!(deploy.num_calls(), 1);
+        assert_eq!(
+            take_back.num_calls(),
+            1,
+            "the unserved deployment is deleted"
+        );
+    }
+}
+
+/// A purge that S3 answers with per-key `SlowDown` errors (DeleteObjects succeeds as a call,
+/// so the SDK does not retry): the keys are listed and deleted again after a pause.
+mod s3_purge {
+    use super::*;
+    use aws_sdk_s3::Client;
+    use aws_sdk_s3::operation::delete_objects::DeleteObjectsOutput;
+    use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
+    use aws_sdk_s3::types::{Error as S3KeyError, ObjectVersion};
+
+    fn listing(keys: &[&str]) -> ListObjectVersionsOutput {
+        keys.iter()
+            .fold(ListObjectVersionsOutput::builder(), |b, k| {
+                b.versions(ObjectVersion::builder().key(*k).version_id("v1").build())
+            })
+            .is_truncated(false)
+            .build()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_s3_was_too_busy_for_are_deleted_on_the_next_round() {
+        let list = mock!(Client::list_object_versions)
+            .sequence()
+            .output(|| listing(&["a", "b"]))
+            .output(|| listing(&["b"]))
+            .output(|| listing(&[]))
+            .build();
+        let delete = mock!(Client::delete_objects)
+            .sequence()
+            .output(|| {
+                DeleteObjectsOutput::builder()
+                    .errors(
+                        S3KeyError::builder()
+                            .key("b")
+                            .version_id("v1")
+                            .code("SlowDown")
+                            .build(),
+                    )
+                    .build()
+            })
+            .output(|| DeleteObjectsOutput::builder().build())
+            .build();
+        let (ctx, _) = simulated(&[&list, &delete]);
+        let started = Instant::now();
+        xtask::providers::s3_bucket::purge(&ctx, "bucket")
+            .await
+            .expect("purged after the busy round");
+        assert_eq!(delete.num_calls(), 2);
+        assert_eq!(list.num_calls(), 3, "re-listed until empty");
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "paused before retrying"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_refused_for_good_fails_the_purge_and_names_it() {
+        let list = mock!(Client::list_object_versions).then_output(|| listing(&["locked"]));
+        let delete = mock!(Client::delete_objects).then_output(|| {
+            DeleteObjectsOutput::builder()
+                .errors(
+                    S3KeyError::builder()
+                        .key("locked")
+                        .version_id("v1")
+                        .code("AccessDenied")
+                        .message("object lock")
+                        .build(),
+                )
+                .build()
+        });
+        let (ctx, _) = simulated(&[&list, &delete]);
+        let err = xtask::providers::s3_bucket::purge(&ctx, "bucket")
+            .await
+            .expect_err("AccessDenied is not retried");
+        assert!(
+            format!("{err:#}").contains("locked version v1: AccessDenied"),
+            "{err:#}"
+        );
+        assert_eq!(delete.num_calls(), 1);
     }
 }

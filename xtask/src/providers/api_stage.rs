@@ -180,13 +180,28 @@ impl Provider for ApiStage {
     async fn create(&self, ctx: &Ctx, spec: &ApiStageSpec) -> Result<()> {
         let api_id = apigw::rest_api_id(ctx, &spec.api_name).await?;
         // The role check rides beside the deployment, which no client sees until a stage
-        // points at it (a rerun finds it by its description): it costs no round-trip, and a
-        // missing role still stops the apply before the stage exists.
+        // points at it: it costs no round-trip, and a missing role still stops the apply
+        // before the stage exists (and takes the unserved deployment back).
         let (deployment, role) = tokio::join!(
             deploy(ctx, &api_id, &spec.deployment_hash),
             check_logging_role(ctx)
         );
-        role?;
+        if let Err(refused) = role {
+            if let Ok(id) = &deployment {
+                let gone = ctx
+                    .aws
+                    .apigateway
+                    .delete_deployment()
+                    .rest_api_id(&api_id)
+                    .deployment_id(id)
+                    .send()
+                    .await;
+                if let Err(e) = gone {
+                    tracing::warn!(deployment = %id, error = %aws_sdk_apigateway::error::DisplayErrorContext(&e), "could not take back an unserved deployment");
+                }
+            }
+            return Err(refused);
+        }
         let deployment = deployment?;
         ctx.aws
             .apigateway

@@ -538,21 +538,30 @@ async fn old_stream_mappings(
     mappings_on_older(ctx, spec, &streams, current).await
 }
 
-/// Every stream ListStreams gives for `table`, the disabled ones included.
+/// Every stream ListStreams gives for `table`, the disabled ones included (all pages).
 async fn table_streams(ctx: &Ctx, table: &str) -> Result<Vec<String>> {
-    let streams = ctx
-        .aws
-        .dynamodbstreams
-        .list_streams()
-        .table_name(table)
-        .send()
-        .await
-        .context("ListStreams")?;
-    Ok(streams
-        .streams()
-        .iter()
-        .filter_map(|s| s.stream_arn().map(str::to_string))
-        .collect())
+    let mut arns = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ctx
+            .aws
+            .dynamodbstreams
+            .list_streams()
+            .table_name(table)
+            .set_exclusive_start_stream_arn(after)
+            .send()
+            .await
+            .context("ListStreams")?;
+        arns.extend(
+            page.streams()
+                .iter()
+                .filter_map(|s| s.stream_arn().map(str::to_string)),
+        );
+        match page.last_evaluated_stream_arn() {
+            Some(last) if !page.streams().is_empty() => after = Some(last.to_string()),
+            _ => return Ok(arns),
+        }
+    }
 }
 
 /// Mappings of our function on the `streams` other than `current`.

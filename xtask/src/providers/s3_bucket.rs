@@ -179,6 +179,7 @@ impl Provider for S3Bucket {
     type Observed = ObservedBucket;
     type Field = BucketField;
     const KIND: &'static str = "s3_bucket";
+    const CREATE_CONVERGES: bool = true;
     const ROUND_TRIPS: u32 = 2;
 
     async fn read(&self, ctx: &Ctx, spec: &BucketSpec) -> Result<Option<ObservedBucket>> {
@@ -654,10 +655,21 @@ pub async fn count_versions(ctx: &Ctx, bucket: &str) -> Result<(usize, usize)> {
 /// How often a bucket's deletion purges it when new objects keep it from being deleted.
 const PURGE_ATTEMPTS: u32 = 3;
 
+/// How many rounds of a purge may meet keys S3 was too busy to delete before it gives up.
+const PURGE_BUSY_ROUNDS: u32 = 5;
+
 /// Deletes every object version and delete marker, a page (at most 1,000 keys) at a time, and
 /// returns after deleting the last page it listed (the bucket may have gained objects since).
 pub async fn purge(ctx: &Ctx, bucket: &str) -> Result<()> {
     let s3 = &ctx.aws.s3;
+    // DeleteObjects answers 200 with per-key errors, which the SDK does not retry: keys S3
+    // was too busy for are listed again on the next round, after a pause.
+    let busy = Backoff {
+        first: Duration::from_millis(500),
+        max: Duration::from_secs(8),
+        deadline: ctx.wait_timeout,
+    };
+    let mut busy_rounds = 0;
     loop {
         // Always re-list from the start: deleting shifts the pagination markers.
         let page = s3
@@ -704,6 +716,28 @@ pub async fn purge(ctx: &Ctx, bucket: &str) -> Result<()> {
                 .send()
                 .await
                 .context("DeleteObjects")?;
+            let transient = |code: Option<&str>| {
+                matches!(
+                    code,
+                    Some("SlowDown" | "InternalError" | "ServiceUnavailable" | "OperationAborted")
+                )
+            };
+            if !out.errors().is_empty()
+                && out.errors().iter().all(|e| transient(e.code()))
+                && busy_rounds < PURGE_BUSY_ROUNDS
+            {
+                let pause = busy.delay(busy_rounds);
+                busy_rounds += 1;
+                tracing::warn!(
+                    bucket,
+                    keys = out.errors().len(),
+                    code = out.errors()[0].code().unwrap_or_default(),
+                    ?pause,
+                    "S3 was too busy to delete some versions: listing them again"
+                );
+                tokio::time::sleep(pause).await;
+                break;
+            }
             if let Some(err) = out.errors().first() {
                 anyhow::bail!(
                     "could not delete {} version {}: {} {}",
@@ -714,8 +748,12 @@ pub async fn purge(ctx: &Ctx, bucket: &str) -> Result<()> {
                 );
             }
         }
-        if last_page {
+        if last_page && busy_rounds == 0 {
             return Ok(());
+        }
+        if last_page {
+            // This round hit busy keys: the re-list finds them (and an empty listing ends it).
+            continue;
         }
     }
 }
