@@ -145,7 +145,11 @@ pub async fn upload(session: &Session) -> Result<usize> {
     for r in super::artifacts(&session.stack) {
         let node = providers::bind(r);
         let seen = node
-            .observe(&session.ctx, &session.stack.ownership_tags)
+            .observe(
+                &session.ctx,
+                &session.stack.ownership_tags,
+                crate::engine::Pass::Plan,
+            )
             .await
             .with_context(|| format!("looking for {}", node.name()))?;
         if !seen.exists {

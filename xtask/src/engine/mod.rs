@@ -176,6 +176,13 @@ pub trait Provider: Send + Sync + 'static {
     /// The live state, or `None` when the resource does not exist.
     async fn read(&self, ctx: &Ctx, spec: &Self::Spec) -> Result<Option<Self::Observed>>;
 
+    /// Reads again, under the lock, a resource the shown plan changes. The default is
+    /// [`Provider::read`]; a provider whose read takes a shortcut for a resource that needs no
+    /// change skips it here, where one is known to be needed.
+    async fn read_again(&self, ctx: &Ctx, spec: &Self::Spec) -> Result<Option<Self::Observed>> {
+        self.read(ctx, spec).await
+    }
+
     /// Live tags, or `None` for kinds that cannot carry tags.
     fn tags(observed: &Self::Observed) -> Option<&BTreeMap<String, String>>;
 
@@ -223,6 +230,14 @@ pub struct Observation {
     pub changes: Vec<Change>,
 }
 
+/// Which read a node's [`Node::observe`] is: the plan's, or the re-read under the lock of what
+/// the shown plan acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Plan,
+    Replan,
+}
+
 /// A resource of the stack bound to its provider: the engine's unit of work.
 #[async_trait]
 pub trait Node: Send + Sync {
@@ -240,6 +255,7 @@ pub trait Node: Send + Sync {
         &self,
         ctx: &Ctx,
         owner_tags: &BTreeMap<String, String>,
+        pass: Pass,
     ) -> Result<Observation>;
     async fn deletion_details(&self, ctx: &Ctx) -> Result<Vec<String>>;
     async fn holds_data(&self, ctx: &Ctx) -> Result<bool>;
@@ -336,9 +352,13 @@ impl<P: Provider> Node for Bound<P> {
         &self,
         ctx: &Ctx,
         owner_tags: &BTreeMap<String, String>,
+        pass: Pass,
     ) -> Result<Observation> {
         let _ = self.owner_tags.set(owner_tags.clone());
-        let live = self.provider.read(ctx, &self.spec).await?;
+        let live = match pass {
+            Pass::Plan => self.provider.read(ctx, &self.spec).await?,
+            Pass::Replan => self.provider.read_again(ctx, &self.spec).await?,
+        };
         let observation = match &live {
             None => Observation {
                 exists: false,

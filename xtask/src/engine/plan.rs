@@ -181,7 +181,21 @@ pub async fn replan(
     concurrency: usize,
     shown: &Plan,
 ) -> Result<Plan> {
-    decide(ctx, env, nodes, owner_tags, concurrency, Some(shown)).await
+    let mut again = decide(ctx, env, nodes, owner_tags, concurrency, Some(shown)).await?;
+    for r in again
+        .resources
+        .iter_mut()
+        .filter(|r| r.action == Action::Delete)
+    {
+        if let Some(was) = shown
+            .resources
+            .iter()
+            .find(|s| s.id == r.id && s.action == Action::Delete)
+        {
+            r.details.clone_from(&was.details);
+        }
+    }
+    Ok(again)
 }
 
 /// What `shown` decided about `id` when that needs no second read: left alone, or created by a
@@ -278,6 +292,11 @@ async fn read_all(
     concurrency: usize,
     shown: Option<&Plan>,
 ) -> Result<Vec<Read>> {
+    let pass = if shown.is_some() {
+        super::Pass::Replan
+    } else {
+        super::Pass::Plan
+    };
     let mut read: Vec<(usize, Read)> = futures::stream::iter(nodes.into_iter().enumerate())
         .map(|(i, n)| async move {
             if let Some((node, observation)) = shown.and_then(|p| kept(p, &n)) {
@@ -290,7 +309,7 @@ async fn read_all(
             }
             crate::aws::scoped(scope(stage, n.as_ref()), async {
                 let observation = n
-                    .observe(ctx, owner_tags)
+                    .observe(ctx, owner_tags, pass)
                     .await
                     .with_context(|| format!("reading {} ({})", n.id(), n.name()))?;
                 // A foreign resource is never deleted; an inherited one whose owner turns out
@@ -298,7 +317,11 @@ async fn read_all(
                 let goes = n.ensure() == Ensure::Absent
                     && observation.exists
                     && observation.ownership != Ownership::Foreign;
-                let deletion_details = if goes {
+                // What a deletion purges is told once, with the plan that is shown; under the
+                // lock it is carried over from that plan (see `replan`).
+                let deletion_details = if goes && pass == super::Pass::Replan {
+                    Some(Vec::new())
+                } else if goes {
                     Some(
                         n.deletion_details(ctx)
                             .await

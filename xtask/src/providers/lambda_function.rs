@@ -374,6 +374,46 @@ async fn wait_ready(ctx: &Ctx, name: &str, after_ours: bool) -> Result<()> {
     .await
 }
 
+/// `$LATEST` and every version at once (each names the function, neither needs the other's
+/// answer, and a missing function makes both fail alike), with `served` as the alias's target.
+async fn read_whole(
+    ctx: &Ctx,
+    spec: &FunctionSpec,
+    served: Option<String>,
+) -> Result<Option<ObservedFunction>> {
+    let (f, versions) = tokio::join!(
+        ctx.aws
+            .lambda
+            .get_function()
+            .function_name(&spec.name)
+            .send(),
+        list_versions(ctx, &spec.name),
+    );
+    let f = match f {
+        Ok(f) => f,
+        Err(e) if super::not_found(&e) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e).context("GetFunction"),
+    };
+    let c = f
+        .configuration()
+        .context("GetFunction returned no configuration")?;
+    Ok(Some(ObservedFunction {
+        arn: c.function_arn().unwrap_or_default().to_string(),
+        code_sha256_b64: c.code_sha256().unwrap_or_default().to_string(),
+        config: live_config(c),
+        tags: f.tags().cloned().unwrap_or_default().into_iter().collect(),
+        versions: versions?,
+        alias_target: served,
+        readiness: readiness(
+            c.state(),
+            c.last_update_status(),
+            c.last_update_status_reason().or(c.state_reason()),
+        ),
+    }))
+}
+
 /// The function as read through its alias, when the version the alias serves holds the spec's
 /// code and configuration and the function carries the spec's tags: then nothing about the
 /// function is to change, and the rest of it is not read.
@@ -456,34 +496,32 @@ impl Provider for LambdaFunction {
             Err(e) if super::not_found(&e) => None,
             Err(e) => return Err(e).context("GetFunction (alias)"),
         };
-        // `$LATEST` and every version at once: each names the function, neither needs the
-        // other's answer, and a missing function makes both fail alike.
-        let (f, versions) = tokio::join!(
-            lambda.get_function().function_name(&spec.name).send(),
-            list_versions(ctx, &spec.name),
+        read_whole(ctx, spec, served).await
+    }
+
+    /// Under the lock the function is known to need a change, so the alias's shortcut would
+    /// only cost a round-trip: the alias, `$LATEST` and the versions are read at once.
+    async fn read_again(&self, ctx: &Ctx, spec: &FunctionSpec) -> Result<Option<ObservedFunction>> {
+        let (served, whole) = tokio::join!(
+            ctx.aws
+                .lambda
+                .get_function()
+                .function_name(&spec.name)
+                .qualifier(&spec.alias)
+                .send(),
+            read_whole(ctx, spec, None)
         );
-        let f = match f {
-            Ok(f) => f,
-            Err(e) if super::not_found(&e) => {
-                return Ok(None);
-            }
-            Err(e) => return Err(e).context("GetFunction"),
+        let served = match served {
+            Ok(f) => f
+                .configuration()
+                .and_then(|c| c.version())
+                .map(str::to_string),
+            Err(e) if super::not_found(&e) => None,
+            Err(e) => return Err(e).context("GetFunction (alias)"),
         };
-        let c = f
-            .configuration()
-            .context("GetFunction returned no configuration")?;
-        Ok(Some(ObservedFunction {
-            arn: c.function_arn().unwrap_or_default().to_string(),
-            code_sha256_b64: c.code_sha256().unwrap_or_default().to_string(),
-            config: live_config(c),
-            tags: f.tags().cloned().unwrap_or_default().into_iter().collect(),
-            versions: versions?,
-            alias_target: served,
-            readiness: readiness(
-                c.state(),
-                c.last_update_status(),
-                c.last_update_status_reason().or(c.state_reason()),
-            ),
+        Ok(whole?.map(|mut o| {
+            o.alias_target = served;
+            o
         }))
     }
 
