@@ -1715,3 +1715,84 @@ mod s3_purge {
         assert_eq!(delete.num_calls(), 1);
     }
 }
+
+/// Lambda's read under the lock: the alias, `$LATEST` and the versions (sent together), without the alias-only
+/// shortcut first (the function is known to change).
+mod lambda_read_again {
+    use super::*;
+    use aws_sdk_lambda::Client;
+    use aws_sdk_lambda::operation::get_function::GetFunctionOutput;
+    use aws_sdk_lambda::operation::list_versions_by_function::ListVersionsByFunctionOutput;
+    use aws_sdk_lambda::types::FunctionConfiguration;
+    use xtask::providers::lambda_function::LambdaFunction;
+
+    #[tokio::test(start_paused = true)]
+    async fn read_again_reads_the_whole_function_and_the_alias_target() {
+        let Spec::Function(spec) = resources()
+            .into_iter()
+            .find(|r| matches!(r.spec, Spec::Function(_)))
+            .expect("a function")
+            .spec
+        else {
+            unreachable!()
+        };
+        let config = |version: &str| {
+            FunctionConfiguration::builder()
+                .function_name(&spec.name)
+                .function_arn(format!(
+                    "arn:aws:lambda:{REGION}:{ACCOUNT}:function:{}",
+                    spec.name
+                ))
+                .version(version)
+                .code_sha256("old")
+                .build()
+        };
+        let (alias_config, latest_config, listed) = (config("3"), config("$LATEST"), config("3"));
+        let alias = spec.alias.clone();
+        let by_alias = mock!(Client::get_function)
+            .match_requests(move |r| r.qualifier() == Some(alias.as_str()))
+            .then_output(move || {
+                GetFunctionOutput::builder()
+                    .configuration(alias_config.clone())
+                    .build()
+            });
+        let latest = mock!(Client::get_function)
+            .match_requests(|r| r.qualifier().is_none())
+            .then_output(move || {
+                GetFunctionOutput::builder()
+                    .configuration(latest_config.clone())
+                    .build()
+            });
+        let versions = mock!(Client::list_versions_by_function).then_output(move || {
+            ListVersionsByFunctionOutput::builder()
+                .versions(listed.clone())
+                .build()
+        });
+        let (ctx, log) = simulated(&[&by_alias, &latest, &versions]);
+        let seen = LambdaFunction
+            .read_again(&ctx, &spec)
+            .await
+            .expect("read")
+            .expect("the function exists");
+        assert_eq!(seen.alias_target.as_deref(), Some("3"));
+        assert_eq!(
+            by_alias.num_calls() + latest.num_calls() + versions.num_calls(),
+            3
+        );
+        let mut calls: Vec<String> = log
+            .calls()
+            .iter()
+            .map(|c| format!("{}.{}", c.service, c.operation))
+            .collect();
+        calls.sort();
+        assert_eq!(
+            calls,
+            [
+                "Lambda.GetFunction",
+                "Lambda.GetFunction",
+                "Lambda.ListVersionsByFunction"
+            ],
+            "no alias-only read first"
+        );
+    }
+}
