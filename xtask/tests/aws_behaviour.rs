@@ -1716,8 +1716,8 @@ mod s3_purge {
     }
 }
 
-/// Lambda's read under the lock: the alias, `$LATEST` and the versions (sent together), without the alias-only
-/// shortcut first (the function is known to change).
+/// Lambda's read under the lock: the alias, `$LATEST` and the versions (sent together),
+/// without the alias-only shortcut first (the function is known to change).
 mod lambda_read_again {
     use super::*;
     use aws_sdk_lambda::Client;
