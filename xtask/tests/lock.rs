@@ -19,16 +19,6 @@ fn tags() -> BTreeMap<String, String> {
     BTreeMap::from([("app".to_string(), "invoice-app-test".to_string())])
 }
 
-async fn ctx(emu: &TestEmulator) -> Ctx {
-    Ctx {
-        aws: common::emulator_clients(emu).await,
-        account_id: "123456789012".into(),
-        region: "us-east-1".into(),
-        wait_timeout: std::time::Duration::from_secs(60),
-        options: Default::default(),
-    }
-}
-
 /// The holder the lock parameter names, if it exists.
 async fn holder(ctx: &Ctx) -> Option<Holder> {
     let out = ctx.aws.ssm.get_parameter().name(place().lock).send().await;
@@ -47,7 +37,7 @@ async fn holder(ctx: &Ctx) -> Option<Holder> {
 #[tokio::test(flavor = "multi_thread")]
 async fn one_holder_at_a_time_and_the_refusal_names_it() {
     let emu = TestEmulator::start().await;
-    let ctx = ctx(&emu).await;
+    let ctx = common::emulator_ctx(&emu).await;
     let first = Lock::acquire(&ctx, &place(), "apply", &tags(), false)
         .await
         .unwrap();
@@ -90,7 +80,7 @@ async fn one_holder_at_a_time_and_the_refusal_names_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn break_lock_takes_over_a_lock_a_dead_run_left() {
     let emu = TestEmulator::start().await;
-    let ctx = ctx(&emu).await;
+    let ctx = common::emulator_ctx(&emu).await;
     // A run that was killed: it took the lock and never released it.
     let dead = Lock::acquire(&ctx, &place(), "apply", &tags(), false)
         .await
@@ -109,7 +99,7 @@ async fn break_lock_takes_over_a_lock_a_dead_run_left() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hold_releases_when_the_work_fails() {
     let emu = TestEmulator::start().await;
-    let ctx = ctx(&emu).await;
+    let ctx = common::emulator_ctx(&emu).await;
     let failed: anyhow::Result<()> = Lock::hold(&ctx, &place(), "apply", &tags(), false, async {
         assert!(holder(&ctx).await.is_some(), "held while working");
         anyhow::bail!("the work failed")

@@ -18,16 +18,6 @@ const ENV: &str = "test";
 const LOG_GROUP: &str = "log_group.api_access";
 const API_KEY: &str = "api_key.default";
 
-async fn ctx(emu: &TestEmulator) -> Ctx {
-    Ctx {
-        aws: common::emulator_clients(emu).await,
-        account_id: "123456789012".into(),
-        region: "us-east-1".into(),
-        wait_timeout: std::time::Duration::from_secs(60),
-        options: Default::default(),
-    }
-}
-
 /// A log group (a named create) and the API key (an unnamed one) of the invoice app.
 fn stack() -> (Vec<Resource>, BTreeMap<String, String>) {
     let target = Target {
@@ -53,6 +43,16 @@ fn nodes(resources: &[Resource]) -> Vec<Arc<dyn Node>> {
     resources.iter().map(xtask::providers::bind).collect()
 }
 
+/// The plan shown before the lock: both resources to create.
+async fn shown(ctx: &Ctx, resources: &[Resource], tags: &BTreeMap<String, String>) -> Plan {
+    let shown = plan::plan(ctx, ENV, nodes(resources), tags, 4)
+        .await
+        .unwrap();
+    assert_eq!(action(&shown, LOG_GROUP), Action::Create);
+    assert_eq!(action(&shown, API_KEY), Action::Create);
+    shown
+}
+
 fn action(plan: &Plan, id: &str) -> Action {
     plan.resources
         .iter()
@@ -71,13 +71,9 @@ fn calls_since(ctx: &Ctx, before: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn only_an_unnamed_create_is_read_again() {
     let emu = TestEmulator::start().await;
-    let ctx = ctx(&emu).await;
+    let ctx = common::emulator_ctx(&emu).await;
     let (resources, tags) = stack();
-    let shown = plan::plan(&ctx, ENV, nodes(&resources), &tags, 4)
-        .await
-        .unwrap();
-    assert_eq!(action(&shown, LOG_GROUP), Action::Create);
-    assert_eq!(action(&shown, API_KEY), Action::Create);
+    let shown = shown(&ctx, &resources, &tags).await;
 
     let before = ctx.aws.log.calls().len();
     let again = plan::replan(&ctx, ENV, nodes(&resources), &tags, 4, &shown)
@@ -91,11 +87,9 @@ async fn only_an_unnamed_create_is_read_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_another_run_made_meanwhile_changes_the_plan() {
     let emu = TestEmulator::start().await;
-    let ctx = ctx(&emu).await;
+    let ctx = common::emulator_ctx(&emu).await;
     let (resources, tags) = stack();
-    let shown = plan::plan(&ctx, ENV, nodes(&resources), &tags, 4)
-        .await
-        .unwrap();
+    let shown = shown(&ctx, &resources, &tags).await;
     // Another run of the same stack creates the key between this run's plan and its lock.
     let key = nodes(&resources)
         .into_iter()

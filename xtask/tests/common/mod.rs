@@ -349,6 +349,18 @@ pub async fn emulator_clients(emu: &xtask::emulator::TestEmulator) -> xtask::aws
     .await
 }
 
+/// An engine context on a test's emulator: its clients, moto's default account, a minute for
+/// any wait.
+pub async fn emulator_ctx(emu: &xtask::emulator::TestEmulator) -> xtask::engine::Ctx {
+    xtask::engine::Ctx {
+        aws: emulator_clients(emu).await,
+        account_id: "123456789012".into(),
+        region: "us-east-1".into(),
+        wait_timeout: Duration::from_secs(60),
+        options: Default::default(),
+    }
+}
+
 /// `tests/fixtures/<name>`.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
