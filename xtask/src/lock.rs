@@ -5,7 +5,6 @@
 //! holds it and since when, so a refused run can tell the user; a lock left by a killed run
 //! is broken explicitly with `--break-lock`.
 //!
-//!
 //! What a run planned before taking the lock is read again under it (`plan::replan`): the lock
 //! keeps runs apart, but says nothing about what another run changed between this run's reads
 //! and its taking the lock.
