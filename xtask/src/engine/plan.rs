@@ -181,21 +181,7 @@ pub async fn replan(
     concurrency: usize,
     shown: &Plan,
 ) -> Result<Plan> {
-    let mut again = decide(ctx, env, nodes, owner_tags, concurrency, Some(shown)).await?;
-    for r in again
-        .resources
-        .iter_mut()
-        .filter(|r| r.action == Action::Delete)
-    {
-        if let Some(was) = shown
-            .resources
-            .iter()
-            .find(|s| s.id == r.id && s.action == Action::Delete)
-        {
-            r.details.clone_from(&was.details);
-        }
-    }
-    Ok(again)
+    decide(ctx, env, nodes, owner_tags, concurrency, Some(shown)).await
 }
 
 /// What `shown` decided about `id` when that needs no second read: left alone, or created by a
@@ -317,18 +303,23 @@ async fn read_all(
                 let goes = n.ensure() == Ensure::Absent
                     && observation.exists
                     && observation.ownership != Ownership::Foreign;
-                // What a deletion purges is told once, with the plan that is shown; under the
-                // lock it is carried over from that plan (see `replan`).
-                let deletion_details = if goes && pass == super::Pass::Replan {
-                    Some(Vec::new())
-                } else if goes {
-                    Some(
+                // What a deletion purges is counted once, for the plan that is shown; under
+                // the lock it is taken over from that plan.
+                let deletion_details = match shown {
+                    Some(shown) if goes => Some(
+                        shown
+                            .resources
+                            .iter()
+                            .find(|r| r.id == n.id() && r.action == Action::Delete)
+                            .map(|r| r.details.clone())
+                            .unwrap_or_default(),
+                    ),
+                    None if goes => Some(
                         n.deletion_details(ctx)
                             .await
                             .with_context(|| format!("inspecting {} before deletion", n.id()))?,
-                    )
-                } else {
-                    None
+                    ),
+                    _ => None,
                 };
                 let read = Read {
                     node: n.clone(),

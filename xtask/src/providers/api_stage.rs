@@ -187,18 +187,10 @@ impl Provider for ApiStage {
             check_logging_role(ctx)
         );
         if let Err(refused) = role {
-            if let Ok(id) = &deployment {
-                let gone = ctx
-                    .aws
-                    .apigateway
-                    .delete_deployment()
-                    .rest_api_id(&api_id)
-                    .deployment_id(id)
-                    .send()
-                    .await;
-                if let Err(e) = gone {
-                    tracing::warn!(deployment = %id, error = %aws_sdk_apigateway::error::DisplayErrorContext(&e), "could not take back an unserved deployment");
-                }
+            if let Ok(id) = &deployment
+                && let Err(e) = delete_deployment(ctx, &api_id, id).await
+            {
+                tracing::warn!(deployment = %id, error = format!("{e:#}"), "could not take back an unserved deployment");
             }
             return Err(refused);
         }
@@ -453,19 +445,26 @@ async fn prune_deployments(ctx: &Ctx, api_id: &str) -> Result<()> {
         if in_use.contains(&id) || recorded_hash(d.description()).is_none() {
             continue;
         }
-        match gw
-            .delete_deployment()
-            .rest_api_id(api_id)
-            .deployment_id(id)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if super::not_found(&e) => {}
-            Err(e) => return Err(e).context("DeleteDeployment"),
-        }
+        delete_deployment(ctx, api_id, id).await?;
     }
     Ok(())
+}
+
+/// Deletes one deployment; one already gone is fine.
+async fn delete_deployment(ctx: &Ctx, api_id: &str, id: &str) -> Result<()> {
+    match ctx
+        .aws
+        .apigateway
+        .delete_deployment()
+        .rest_api_id(api_id)
+        .deployment_id(id)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if super::not_found(&e) => Ok(()),
+        Err(e) => Err(e).context("DeleteDeployment"),
+    }
 }
 
 /// Access logging needs the account's CloudWatch role; without it UpdateStage fails with a

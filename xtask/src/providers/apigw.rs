@@ -182,14 +182,19 @@ pub fn remember_rest_api(name: &str, id: &str) {
     crate::engine::lookup::remember(&rest_api_key(name), id);
 }
 
+/// Where an apply pass keeps the id of an API key it created ([`remember_api_key`]).
+fn api_key_key(name: &str) -> String {
+    format!("apigateway.api_key_id.{name}")
+}
+
 /// Tells the rest of this apply pass the id of the API key just created as `name`.
 pub fn remember_api_key(name: &str, id: &str) {
-    crate::engine::lookup::remember(&format!("apigateway.api_key_id.{name}"), id);
+    crate::engine::lookup::remember(&api_key_key(name), id);
 }
 
 /// The id of the API key created as `name` earlier in this apply pass, if any.
 pub fn recall_api_key(name: &str) -> Option<String> {
-    crate::engine::lookup::recall(&format!("apigateway.api_key_id.{name}"))
+    crate::engine::lookup::recall(&api_key_key(name))
 }
 
 /// The id of the REST API called `name`, or an error saying it must exist first.

@@ -374,6 +374,30 @@ async fn wait_ready(ctx: &Ctx, name: &str, after_ours: bool) -> Result<()> {
     .await
 }
 
+/// GetFunction through the alias; `None` when the function or its alias is missing.
+async fn through_alias(ctx: &Ctx, spec: &FunctionSpec) -> Result<Option<GetFunctionOutput>> {
+    match ctx
+        .aws
+        .lambda
+        .get_function()
+        .function_name(&spec.name)
+        .qualifier(&spec.alias)
+        .send()
+        .await
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if super::not_found(&e) => Ok(None),
+        Err(e) => Err(e).context("GetFunction (alias)"),
+    }
+}
+
+/// The version number an alias's GetFunction answered for.
+fn served_version(f: &GetFunctionOutput) -> Option<String> {
+    f.configuration()
+        .and_then(|c| c.version())
+        .map(str::to_string)
+}
+
 /// `$LATEST` and every version at once (each names the function, neither needs the other's
 /// answer, and a missing function makes both fail alike), with `served` as the alias's target.
 async fn read_whole(
@@ -473,28 +497,18 @@ impl Provider for LambdaFunction {
     const ROUND_TRIPS: u32 = 3;
 
     async fn read(&self, ctx: &Ctx, spec: &FunctionSpec) -> Result<Option<ObservedFunction>> {
-        let lambda = &ctx.aws.lambda;
         // First the version the alias serves (GetFunction with the alias as qualifier names
         // it and carries its code, configuration and the function's tags). When it already
         // holds the spec, that one call is the whole read: see `serving`.
-        let served = match lambda
-            .get_function()
-            .function_name(&spec.name)
-            .qualifier(&spec.alias)
-            .send()
-            .await
-        {
-            Ok(f) => {
+        let served = match through_alias(ctx, spec).await? {
+            Some(f) => {
                 if let Some(settled) = serving(spec, &f) {
                     return Ok(Some(settled));
                 }
-                f.configuration()
-                    .and_then(|c| c.version())
-                    .map(str::to_string)
+                served_version(&f)
             }
             // No function, or a function without the alias: the full read tells which.
-            Err(e) if super::not_found(&e) => None,
-            Err(e) => return Err(e).context("GetFunction (alias)"),
+            None => None,
         };
         read_whole(ctx, spec, served).await
     }
@@ -502,23 +516,8 @@ impl Provider for LambdaFunction {
     /// Under the lock the function is known to need a change, so the alias's shortcut would
     /// only cost a round-trip: the alias, `$LATEST` and the versions are read at once.
     async fn read_again(&self, ctx: &Ctx, spec: &FunctionSpec) -> Result<Option<ObservedFunction>> {
-        let (served, whole) = tokio::join!(
-            ctx.aws
-                .lambda
-                .get_function()
-                .function_name(&spec.name)
-                .qualifier(&spec.alias)
-                .send(),
-            read_whole(ctx, spec, None)
-        );
-        let served = match served {
-            Ok(f) => f
-                .configuration()
-                .and_then(|c| c.version())
-                .map(str::to_string),
-            Err(e) if super::not_found(&e) => None,
-            Err(e) => return Err(e).context("GetFunction (alias)"),
-        };
+        let (served, whole) = tokio::join!(through_alias(ctx, spec), read_whole(ctx, spec, None));
+        let served = served?.as_ref().and_then(served_version);
         Ok(whole?.map(|mut o| {
             o.alias_target = served;
             o

@@ -748,12 +748,9 @@ pub async fn purge(ctx: &Ctx, bucket: &str) -> Result<()> {
                 );
             }
         }
+        // After a round with busy keys, listing again finds them (an empty listing ends it).
         if last_page && busy_rounds == 0 {
             return Ok(());
-        }
-        if last_page {
-            // This round hit busy keys: the re-list finds them (and an empty listing ends it).
-            continue;
         }
     }
 }

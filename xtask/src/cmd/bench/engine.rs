@@ -438,6 +438,13 @@ impl Meter<'_> {
         let slowest = slowest(&calls, self.latency, 6);
         let timeline = timeline(&calls, started, self.latency);
         let spans = spans(&calls, started, self.latency);
+        let sequence: Vec<String> = in_sequence(&calls)
+            .into_iter()
+            .map(|c| match &c.scope {
+                Some(s) => format!("{}.{} {}", c.service, c.operation, s.node),
+                None => format!("{}.{}", c.service, c.operation),
+            })
+            .collect();
         Ok(Phase {
             spans,
             slowest,
@@ -447,14 +454,8 @@ impl Meter<'_> {
             writes: calls.iter().filter(|c| c.write).count(),
             deep: (wall.as_secs_f64() / self.latency.as_secs_f64() * 10.0).round() / 10.0,
             wall_ms: wall.as_millis() as u64,
-            in_sequence: in_sequence(&calls).len(),
-            sequence: in_sequence(&calls)
-                .into_iter()
-                .map(|c| match &c.scope {
-                    Some(s) => format!("{}.{} {}", c.service, c.operation, s.node),
-                    None => format!("{}.{}", c.service, c.operation),
-                })
-                .collect(),
+            in_sequence: sequence.len(),
+            sequence,
             emulator_ms: emulator_ms(&calls, self.latency),
             most_in_flight: self.log.take_peak_in_flight(),
             critical_path,
