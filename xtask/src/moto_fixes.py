@@ -184,3 +184,37 @@ def _patch_logs_responses(responses):
 
 
 sys.meta_path.insert(0, _PatchAfterImport("moto.logs.responses", _patch_logs_responses))
+
+
+# Speed, not behaviour. moto's server takes one global lock to route every request, and under it
+# lists its own package directory (`list_of_moto_modules`: ~200 `isdir` calls); every error
+# answer builds a fresh botocore Session to list the available services, and botocore service
+# models are cached without a lock, so 14 first S3 reads in flight each parse the S3 model
+# (~0.4 s apiece). All three depend only on the installed packages: computed once, the model
+# load single-flight. With ~60 reads in flight (a plan) they were a third of the server's time
+# and made each call wait for the others.
+import functools
+import threading
+
+import moto.backends as _backends
+import moto.core.utils as _core_utils
+
+_moto_modules = frozenset(_backends.list_of_moto_modules())
+_backends.list_of_moto_modules = lambda: _moto_modules
+_core_utils.service_name_from_moto_package_name = functools.cache(
+    _core_utils.service_name_from_moto_package_name
+)
+_load_model = _core_utils._load_service_model
+_models = {}
+_models_lock = threading.Lock()
+
+
+def _load_service_model_once(service_name, model_name):
+    with _models_lock:
+        key = (service_name, model_name)
+        if key not in _models:
+            _models[key] = _load_model(service_name, model_name)
+        return _models[key]
+
+
+_core_utils._load_service_model = _load_service_model_once

@@ -239,6 +239,11 @@ impl Bench<'_> {
         let mut phases = Vec::new();
         let first = self.session(self.stack(0)?);
         let s = &first.stack;
+        // moto loads each service's code and models on its first request (1-2 s of one
+        // Python process under ~60 reads in flight); AWS has no such cost, so one unmeasured
+        // plan warms the emulator and "plan on empty" measures the engine.
+        eprintln!("bench engine: warming the emulator (one unmeasured plan)...");
+        self.plan(s).await.context("warming the emulator")?;
         phases.push(
             meter
                 .phase("plan on empty", s, || async {
