@@ -1,7 +1,7 @@
 //! `cargo xtask apply`: plan, confirm, lock, re-plan under the lock, execute, summarise.
 //!
 //! A plan without changes returns before the lock is taken, so a no-op apply makes no write
-//! call at all. What the plan acts on is read again under the lock ([`plan::replan`]): another
+//! call at all. `destroy --yes` takes the lock first and reads only under it ([`locks_first`]). What the plan acts on is read again under the lock ([`plan::replan`]): another
 //! run may have changed it between the first read and the confirmation (or, with `--yes`,
 //! between the first read and the lock). Creates of named resources are not read again: if
 //! another run made one meanwhile, the create fails with "already exists" and finishes what it
@@ -124,6 +124,24 @@ impl Mode {
     }
 }
 
+/// What one apply or destroy came to.
+enum Ran {
+    /// The plan had no changes: nothing was written.
+    Nothing(Plan),
+    /// Ctrl-C: operations in flight may still complete.
+    Interrupted,
+    Done(Plan, Vec<Outcome>),
+}
+
+/// Whether the run takes the lock before its only read. A destroy acts on every resource, so
+/// reading them all before the lock and again under it would cost a whole plan; without a
+/// question to ask (`--yes`) nothing is lost by holding the lock while reading. An apply reads
+/// first so that a no-op apply writes nothing (not even the lock), and an interactive run does
+/// not hold the lock while a person reads the plan.
+fn locks_first(mode: Mode, yes: bool) -> bool {
+    mode == Mode::Destroy && yes
+}
+
 /// The shared flow of apply and destroy.
 pub async fn reconcile(
     out: Output,
@@ -136,47 +154,60 @@ pub async fn reconcile(
     let ctx = &session.ctx;
     let started = Instant::now();
     let place = Place::of(&session.names);
-    let first = first_plan(session, stack).await?;
-    out.text(&render::plan_text(&first, mode.title()));
-    if !first.has_changes() {
-        out.document(render::json(
-            &first,
-            mode.command(),
-            Some(&[]),
-            ctx.aws.log.counts(),
-        ));
-        return Ok(exit::OK);
-    }
-    check_runnable(&first)?;
-    let (question, expected) = mode.question(&session.env, &ctx.account_id);
-    confirm(&question, &expected, yes)?;
-
-    let work = async {
-        let plan = reread(session, stack, &first, mode).await?;
-        let count = plan.resources.iter().filter(|r| r.action.writes()).count();
-        eprintln!("{}ing {count} change(s)...", mode.verb());
-        let outcomes = tokio::select! {
-            o = apply(ctx, &plan, session.config.deploy.concurrency) => o,
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("interrupted: operations in flight may still complete; run {} again to converge", mode.command());
-                return Ok((plan, None));
+    let tags = &stack.ownership_tags;
+    let ran = if locks_first(mode, yes) {
+        let work = async {
+            let plan = first_plan(session, stack).await?;
+            out.text(&render::plan_text(&plan, mode.title()));
+            if !plan.has_changes() {
+                return Ok(Ran::Nothing(plan));
             }
+            check_runnable(&plan)?;
+            execute(session, plan, mode).await
         };
-        Ok((plan, Some(outcomes)))
+        Lock::hold(ctx, &place, mode.command(), tags, break_lock, work).await?
+    } else {
+        let first = first_plan(session, stack).await?;
+        out.text(&render::plan_text(&first, mode.title()));
+        if !first.has_changes() {
+            Ran::Nothing(first)
+        } else {
+            check_runnable(&first)?;
+            let (question, expected) = mode.question(&session.env, &ctx.account_id);
+            confirm(&question, &expected, yes)?;
+            let work = async {
+                let plan = reread(session, stack, &first, mode).await?;
+                execute(session, plan, mode).await
+            };
+            Lock::hold(ctx, &place, mode.command(), tags, break_lock, work).await?
+        }
     };
-    let (plan, outcomes) = Lock::hold(
-        ctx,
-        &place,
-        mode.command(),
-        &stack.ownership_tags,
-        break_lock,
-        work,
-    )
-    .await?;
-    let Some(outcomes) = outcomes else {
-        return Ok(exit::INTERRUPTED);
-    };
-    summarise(out, ctx, &plan, &outcomes, mode, started)
+    match ran {
+        Ran::Nothing(plan) => {
+            out.document(render::json(
+                &plan,
+                mode.command(),
+                Some(&[]),
+                ctx.aws.log.counts(),
+            ));
+            Ok(exit::OK)
+        }
+        Ran::Interrupted => Ok(exit::INTERRUPTED),
+        Ran::Done(plan, outcomes) => summarise(out, ctx, &plan, &outcomes, mode, started),
+    }
+}
+
+/// Runs the plan's writes (the lock held), or stops at Ctrl-C.
+async fn execute(session: &Session, plan: Plan, mode: Mode) -> Result<Ran> {
+    let count = plan.resources.iter().filter(|r| r.action.writes()).count();
+    eprintln!("{}ing {count} change(s)...", mode.verb());
+    tokio::select! {
+        o = apply(&session.ctx, &plan, session.config.deploy.concurrency) => Ok(Ran::Done(plan, o)),
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted: operations in flight may still complete; run {} again to converge", mode.command());
+            Ok(Ran::Interrupted)
+        }
+    }
 }
 
 /// Reads the stack once; beside the reads goes the check that CloudFormation does not own the
