@@ -351,6 +351,16 @@ mod lambda {
             .build()
     }
 
+    /// UpdateFunctionCode's answer with Publish: the version it published, and the code's hash.
+    fn code_published(version: &'static str, sha: &'static str) -> Rule {
+        mock!(Client::update_function_code).then_output(move || {
+            UpdateFunctionCodeOutput::builder()
+                .version(version)
+                .code_sha256(sha)
+                .build()
+        })
+    }
+
     fn publish_and_alias() -> (Rule, Rule) {
         (
             mock!(Client::publish_version)
@@ -360,8 +370,9 @@ mod lambda {
     }
 
     /// Finding 2: a function whose last update failed keeps serving its old code and takes
-    /// the next update, which is what repairs it: the code update goes out at once, and the
-    /// wait after it (our own update) runs through InProgress to Successful.
+    /// the next update, which is what repairs it: the code update goes out at once, publishing
+    /// version 5, and the wait after it (our own update) runs through InProgress to Successful
+    /// before the alias moves to it.
     #[tokio::test(start_paused = true)]
     async fn a_failed_last_update_is_repaired_by_the_next_one() {
         let s = spec();
@@ -371,8 +382,7 @@ mod lambda {
             .output(|| status(State::Active, LastUpdateStatus::InProgress))
             .output(|| status(State::Active, LastUpdateStatus::Successful))
             .build();
-        let code = mock!(Client::update_function_code)
-            .then_output(|| UpdateFunctionCodeOutput::builder().build());
+        let code = code_published("5", "AAEC");
         let (publish, alias) = publish_and_alias();
         let (ctx, log) = simulated(&[&config, &code, &publish, &alias]);
         LambdaFunction
@@ -397,17 +407,17 @@ mod lambda {
                 "Lambda.UpdateFunctionCode",
                 "Lambda.GetFunctionConfiguration",
                 "Lambda.GetFunctionConfiguration",
-                "Lambda.PublishVersion",
                 "Lambda.UpdateAlias",
             ]
         );
+        assert_eq!(code.num_calls(), 1);
     }
 
     /// A function the plan read as settled takes its code at once: the critical path of a code
-    /// change is UpdateFunctionCode, the wait for Successful, PublishVersion, the purge of
-    /// versions beyond keep_versions (the oldest, never the alias's old or new target, all
-    /// deleted together), then UpdateAlias: an alias found on the spec's version means the
-    /// purge is done.
+    /// change is UpdateFunctionCode publishing the version in the same call, the wait for
+    /// Successful, the purge of versions beyond keep_versions (the oldest, never the alias's
+    /// old or new target, all deleted together), then UpdateAlias: an alias found on the
+    /// spec's version means the purge is done.
     #[tokio::test(start_paused = true)]
     async fn a_settled_function_is_updated_published_and_purged_without_rereading() {
         let s = spec();
@@ -416,8 +426,7 @@ mod lambda {
             .output(|| status(State::Active, LastUpdateStatus::InProgress))
             .output(|| status(State::Active, LastUpdateStatus::Successful))
             .build();
-        let code = mock!(Client::update_function_code)
-            .then_output(|| UpdateFunctionCodeOutput::builder().build());
+        let code = code_published("5", "AAEC");
         let (publish, alias) = publish_and_alias();
         let deleted = Arc::new(Mutex::new(Vec::new()));
         let d = deleted.clone();
@@ -458,7 +467,6 @@ mod lambda {
                 "Lambda.UpdateFunctionCode",
                 "Lambda.GetFunctionConfiguration",
                 "Lambda.GetFunctionConfiguration",
-                "Lambda.PublishVersion",
                 "Lambda.DeleteFunction",
                 "Lambda.DeleteFunction",
                 "Lambda.UpdateAlias",
@@ -469,7 +477,8 @@ mod lambda {
         assert_eq!(deleted, ["1", "2"]);
     }
 
-    /// Our own update failed: that is final, nothing is published.
+    /// Our own update failed: that is final, and the version it published does not take the
+    /// alias.
     #[tokio::test(start_paused = true)]
     async fn a_failure_of_our_own_update_is_fatal() {
         let s = spec();
@@ -478,8 +487,7 @@ mod lambda {
             .output(|| status(State::Active, LastUpdateStatus::Successful))
             .output(|| status(State::Active, LastUpdateStatus::Failed))
             .build();
-        let code = mock!(Client::update_function_code)
-            .then_output(|| UpdateFunctionCodeOutput::builder().build());
+        let code = code_published("5", "AAEC");
         let (publish, alias) = publish_and_alias();
         let (ctx, log) = simulated(&[&config, &code, &publish, &alias]);
         let err = LambdaFunction
@@ -496,7 +504,94 @@ mod lambda {
             "{err:#}"
         );
         assert_eq!(publish.num_calls(), 0);
+        assert_eq!(alias.num_calls(), 0);
         assert_eq!(calls(&log).len(), 3);
+    }
+
+    /// Lambda hashes the code it read from S3: code other than the built artifact (the object
+    /// overwritten under our key) fails the update before the alias serves it.
+    #[tokio::test(start_paused = true)]
+    async fn code_that_is_not_the_built_artifact_is_not_served() {
+        let s = spec();
+        let code = code_published("5", "OTHER");
+        let (publish, alias) = publish_and_alias();
+        let (ctx, _log) = simulated(&[&code, &publish, &alias]);
+        let err = LambdaFunction
+            .update(
+                &ctx,
+                &s,
+                &observed(&s, Readiness::Ready),
+                &[
+                    FunctionField::Code,
+                    FunctionField::Version,
+                    FunctionField::Alias,
+                ],
+            )
+            .await
+            .expect_err("foreign code");
+        assert!(format!("{err:#}").contains("SHA-256 OTHER"), "{err:#}");
+        assert_eq!(alias.num_calls(), 0);
+    }
+
+    /// A configuration change goes before the code, so the version the code update publishes
+    /// carries both; without a code change the version comes from PublishVersion.
+    #[tokio::test(start_paused = true)]
+    async fn configuration_goes_first_and_a_config_only_change_publishes_separately() {
+        let s = spec();
+        let settled = || {
+            mock!(Client::get_function_configuration)
+                .then_output(|| status(State::Active, LastUpdateStatus::Successful))
+        };
+        let config_update = || {
+            mock!(Client::update_function_configuration).then_output(|| {
+                aws_sdk_lambda::operation::update_function_configuration::UpdateFunctionConfigurationOutput::builder().build()
+            })
+        };
+        let both = [
+            FunctionField::MemoryMb,
+            FunctionField::Code,
+            FunctionField::Version,
+            FunctionField::Alias,
+        ];
+        let (wait, update, code) = (settled(), config_update(), code_published("5", "AAEC"));
+        let (publish, alias) = publish_and_alias();
+        let (ctx, log) = simulated(&[&wait, &update, &code, &publish, &alias]);
+        LambdaFunction
+            .update(&ctx, &s, &observed(&s, Readiness::Ready), &both)
+            .await
+            .expect("updated");
+        assert_eq!(
+            calls(&log),
+            [
+                "Lambda.UpdateFunctionConfiguration",
+                "Lambda.GetFunctionConfiguration",
+                "Lambda.UpdateFunctionCode",
+                "Lambda.GetFunctionConfiguration",
+                "Lambda.UpdateAlias",
+            ]
+        );
+
+        let config_only = [
+            FunctionField::MemoryMb,
+            FunctionField::Version,
+            FunctionField::Alias,
+        ];
+        let (wait, update) = (settled(), config_update());
+        let (publish, alias) = publish_and_alias();
+        let (ctx, log) = simulated(&[&wait, &update, &publish, &alias]);
+        LambdaFunction
+            .update(&ctx, &s, &observed(&s, Readiness::Ready), &config_only)
+            .await
+            .expect("updated");
+        assert_eq!(
+            calls(&log),
+            [
+                "Lambda.UpdateFunctionConfiguration",
+                "Lambda.GetFunctionConfiguration",
+                "Lambda.PublishVersion",
+                "Lambda.UpdateAlias",
+            ]
+        );
     }
 
     /// An idle (Inactive) function is not busy: the update goes out without waiting.
@@ -508,8 +603,7 @@ mod lambda {
             .output(|| status(State::Inactive, LastUpdateStatus::Successful))
             .output(|| status(State::Active, LastUpdateStatus::Successful))
             .build();
-        let code = mock!(Client::update_function_code)
-            .then_output(|| UpdateFunctionCodeOutput::builder().build());
+        let code = code_published("5", "AAEC");
         let (publish, alias) = publish_and_alias();
         let (ctx, _log) = simulated(&[&config, &code, &publish, &alias]);
         let start = Instant::now();
@@ -524,7 +618,7 @@ mod lambda {
             .expect("update");
         assert_eq!(start.elapsed(), Duration::ZERO, "no wait at all");
         assert_eq!(code.num_calls(), 1);
-        assert_eq!(publish.num_calls(), 1);
+        assert_eq!(publish.num_calls(), 0, "published with the code");
     }
 
     fn invalid_parameter() -> CreateFunctionError {

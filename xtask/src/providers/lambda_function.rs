@@ -683,6 +683,16 @@ impl Provider for LambdaFunction {
         // The read that planned this update saw the function settled: the first write goes
         // without another look (one round-trip fewer on every code change).
         let mut settled = o.readiness == Readiness::Ready;
+        // The configuration goes first, so that the version the code update publishes carries
+        // it: UpdateFunctionCode with Publish saves the PublishVersion round-trip.
+        if steps.config {
+            if !std::mem::take(&mut settled) {
+                wait_ready(ctx, &spec.name, updated).await?;
+            }
+            update_config(ctx, spec).await?;
+            updated = true;
+        }
+        let mut published = None;
         if steps.code {
             if spec.code_sha256_b64.is_empty() {
                 anyhow::bail!("no built artifact for function {}", spec.name);
@@ -690,14 +700,7 @@ impl Provider for LambdaFunction {
             if !std::mem::take(&mut settled) {
                 wait_ready(ctx, &spec.name, updated).await?;
             }
-            update_code(ctx, spec).await?;
-            updated = true;
-        }
-        if steps.config {
-            if !std::mem::take(&mut settled) {
-                wait_ready(ctx, &spec.name, updated).await?;
-            }
-            update_config(ctx, spec).await?;
+            published = update_code(ctx, spec, steps.publish).await?;
             updated = true;
         }
         if steps.tags {
@@ -706,10 +709,20 @@ impl Provider for LambdaFunction {
         // Versions that exist after this update: the ones read plus the one published here.
         let mut versions: Vec<u64> = o.versions.iter().map(|v| v.number).collect();
         let target = if steps.publish {
-            if !std::mem::take(&mut settled) {
-                wait_ready(ctx, &spec.name, updated).await?;
-            }
-            let version = publish(ctx, spec).await?;
+            let version = match published {
+                // Published with the code: served only once the update it came from succeeded
+                // (a version of a failed update must not take the alias).
+                Some(version) => {
+                    wait_ready(ctx, &spec.name, true).await?;
+                    version
+                }
+                None => {
+                    if !std::mem::take(&mut settled) {
+                        wait_ready(ctx, &spec.name, updated).await?;
+                    }
+                    publish(ctx, spec).await?
+                }
+            };
             versions.extend(version.parse::<u64>().ok());
             Some(version)
         } else if steps.alias {
@@ -798,10 +811,14 @@ impl Steps {
     }
 }
 
-/// Points `$LATEST` at the spec's artifact.
-async fn update_code(ctx: &Ctx, spec: &FunctionSpec) -> Result<()> {
+/// Points `$LATEST` at the spec's artifact and, with `publish`, publishes it in the same call;
+/// the number of the version published.
+///
+/// A retried call whose first attempt was executed publishes nothing new: Lambda publishes
+/// only when the code or configuration changed since the last version, and answers that one.
+async fn update_code(ctx: &Ctx, spec: &FunctionSpec, publish: bool) -> Result<Option<String>> {
     let lambda = &ctx.aws.lambda;
-    retry(
+    let out = retry(
         &format!("UpdateFunctionCode {}", spec.name),
         conflict_backoff(ctx),
         || {
@@ -811,13 +828,33 @@ async fn update_code(ctx: &Ctx, spec: &FunctionSpec) -> Result<()> {
                 .s3_bucket(&spec.code_bucket)
                 .s3_key(&spec.code_key)
                 .architectures(Architecture::from(spec.architecture.as_str()))
+                .publish(publish)
                 .send()
         },
         |e| service_error(e).and_then(update_code_retry_reason),
     )
     .await
     .context("UpdateFunctionCode")?;
-    Ok(())
+    if out
+        .code_sha256()
+        .is_some_and(|sha| sha != spec.code_sha256_b64)
+    {
+        // PublishVersion's CodeSha256 check, for the version published with the code: the
+        // object under our key is not the artifact this run built.
+        anyhow::bail!(
+            "UpdateFunctionCode {}: Lambda read code with SHA-256 {} from s3://{}/{}, not the built artifact's {}",
+            spec.name,
+            out.code_sha256().unwrap_or_default(),
+            spec.code_bucket,
+            spec.code_key,
+            spec.code_sha256_b64
+        );
+    }
+    // A numbered version only when one was published (`$LATEST` otherwise).
+    Ok(out
+        .version()
+        .filter(|v| publish && v.parse::<u64>().is_ok())
+        .map(str::to_string))
 }
 
 /// Sends the spec's configuration, waiting (bounded) while a new role is not yet assumable.
