@@ -485,6 +485,7 @@ fn functions(
     for function in APP_FUNCTIONS {
         let c = code.get(function.name).cloned().unwrap_or(Code {
             zip_path: Default::default(),
+            size_bytes: 0,
             sha256_hex: String::new(),
             sha256_b64: String::new(),
         });
@@ -535,10 +536,17 @@ fn function_resources(out: &mut Vec<Resource>, function: &AppFunction, s: &Share
             sha256_b64: c.sha256_b64.clone(),
         }),
     });
+    // A zip Lambda takes with the call does not wait for its upload to S3.
+    let direct = c.size_bytes <= DIRECT_UPLOAD_LIMIT && !c.zip_path.as_os_str().is_empty();
+    let code_zip = direct.then(|| c.zip_path.clone());
+    let mut depends_on = vec![role_id(name), log_group_id(name)];
+    if code_zip.is_none() {
+        depends_on.push(artifact_id(name));
+    }
     out.push(Resource {
         id: function_id(name),
         // The log group first, so Lambda never creates it itself without retention.
-        depends_on: vec![role_id(name), log_group_id(name), artifact_id(name)],
+        depends_on,
         ensure: s.ensure,
         spec: Spec::Function(FunctionSpec {
             name: names.function(name),
@@ -551,6 +559,7 @@ fn function_resources(out: &mut Vec<Resource>, function: &AppFunction, s: &Share
             environment: function_environment(function, names, &log_level),
             code_bucket: s.artifacts_bucket.clone(),
             code_key: key,
+            code_zip,
             code_sha256_hex: c.sha256_hex,
             code_sha256_b64: c.sha256_b64,
             alias: ALIAS.into(),

@@ -296,10 +296,16 @@ pub struct ObjectSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Code {
     pub zip_path: std::path::PathBuf,
+    /// The zip's size: whether Lambda takes it with the call (see [`DIRECT_UPLOAD_LIMIT`]).
+    pub size_bytes: u64,
     pub sha256_hex: String,
     /// Base64 of the same digest: Lambda's `CodeSha256`.
     pub sha256_b64: String,
 }
+
+/// The largest zip Lambda takes with CreateFunction / UpdateFunctionCode itself (its 50 MB
+/// direct-upload quota); larger code is read from S3.
+pub const DIRECT_UPLOAD_LIMIT: u64 = 50_000_000;
 
 /// A Lambda function, its published versions and its alias.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -314,6 +320,11 @@ pub struct FunctionSpec {
     pub environment: BTreeMap<String, String>,
     pub code_bucket: String,
     pub code_key: String,
+    /// The zip sent with the call (Lambda's `ZipFile`) when within [`DIRECT_UPLOAD_LIMIT`]:
+    /// the function then does not wait for its artifact's upload to S3 (which still happens,
+    /// for CloudFormation and the local runtime). `None`: Lambda reads `code_bucket/code_key`.
+    #[serde(skip)]
+    pub code_zip: Option<std::path::PathBuf>,
     pub code_sha256_hex: String,
     pub code_sha256_b64: String,
     /// The alias that always points at the newest published version.

@@ -495,6 +495,7 @@ fn functions_get_names_runtime_env_code_and_their_dependencies() {
         "insert-invoice".to_string(),
         stacks::Code {
             zip_path: "/tmp/insert-invoice.zip".into(),
+            size_bytes: 9_000_000,
             sha256_hex: "ab".repeat(32),
             sha256_b64: "q6s=".into(),
         },
@@ -538,9 +539,25 @@ fn functions_get_names_runtime_env_code_and_their_dependencies() {
         g.environment.keys().collect::<Vec<_>>(),
         ["LOG_LEVEL", "PDF_BUCKET", "PROCESSED_TABLE"]
     );
+    // A zip within Lambda's direct-upload quota goes with the call: the function does not
+    // wait for the artifact's upload to S3. A larger one is read from S3, after the upload.
+    assert_eq!(f.code_zip, Some("/tmp/insert-invoice.zip".into()));
     let r = s.get("lambda_function.insert_invoice").unwrap();
     assert_eq!(
         r.depends_on,
+        ["iam_role.insert_invoice", "log_group.insert_invoice"]
+    );
+    assert!(
+        s.get("s3_object.insert_invoice_code").is_some(),
+        "still uploaded"
+    );
+    code.get_mut("insert-invoice").unwrap().size_bytes = stacks::DIRECT_UPLOAD_LIMIT + 1;
+    let big = invoice_app(&c, &target("dev"), &code);
+    assert_eq!(function_spec(&big, "insert-invoice").code_zip, None);
+    assert_eq!(
+        big.get("lambda_function.insert_invoice")
+            .unwrap()
+            .depends_on,
         [
             "iam_role.insert_invoice",
             "log_group.insert_invoice",

@@ -95,6 +95,7 @@ fn read_zip(dir: &Path, function: &str) -> Result<Code> {
     let (sha256_hex, sha256_b64) = build::sha256_hex_and_b64(&bytes);
     Ok(Code {
         zip_path,
+        size_bytes: bytes.len() as u64,
         sha256_hex,
         sha256_b64,
     })

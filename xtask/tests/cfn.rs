@@ -52,6 +52,7 @@ fn code() -> BTreeMap<String, Code> {
                 f.clone(),
                 Code {
                     zip_path: PathBuf::from(format!("{f}.zip")),
+                    size_bytes: 9_000_000,
                     sha256_hex: c["sha256_hex"].as_str().unwrap().into(),
                     sha256_b64: c["sha256_b64"].as_str().unwrap().into(),
                 },

@@ -43,6 +43,7 @@ fn code_of(stack: &Stack) -> BTreeMap<String, Code> {
         out.insert(
             f.to_string(),
             Code {
+                size_bytes: std::fs::metadata(&zip_path).map(|m| m.len()).unwrap_or(0),
                 zip_path,
                 sha256_hex: spec.code_sha256_hex.clone(),
                 sha256_b64: spec.code_sha256_b64.clone(),

@@ -815,6 +815,8 @@ fn map_function(l: &str, spec: &FunctionSpec, deps: &[String], out: &mut Out<'_>
         environment,
         code_bucket,
         code_key,
+        // CloudFormation always reads the code from S3 (the flow uploads it first).
+        code_zip: _,
         code_sha256_hex,
         code_sha256_b64,
         alias,

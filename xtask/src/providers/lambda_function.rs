@@ -605,8 +605,15 @@ impl Provider for LambdaFunction {
         }
         let lambda = &ctx.aws.lambda;
         let c = desired(spec);
+        let code = match code_source(spec).await? {
+            CodeSource::Zip(zip) => FunctionCode::builder().zip_file(zip).build(),
+            CodeSource::S3 => FunctionCode::builder()
+                .s3_bucket(&spec.code_bucket)
+                .s3_key(&spec.code_key)
+                .build(),
+        };
         let young = tokio::sync::OnceCell::new();
-        let (c, young) = (&c, &young);
+        let (c, code, young) = (&c, &code, &young);
         let created = retry(
             &format!("CreateFunction {}", spec.name),
             role_backoff(ctx),
@@ -625,12 +632,7 @@ impl Provider for LambdaFunction {
                             .set_variables(Some(c.environment.clone().into_iter().collect()))
                             .build(),
                     )
-                    .code(
-                        FunctionCode::builder()
-                            .s3_bucket(&spec.code_bucket)
-                            .s3_key(&spec.code_key)
-                            .build(),
-                    )
+                    .code(code.clone())
                     .set_tags(Some(spec.tags.clone().into_iter().collect()))
                     // Version 1 comes with the function: one call fewer.
                     .publish(true)
@@ -818,18 +820,21 @@ impl Steps {
 /// only when the code or configuration changed since the last version, and answers that one.
 async fn update_code(ctx: &Ctx, spec: &FunctionSpec, publish: bool) -> Result<Option<String>> {
     let lambda = &ctx.aws.lambda;
+    let source = code_source(spec).await?;
     let out = retry(
         &format!("UpdateFunctionCode {}", spec.name),
         conflict_backoff(ctx),
         || {
-            lambda
+            let call = lambda
                 .update_function_code()
                 .function_name(&spec.name)
-                .s3_bucket(&spec.code_bucket)
-                .s3_key(&spec.code_key)
                 .architectures(Architecture::from(spec.architecture.as_str()))
-                .publish(publish)
-                .send()
+                .publish(publish);
+            match &source {
+                CodeSource::Zip(zip) => call.zip_file(zip.clone()),
+                CodeSource::S3 => call.s3_bucket(&spec.code_bucket).s3_key(&spec.code_key),
+            }
+            .send()
         },
         |e| service_error(e).and_then(update_code_retry_reason),
     )
@@ -840,13 +845,15 @@ async fn update_code(ctx: &Ctx, spec: &FunctionSpec, publish: bool) -> Result<Op
         .is_some_and(|sha| sha != spec.code_sha256_b64)
     {
         // PublishVersion's CodeSha256 check, for the version published with the code: the
-        // object under our key is not the artifact this run built.
+        // zip was rebuilt since it was hashed, or the object under our key was overwritten.
         anyhow::bail!(
-            "UpdateFunctionCode {}: Lambda read code with SHA-256 {} from s3://{}/{}, not the built artifact's {}",
+            "UpdateFunctionCode {}: Lambda got code with SHA-256 {} from {}, not the built artifact's {}",
             spec.name,
             out.code_sha256().unwrap_or_default(),
-            spec.code_bucket,
-            spec.code_key,
+            match &spec.code_zip {
+                Some(zip) => zip.display().to_string(),
+                None => format!("s3://{}/{}", spec.code_bucket, spec.code_key),
+            },
             spec.code_sha256_b64
         );
     }
@@ -855,6 +862,24 @@ async fn update_code(ctx: &Ctx, spec: &FunctionSpec, publish: bool) -> Result<Op
         .version()
         .filter(|v| publish && v.parse::<u64>().is_ok())
         .map(str::to_string))
+}
+
+/// Where Lambda gets a function's code from.
+enum CodeSource {
+    /// The zip's bytes, with the call.
+    Zip(aws_sdk_lambda::primitives::Blob),
+    /// The artifact's S3 object, which the function's create or update waits for.
+    S3,
+}
+
+async fn code_source(spec: &FunctionSpec) -> Result<CodeSource> {
+    let Some(zip) = &spec.code_zip else {
+        return Ok(CodeSource::S3);
+    };
+    let bytes = tokio::fs::read(zip)
+        .await
+        .with_context(|| format!("reading {} (the code of {})", zip.display(), spec.name))?;
+    Ok(CodeSource::Zip(bytes.into()))
 }
 
 /// Sends the spec's configuration, waiting (bounded) while a new role is not yet assumable.
@@ -1061,6 +1086,7 @@ mod tests {
             environment: BTreeMap::from([("LOG_LEVEL".into(), "info".into())]),
             code_bucket: "b".into(),
             code_key: "functions/f/ab.zip".into(),
+            code_zip: None,
             code_sha256_hex: "69b7".into(),
             code_sha256_b64: "abc=".into(),
             alias: "live".into(),

@@ -344,6 +344,7 @@ fn stack_with_code(
                 f.to_string(),
                 stacks::Code {
                     zip_path: dir.join(format!("{f}.zip")),
+                    size_bytes: bytes.len() as u64,
                     sha256_hex,
                     sha256_b64,
                 },
