@@ -378,6 +378,8 @@ pub struct Clients {
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub apigateway: aws_sdk_apigateway::Client,
     pub cloudformation: aws_sdk_cloudformation::Client,
+    /// Paces the API Gateway client's calls to the account's quotas.
+    pub pacer: Arc<transport::Pacer>,
     pub log: Arc<CallLog>,
     pub emulator: bool,
 }
@@ -476,9 +478,10 @@ impl Clients {
         let http = sdk.http_client().expect(
             "an SdkConfig with an HTTP client (see aws::sdk_config): API Gateway's pacer wraps it",
         );
+        let pacer = transport::Pacer::new();
         let apigateway = aws_sdk_apigateway::config::Builder::from(&sdk)
             .interceptor(counter.clone())
-            .http_client(transport::paced(http, transport::Pacer::new()))
+            .http_client(transport::paced(http, pacer.clone()))
             .build();
         let cloudformation = aws_sdk_cloudformation::config::Builder::from(&sdk)
             .interceptor(counter)
@@ -495,6 +498,7 @@ impl Clients {
             logs: aws_sdk_cloudwatchlogs::Client::from_conf(logs),
             apigateway: aws_sdk_apigateway::Client::from_conf(apigateway),
             cloudformation: aws_sdk_cloudformation::Client::from_conf(cloudformation),
+            pacer,
             sdk,
             log,
             emulator,

@@ -171,14 +171,24 @@ impl Lock {
         Fut: std::future::Future<Output = Result<T>>,
     {
         let lock = Lock::acquire(ctx, place, command, tags, break_lock).await?;
+        lock.run(ctx, work).await
+    }
+
+    /// Runs `work` holding this lock, and releases it whatever `work` returns; the work's
+    /// error wins over a failed release, which is only reported then.
+    pub async fn run<T, Fut>(self, ctx: &Ctx, work: Fut) -> Result<T>
+    where
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let name = self.name.clone();
         let result = work.await;
-        let released = lock.release(ctx).await;
+        let released = self.release(ctx).await;
         match (result, released) {
             (Ok(v), Ok(())) => Ok(v),
             (Ok(_), Err(e)) => Err(e),
             (Err(e), released) => {
                 if let Err(r) = released {
-                    eprintln!("warning: releasing the lock {}: {r:#}", place.lock);
+                    eprintln!("warning: releasing the lock {name}: {r:#}");
                 }
                 Err(e)
             }

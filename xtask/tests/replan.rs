@@ -107,3 +107,32 @@ async fn a_key_another_run_made_meanwhile_changes_the_plan() {
     let keys = ctx.aws.apigateway.get_api_keys().send().await.unwrap();
     assert_eq!(keys.items().len(), 1);
 }
+
+/// `apply --yes` takes the lock beside the plan once a read makes a change certain: the plan
+/// tells it for a create, and never for a plan without changes (a no-op apply writes nothing,
+/// not even the lock).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_plan_tells_of_a_certain_change_and_of_nothing_else() {
+    use futures::FutureExt;
+    let emu = TestEmulator::start().await;
+    let ctx = common::emulator_ctx(&emu).await;
+    let (resources, tags) = stack();
+    let told = |changes: &tokio::sync::Notify| changes.notified().now_or_never().is_some();
+
+    let changes = tokio::sync::Notify::new();
+    let first = plan::plan_noting(&ctx, ENV, nodes(&resources), &tags, 4, &changes)
+        .await
+        .unwrap();
+    assert!(first.has_changes());
+    assert!(told(&changes), "two creates: the lock is asked for");
+
+    for n in nodes(&resources) {
+        n.create(&ctx).await.unwrap();
+    }
+    let changes = tokio::sync::Notify::new();
+    let second = plan::plan_noting(&ctx, ENV, nodes(&resources), &tags, 4, &changes)
+        .await
+        .unwrap();
+    assert!(!second.has_changes());
+    assert!(!told(&changes), "nothing to change: no lock");
+}

@@ -134,6 +134,12 @@ impl Pacer {
         Arc::new(Pacer::default())
     }
 
+    /// Forgets every call paced so far: the state of a new process, whose whole burst is in
+    /// hand (the benchmark runs each phase as a command run would).
+    pub fn refill(&self) {
+        self.cells.lock().expect("pacer poisoned").clear();
+    }
+
     /// When a call of `operation` (None: one without its own limit) may be sent.
     fn reserve(&self, operation: Option<&'static str>) -> Instant {
         let now = Instant::now();

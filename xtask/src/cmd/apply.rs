@@ -157,7 +157,7 @@ pub async fn reconcile(
     let tags = &stack.ownership_tags;
     let ran = if locks_first(mode, yes) {
         let work = async {
-            let plan = first_plan(session, stack).await?;
+            let plan = first_plan(session, stack, None).await?;
             out.text(&render::plan_text(&plan, mode.title()));
             if !plan.has_changes() {
                 return Ok(Ran::Nothing(plan));
@@ -166,8 +166,30 @@ pub async fn reconcile(
             execute(session, plan, mode).await
         };
         Lock::hold(ctx, &place, mode.command(), tags, break_lock, work).await?
+    } else if mode == Mode::Apply && yes {
+        let (first, lock) = plan_beside_lock(session, stack, &place, break_lock).await?;
+        out.text(&render::plan_text(&first, mode.title()));
+        if !first.has_changes() {
+            // Only if a read's certain change did not survive classifying: nothing to do.
+            if let Some(lock) = lock {
+                lock.release(ctx).await?;
+            }
+            Ran::Nothing(first)
+        } else {
+            let work = async {
+                check_runnable(&first)?;
+                let plan = reread(session, stack, &first, mode).await?;
+                execute(session, plan, mode).await
+            };
+            match lock {
+                Some(lock) => lock.run(ctx, work).await?,
+                // A change no single read made certain (one that ownership inherited from a
+                // dependency decides): the lock is taken now.
+                None => Lock::hold(ctx, &place, mode.command(), tags, break_lock, work).await?,
+            }
+        }
     } else {
-        let first = first_plan(session, stack).await?;
+        let first = first_plan(session, stack, None).await?;
         out.text(&render::plan_text(&first, mode.title()));
         if !first.has_changes() {
             Ran::Nothing(first)
@@ -211,20 +233,71 @@ async fn execute(session: &Session, plan: Plan, mode: Mode) -> Result<Ran> {
 }
 
 /// Reads the stack once; beside the reads goes the check that CloudFormation does not own the
-/// environment.
-async fn first_plan(session: &Session, stack: &Stack) -> Result<Plan> {
-    let (owned, plan) = tokio::join!(
-        crate::cfn::flow::refuse_cloudformation_owned(session),
-        plan::plan(
-            &session.ctx,
-            &session.env,
-            nodes(stack),
-            &stack.ownership_tags,
-            session.config.deploy.concurrency,
-        )
-    );
+/// environment. `changes` is told as soon as a read makes a change certain.
+async fn first_plan(
+    session: &Session,
+    stack: &Stack,
+    changes: Option<&tokio::sync::Notify>,
+) -> Result<Plan> {
+    let (ctx, env, tags) = (&session.ctx, &session.env, &stack.ownership_tags);
+    let concurrency = session.config.deploy.concurrency;
+    let read = async {
+        match changes {
+            Some(c) => plan::plan_noting(ctx, env, nodes(stack), tags, concurrency, c).await,
+            None => plan::plan(ctx, env, nodes(stack), tags, concurrency).await,
+        }
+    };
+    let (owned, plan) = tokio::join!(crate::cfn::flow::refuse_cloudformation_owned(session), read);
     owned?;
     plan
+}
+
+/// The first plan of `apply --yes`, with the lock taken beside it as soon as one read makes a
+/// change certain: the lock's round-trip then hides behind the rest of the plan instead of
+/// following it. What was read before the lock was taken is read again under it
+/// ([`reread`]), as after a lock taken later. `None`: no read asked for the lock (or the
+/// plan finished first); a plan with changes then takes it the usual way.
+async fn plan_beside_lock(
+    session: &Session,
+    stack: &Stack,
+    place: &Place,
+    break_lock: bool,
+) -> Result<(Plan, Option<Lock>)> {
+    let ctx = &session.ctx;
+    let changes = tokio::sync::Notify::new();
+    let asked = std::sync::atomic::AtomicBool::new(false);
+    let lock = async {
+        changes.notified().await;
+        asked.store(true, std::sync::atomic::Ordering::SeqCst);
+        let tags = &stack.ownership_tags;
+        Lock::acquire(ctx, place, Mode::Apply.command(), tags, break_lock).await
+    };
+    let plan = first_plan(session, stack, Some(&changes));
+    tokio::pin!(lock, plan);
+    let mut taken = None;
+    let plan = loop {
+        tokio::select! {
+            p = &mut plan => break p,
+            l = &mut lock, if taken.is_none() => taken = Some(l),
+        }
+    };
+    let taken = match taken {
+        Some(l) => Some(l),
+        None if asked.load(std::sync::atomic::Ordering::SeqCst) => Some(lock.await),
+        None => None,
+    };
+    match (plan, taken) {
+        (Ok(plan), None) => Ok((plan, None)),
+        (Ok(plan), Some(Ok(lock))) => Ok((plan, Some(lock))),
+        (Ok(_), Some(Err(e))) => Err(e),
+        (Err(e), Some(Ok(lock))) => {
+            if let Err(r) = lock.release(ctx).await {
+                eprintln!("warning: releasing the lock {}: {r:#}", place.lock);
+            }
+            Err(e)
+        }
+        (Err(e), _) => Err(e),
+    }
 }
 
 /// Reads again, under the lock, what the shown plan acts on; stops if another run changed it.

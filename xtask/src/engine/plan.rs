@@ -161,7 +161,40 @@ pub async fn plan(
     owner_tags: &BTreeMap<String, String>,
     concurrency: usize,
 ) -> Result<Plan> {
-    decide(ctx, env, nodes, owner_tags, concurrency, None).await
+    decide(ctx, env, nodes, owner_tags, concurrency, None, None).await
+}
+
+/// [`plan`], telling `changes` as soon as one read makes a change certain (a create, an update
+/// or a deletion of what is ours): `apply --yes` takes the lock then, beside the rest of the
+/// plan, instead of after it. A plan without changes never tells it, so a no-op apply still
+/// writes nothing.
+pub async fn plan_noting(
+    ctx: &Ctx,
+    env: &str,
+    nodes: Vec<Arc<dyn Node>>,
+    owner_tags: &BTreeMap<String, String>,
+    concurrency: usize,
+    changes: &tokio::sync::Notify,
+) -> Result<Plan> {
+    decide(
+        ctx,
+        env,
+        nodes,
+        owner_tags,
+        concurrency,
+        None,
+        Some(changes),
+    )
+    .await
+}
+
+/// Whether a node read as `o` is certain to be written, whatever its dependencies turn out to
+/// be (they can only add changes: a replacement cascades).
+fn certainly_changes(ensure: Ensure, o: &super::Observation) -> bool {
+    match ensure {
+        Ensure::Present => !o.exists || (o.ownership == Ownership::Ours && !o.changes.is_empty()),
+        Ensure::Absent => o.exists && o.ownership == Ownership::Ours,
+    }
 }
 
 /// The plan again, reading only what `shown` acts on: apply calls it under the lock, to act on
@@ -181,7 +214,7 @@ pub async fn replan(
     concurrency: usize,
     shown: &Plan,
 ) -> Result<Plan> {
-    decide(ctx, env, nodes, owner_tags, concurrency, Some(shown)).await
+    decide(ctx, env, nodes, owner_tags, concurrency, Some(shown), None).await
 }
 
 /// What `shown` decided about `id` when that needs no second read: left alone, or created by a
@@ -227,6 +260,7 @@ async fn decide(
     owner_tags: &BTreeMap<String, String>,
     concurrency: usize,
     shown: Option<&Plan>,
+    changes: Option<&tokio::sync::Notify>,
 ) -> Result<Plan> {
     let order = topo_order(&nodes)?;
     let nodes: Vec<Arc<dyn Node>> = order.into_iter().map(|i| nodes[i].clone()).collect();
@@ -239,7 +273,7 @@ async fn decide(
             .filter(|n| shown.and_then(|p| kept(p, n)).is_none())
             .map(|n| (n.kind(), n.name())),
     );
-    let read = read_all(ctx, stage, nodes, owner_tags, concurrency, shown).await?;
+    let read = read_all(ctx, stage, nodes, owner_tags, concurrency, shown, changes).await?;
     let (mut resources, nodes, early) = classify(read);
     inspect(ctx, stage, &mut resources, early).await?;
     super::lookup::forget(stage);
@@ -277,6 +311,7 @@ async fn read_all(
     owner_tags: &BTreeMap<String, String>,
     concurrency: usize,
     shown: Option<&Plan>,
+    changes: Option<&tokio::sync::Notify>,
 ) -> Result<Vec<Read>> {
     let pass = if shown.is_some() {
         super::Pass::Replan
@@ -298,6 +333,11 @@ async fn read_all(
                     .observe(ctx, owner_tags, pass)
                     .await
                     .with_context(|| format!("reading {} ({})", n.id(), n.name()))?;
+                if let Some(changes) = changes
+                    && certainly_changes(n.ensure(), &observation)
+                {
+                    changes.notify_one();
+                }
                 // A foreign resource is never deleted; an inherited one whose owner turns out
                 // foreign is not either, and then this read was merely wasted.
                 let goes = n.ensure() == Ensure::Absent

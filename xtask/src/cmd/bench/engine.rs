@@ -124,6 +124,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
         zips: zips.path(),
         meter: Meter {
             log: &log,
+            pacer: &ctx.aws.pacer,
             latency: args.latency,
         },
     };
@@ -403,6 +404,7 @@ fn stand_in_zips(dir: &Path, variant: usize) -> Result<()> {
 
 struct Meter<'a> {
     log: &'a CallLog,
+    pacer: &'a crate::aws::transport::Pacer,
     latency: Duration,
 }
 
@@ -413,6 +415,9 @@ impl Meter<'_> {
         Fut: std::future::Future<Output = Result<()>>,
     {
         eprintln!("bench engine: {name}...");
+        // Each phase is one command run: a new process, whose API Gateway pacer starts with the
+        // quota's whole burst (40 calls, refilled at 10 a second: as if runs were 4 s apart).
+        self.pacer.refill();
         let before = self.log.calls().len();
         self.log.take_peak_in_flight();
         let started = Instant::now();
