@@ -7,7 +7,8 @@
 //!
 //! What a run planned before taking the lock is read again under it (`plan::replan`): the lock
 //! keeps runs apart, but says nothing about what another run changed between this run's reads
-//! and its taking the lock.
+//! and its taking the lock. That includes `apply --yes`, which takes the lock beside its plan
+//! (its reads began before the lock was held); `destroy --yes` takes it before reading.
 //!
 //! Each run writes a random `run` id into the lock's value. If the answer to the create is lost
 //! after SSM made the parameter, the SDK's retry is refused with `ParameterAlreadyExists`; the
