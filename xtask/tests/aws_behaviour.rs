@@ -533,6 +533,70 @@ mod lambda {
         assert_eq!(alias.num_calls(), 0);
     }
 
+    /// A zip within Lambda's direct-upload quota goes with UpdateFunctionCode (its bytes, no S3
+    /// location); without one (a zip over the quota) Lambda is pointed at the artifact in S3.
+    #[tokio::test(start_paused = true)]
+    async fn the_code_goes_with_the_call_or_comes_from_s3() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = dir.path().join("f.zip");
+        std::fs::write(&zip, b"PK zip bytes").unwrap();
+        let fields = [
+            FunctionField::Code,
+            FunctionField::Version,
+            FunctionField::Alias,
+        ];
+        let settled = || {
+            mock!(Client::get_function_configuration)
+                .then_output(|| status(State::Active, LastUpdateStatus::Successful))
+        };
+
+        let mut direct = spec();
+        direct.code_zip = Some(zip.clone());
+        let code = mock!(Client::update_function_code)
+            .match_requests(|r| {
+                r.zip_file().map(|b| b.as_ref()) == Some(b"PK zip bytes".as_slice())
+                    && r.s3_bucket().is_none()
+                    && r.publish() == Some(true)
+            })
+            .then_output(|| {
+                UpdateFunctionCodeOutput::builder()
+                    .version("5")
+                    .code_sha256("AAEC")
+                    .build()
+            });
+        let (wait, (publish, alias)) = (settled(), publish_and_alias());
+        let (ctx, _) = simulated(&[&code, &wait, &publish, &alias]);
+        LambdaFunction
+            .update(&ctx, &direct, &observed(&direct, Readiness::Ready), &fields)
+            .await
+            .expect("the zip went with the call");
+        assert_eq!(code.num_calls(), 1);
+
+        let from_s3 = spec();
+        assert_eq!(from_s3.code_zip, None);
+        let key = from_s3.code_key.clone();
+        let code = mock!(Client::update_function_code)
+            .match_requests(move |r| r.zip_file().is_none() && r.s3_key() == Some(key.as_str()))
+            .then_output(|| {
+                UpdateFunctionCodeOutput::builder()
+                    .version("5")
+                    .code_sha256("AAEC")
+                    .build()
+            });
+        let (wait, (publish, alias)) = (settled(), publish_and_alias());
+        let (ctx, _) = simulated(&[&code, &wait, &publish, &alias]);
+        LambdaFunction
+            .update(
+                &ctx,
+                &from_s3,
+                &observed(&from_s3, Readiness::Ready),
+                &fields,
+            )
+            .await
+            .expect("Lambda read the artifact from S3");
+        assert_eq!(code.num_calls(), 1);
+    }
+
     /// A configuration change goes before the code, so the version the code update publishes
     /// carries both; without a code change the version comes from PublishVersion.
     #[tokio::test(start_paused = true)]
