@@ -1092,6 +1092,7 @@ mod event_source_mapping {
             })
             .build();
         let get = mock!(Client::get_event_source_mapping)
+            .match_requests(|r| r.uuid() == Some("old"))
             .sequence()
             .output(deleting)
             .times(2)
@@ -1100,9 +1101,18 @@ mod event_source_mapping {
         let create = mock!(Client::create_event_source_mapping).then_output(|| {
             CreateEventSourceMappingOutput::builder()
                 .uuid("new")
+                .state("Creating")
                 .build()
         });
-        let (ctx, log) = simulated(&[&describe, &list, &delete, &get, &create]);
+        let state =
+            |s: &'static str| move || GetEventSourceMappingOutput::builder().state(s).build();
+        let get_new = mock!(Client::get_event_source_mapping)
+            .match_requests(|r| r.uuid() == Some("new"))
+            .sequence()
+            .output(state("Creating"))
+            .output(state("Enabled"))
+            .build();
+        let (ctx, log) = simulated(&[&describe, &list, &delete, &get, &create, &get_new]);
         let o = xtask::providers::event_source_mapping::ObservedMapping {
             uuid: "old".into(),
             stream_arn: NEW.into(),
@@ -1147,7 +1157,8 @@ mod event_source_mapping {
         );
         EventSourceMapping.create(&ctx, &s).await.expect("created");
         // The stream's lookup and the search of older streams go out together, then the
-        // create.
+        // create, and the wait until the new mapping is out of Creating (with LATEST it
+        // delivers only what is written once Enabled: apply seeds the table after it).
         let creating = calls(&log)[deleting.len()..].to_vec();
         let mut lookups = creating[..2].to_vec();
         lookups.sort();
@@ -1155,7 +1166,14 @@ mod event_source_mapping {
             lookups,
             ["DynamoDB Streams.ListStreams", "DynamoDB.DescribeTable"]
         );
-        assert_eq!(creating[2..], ["Lambda.CreateEventSourceMapping"]);
+        assert_eq!(
+            creating[2..],
+            [
+                "Lambda.CreateEventSourceMapping",
+                "Lambda.GetEventSourceMapping",
+                "Lambda.GetEventSourceMapping",
+            ]
+        );
     }
 
     /// Finding 6: the view type changed, so the table has a new stream and our mapping is
@@ -1619,8 +1637,14 @@ mod event_source_mapping_propagation {
             .times(2)
             .output(|| CreateEventSourceMappingOutput::builder().uuid("u").build())
             .build();
+        let enabled = mock!(Client::get_event_source_mapping).then_output(|| {
+            aws_sdk_lambda::operation::get_event_source_mapping::GetEventSourceMappingOutput::builder()
+                .state("Enabled")
+                .build()
+        });
         let mut all = rules(Duration::from_secs(5));
         all.push(create);
+        all.push(enabled);
         let (ctx, log) = simulated(&all.iter().collect::<Vec<_>>());
         EventSourceMapping
             .create(&ctx, &spec())
@@ -1634,6 +1658,7 @@ mod event_source_mapping_propagation {
                 "IAM.GetRole",
                 "Lambda.CreateEventSourceMapping",
                 "Lambda.CreateEventSourceMapping",
+                "Lambda.GetEventSourceMapping",
             ]
         );
     }

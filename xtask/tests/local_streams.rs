@@ -530,11 +530,42 @@ async fn batching_window_collects_records_into_one_batch() {
     assert!(waited >= Duration::from_millis(900), "{waited:?}");
 }
 
+/// On AWS a mapping's pollers run from the moment it is made, so `LATEST` means "from the
+/// mapping's `LastModified`": what is written after the mapping was made reaches the function
+/// even if the local poller starts later (as `up`'s does, after the apply that seeded the table).
+#[tokio::test]
+async fn latest_delivers_what_was_written_after_the_mapping_before_the_poller_started() {
+    let env = Env::start(MappingSettings::new(EventSourcePosition::Latest, 10)).await;
+    let mapping = env.mapping().await;
+    assert!(mapping.since.is_some(), "Lambda reports LastModified");
+    env.put("seeded-before-the-poller").await;
+
+    let fake = Fake::ok();
+    let mut poller = env.poller(mapping, fake.clone(), None);
+    poller.ready().await;
+    env.put("after").await;
+    wait_until("both records", || fake.delivered().len() == 2).await;
+    poller.stop().await.unwrap();
+    assert_eq!(
+        fake.delivered(),
+        strings(&["seeded-before-the-poller", "after"])
+    );
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
 #[tokio::test]
 async fn latest_skips_earlier_records_and_trim_horizon_reads_them() {
     let env = Env::start(MappingSettings::new(EventSourcePosition::Latest, 10)).await;
     env.put("before").await;
-    let latest_mapping = env.mapping().await;
+    let mut latest_mapping = env.mapping().await;
+    // As if the mapping had been made right after `before` was written: LATEST starts there.
+    latest_mapping.since = Some(now_secs());
     let mut horizon_mapping = latest_mapping.clone();
     horizon_mapping.starting_position = StartingPosition::TrimHorizon;
 
@@ -736,7 +767,9 @@ async fn a_latest_poller_restarted_before_any_delivery_misses_nothing() {
     let env = Env::start(MappingSettings::new(EventSourcePosition::Latest, 10)).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("checkpoints.json");
-    let mapping = env.mapping().await;
+    let mut mapping = env.mapping().await;
+    // Without the mapping's time LATEST starts where the first poller first read.
+    mapping.since = None;
     env.put("before-first-start").await;
 
     let first = Fake::ok();

@@ -86,6 +86,11 @@ pub struct StreamMapping {
     pub report_batch_item_failures: bool,
     /// Lambda's `State` is `Enabled` (or on its way there).
     pub enabled: bool,
+    /// When the mapping was last created or changed (epoch seconds, Lambda's `LastModified`):
+    /// where `LATEST` starts on AWS, whose pollers run from then on. A local poller starts
+    /// later (after `up`'s apply), so without a checkpoint it reads from here rather than from
+    /// its own start, or the records written in between (the seed's) would never be delivered.
+    pub since: Option<f64>,
 }
 
 /// Failures of the poller itself. A failing function is not one: it is retried and logged.
@@ -197,6 +202,7 @@ fn mapping_from(m: &EventSourceMappingConfiguration) -> Result<StreamMapping, St
         ),
         bisect_on_error: m.bisect_batch_on_function_error().unwrap_or(false),
         maximum_retry_attempts: m.maximum_retry_attempts().unwrap_or(INFINITE_RETRIES),
+        since: m.last_modified().map(|t| t.as_secs_f64()),
         report_batch_item_failures: m
             .function_response_types()
             .contains(&FunctionResponseType::ReportBatchItemFailures),
@@ -809,13 +815,26 @@ impl<I: Invoke> Poller<I> {
                 let closed = s
                     .sequence_number_range()
                     .is_some_and(|r| r.ending_sequence_number().is_some());
+                // Where LATEST starts in a shard of which nothing was processed: when this
+                // poller first read it there, or else when the mapping was made.
+                let latest = self.mapping.starting_position == StartingPosition::Latest;
+                let since = match self.checkpoints.shards.contains_key(id) {
+                    true => None,
+                    false => self
+                        .checkpoints
+                        .latest_since
+                        .get(id)
+                        .copied()
+                        .or(self.mapping.since.filter(|_| latest && initial)),
+                };
                 // With LATEST, history is not read: closed shards present at the start hold
-                // only records older than the poller (unless a checkpoint says we were here).
+                // only records older than the poller (unless a checkpoint or the mapping's
+                // time says where it starts).
                 let skip = initial
                     && closed
-                    && self.mapping.starting_position == StartingPosition::Latest
+                    && latest
                     && !self.checkpoints.shards.contains_key(id)
-                    && !self.checkpoints.latest_since.contains_key(id);
+                    && since.is_none();
                 tracing::debug!(
                     shard = id,
                     parent = s.parent_shard_id(),
@@ -836,11 +855,7 @@ impl<I: Invoke> Poller<I> {
                         buffer: Vec::new(),
                         buffered_since: None,
                         // A sequence number, if any, is the more precise position.
-                        skip_before: if self.checkpoints.shards.contains_key(id) {
-                            None
-                        } else {
-                            self.checkpoints.latest_since.get(id).copied()
-                        },
+                        skip_before: since,
                     },
                 );
             }

@@ -107,6 +107,7 @@ impl Provider for EventSourceMapping {
     type Observed = ObservedMapping;
     type Field = MappingField;
     const KIND: &'static str = "event_source_mapping";
+    // The stream's lookup, the create, the wait out of Creating.
     const ROUND_TRIPS: u32 = 3;
 
     async fn read(
@@ -302,7 +303,7 @@ impl Provider for EventSourceMapping {
         let lambda = &ctx.aws.lambda;
         let young = tokio::sync::OnceCell::new();
         let (stream, function, young) = (&stream, &function, &young);
-        retry(
+        let created = retry(
             &format!("CreateEventSourceMapping {}", spec.name),
             Backoff {
                 first: Duration::from_secs(1),
@@ -350,7 +351,12 @@ impl Provider for EventSourceMapping {
         .await
         .map_err(|(e, _)| e)
         .context("CreateEventSourceMapping")?;
-        Ok(())
+        // A mapping is Creating for a while; with LATEST it delivers only what is written once
+        // it is Enabled, so apply returns (and seeds the table) only then.
+        match created.uuid() {
+            Some(uuid) => wait_settled(ctx, uuid).await,
+            None => Ok(()),
+        }
     }
 
     async fn update(
