@@ -272,6 +272,21 @@ async fn rehearse(emu: &TestEmulator, env: &str, destroy_flags: &[&str]) {
         .filter(|r| r["kind"] == "seed")
         .collect();
     assert_eq!(seed_steps.len(), usize::from(seeds), "{env}");
+    // The seed's counts are in the JSON document too, as its outcome's report.
+    let seed_reports: Vec<&Value> = doc["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["id"] == "seed.mock_invoices")
+        .map(|o| &o["report"])
+        .collect();
+    let expected =
+        serde_json::json!({"inserted": 100, "unchanged": 0, "conflicts": [], "failed": []});
+    assert_eq!(
+        seed_reports,
+        if seeds { vec![&expected] } else { vec![] },
+        "{env}"
+    );
     let planned = doc["resources"]
         .as_array()
         .unwrap()

@@ -408,6 +408,7 @@ mod tests {
             status,
             millis: 0,
             error: None,
+            report: None,
         }
     }
 

@@ -25,6 +25,20 @@ pub struct Outcome {
     pub millis: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the write reported of its result beyond its action (see [`report`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
+}
+
+tokio::task_local! {
+    /// What the write running in this task reported (see [`report`]).
+    static REPORTED: std::sync::Mutex<Option<serde_json::Value>>;
+}
+
+/// Sets the result the write running in this task reports beyond its action (a seed's counts),
+/// which `--json` shows as its outcome's `report`. Outside an apply it does nothing.
+pub fn report(value: serde_json::Value) {
+    let _ = REPORTED.try_with(|r| *r.lock().expect("report poisoned") = Some(value));
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -144,6 +158,7 @@ fn skipped(r: &Planned, why: &str) -> Outcome {
         status: Status::Skipped,
         millis: 0,
         error: Some(why.to_string()),
+        report: None,
     }
 }
 
@@ -203,14 +218,19 @@ async fn run_group(
                         kind: "apply",
                         node: r.id.clone(),
                     };
-                    let result = crate::aws::scoped(scope, execute(ctx, &node, r)).await;
-                    (r, result, start.elapsed())
+                    let run = async {
+                        let result = crate::aws::scoped(scope, execute(ctx, &node, r)).await;
+                        let report = REPORTED.with(|v| v.lock().expect("report poisoned").take());
+                        (result, report)
+                    };
+                    let (result, report) = REPORTED.scope(Default::default(), run).await;
+                    (r, result, report, start.elapsed())
                 });
                 continue;
             }
             i += 1;
         }
-        let Some((r, result, elapsed)) = running.next().await else {
+        let Some((r, result, report, elapsed)) = running.next().await else {
             break;
         };
         progress.done += 1;
@@ -246,6 +266,7 @@ async fn run_group(
             status,
             millis,
             error,
+            report,
         });
     }
     super::lookup::forget(stage);

@@ -64,7 +64,7 @@ pub struct ObservedSeed {
 }
 
 /// What insert-mock-data answers: its `Summary`, read here without linking the function.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedSummary {
     pub inserted: usize,
@@ -181,6 +181,7 @@ impl Provider for Seed {
             spec.table_name,
             summary.text()
         );
+        crate::engine::apply::report(serde_json::to_value(&summary)?);
         if !summary.conflicts.is_empty() {
             eprintln!(
                 "  warning: sample InvoiceIDs held by other invoices, left alone (plans keep showing the seed while they are): {}",
