@@ -477,8 +477,8 @@ mod lambda {
         assert_eq!(deleted, ["1", "2"]);
     }
 
-    /// Our own update failed: that is final, and the version it published does not take the
-    /// alias.
+    /// Our own update failed: that is final, the version it published does not take the
+    /// alias, and it is deleted so that no later run serves it.
     #[tokio::test(start_paused = true)]
     async fn a_failure_of_our_own_update_is_fatal() {
         let s = spec();
@@ -489,7 +489,10 @@ mod lambda {
             .build();
         let code = code_published("5", "AAEC");
         let (publish, alias) = publish_and_alias();
-        let (ctx, log) = simulated(&[&config, &code, &publish, &alias]);
+        let delete = mock!(Client::delete_function)
+            .match_requests(|r| r.qualifier() == Some("5"))
+            .then_output(|| DeleteFunctionOutput::builder().build());
+        let (ctx, log) = simulated(&[&config, &code, &publish, &alias, &delete]);
         let err = LambdaFunction
             .update(
                 &ctx,
@@ -505,7 +508,15 @@ mod lambda {
         );
         assert_eq!(publish.num_calls(), 0);
         assert_eq!(alias.num_calls(), 0);
-        assert_eq!(calls(&log).len(), 3);
+        assert_eq!(
+            calls(&log),
+            [
+                "Lambda.GetFunctionConfiguration",
+                "Lambda.UpdateFunctionCode",
+                "Lambda.GetFunctionConfiguration",
+                "Lambda.DeleteFunction",
+            ]
+        );
     }
 
     /// Lambda hashes the code it read from S3: code other than the built artifact (the object
@@ -531,6 +542,23 @@ mod lambda {
             .expect_err("foreign code");
         assert!(format!("{err:#}").contains("SHA-256 OTHER"), "{err:#}");
         assert_eq!(alias.num_calls(), 0);
+
+        // The same check on CreateFunction: version 1 does not get the alias either.
+        let create = mock!(Client::create_function).then_output(|| {
+            CreateFunctionOutput::builder()
+                .version("1")
+                .code_sha256("OTHER")
+                .build()
+        });
+        let create_alias =
+            mock!(Client::create_alias).then_output(|| CreateAliasOutput::builder().build());
+        let (ctx, _log) = simulated(&[&create, &create_alias]);
+        let err = LambdaFunction
+            .create(&ctx, &s)
+            .await
+            .expect_err("foreign code");
+        assert!(format!("{err:#}").contains("CreateFunction"), "{err:#}");
+        assert_eq!(create_alias.num_calls(), 0);
     }
 
     /// A zip within Lambda's direct-upload quota goes with UpdateFunctionCode (its bytes, no S3

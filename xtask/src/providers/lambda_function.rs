@@ -654,7 +654,10 @@ impl Provider for LambdaFunction {
         .await
         .map_err(|(e, _)| e);
         let version = match created {
-            Ok(out) => out.version().unwrap_or("1").to_string(),
+            Ok(out) => {
+                check_code("CreateFunction", spec, out.code_sha256())?;
+                out.version().unwrap_or("1").to_string()
+            }
             // An earlier run created it and stopped: converge like an update from what is there.
             Err(SdkError::ServiceError(e))
                 if matches!(e.err(), CreateFunctionError::ResourceConflictException(_)) =>
@@ -715,7 +718,15 @@ impl Provider for LambdaFunction {
                 // Published with the code: served only once the update it came from succeeded
                 // (a version of a failed update must not take the alias).
                 Some(version) => {
-                    wait_ready(ctx, &spec.name, true).await?;
+                    if let Err(failed) = wait_ready(ctx, &spec.name, true).await {
+                        // Left behind, the version could take the alias in a later run that
+                        // finds it holding the spec's code: it goes (best effort).
+                        let number: Vec<u64> = version.parse().into_iter().collect();
+                        if let Err(e) = delete_versions(ctx, spec, &number).await {
+                            tracing::warn!(function = spec.name, version, "{e:#}");
+                        }
+                        return Err(failed);
+                    }
                     version
                 }
                 None => {
@@ -840,28 +851,30 @@ async fn update_code(ctx: &Ctx, spec: &FunctionSpec, publish: bool) -> Result<Op
     )
     .await
     .context("UpdateFunctionCode")?;
-    if out
-        .code_sha256()
-        .is_some_and(|sha| sha != spec.code_sha256_b64)
-    {
-        // PublishVersion's CodeSha256 check, for the version published with the code: the
-        // zip was rebuilt since it was hashed, or the object under our key was overwritten.
-        anyhow::bail!(
-            "UpdateFunctionCode {}: Lambda got code with SHA-256 {} from {}, not the built artifact's {}",
-            spec.name,
-            out.code_sha256().unwrap_or_default(),
-            match &spec.code_zip {
-                Some(zip) => zip.display().to_string(),
-                None => format!("s3://{}/{}", spec.code_bucket, spec.code_key),
-            },
-            spec.code_sha256_b64
-        );
-    }
+    check_code("UpdateFunctionCode", spec, out.code_sha256())?;
     // A numbered version only when one was published (`$LATEST` otherwise).
     Ok(out
         .version()
         .filter(|v| publish && v.parse::<u64>().is_ok())
         .map(str::to_string))
+}
+
+/// PublishVersion's CodeSha256 check, for code sent with CreateFunction / UpdateFunctionCode
+/// (and the version published with it): Lambda's hash of what it got is the built artifact's,
+/// not a zip rebuilt since it was hashed or an object overwritten under our key.
+fn check_code(call: &str, spec: &FunctionSpec, got: Option<&str>) -> Result<()> {
+    match got {
+        Some(sha) if sha != spec.code_sha256_b64 => anyhow::bail!(
+            "{call} {}: Lambda got code with SHA-256 {sha} from {}, not the built artifact's {}",
+            spec.name,
+            match &spec.code_zip {
+                Some(zip) => zip.display().to_string(),
+                None => format!("s3://{}/{}", spec.code_bucket, spec.code_key),
+            },
+            spec.code_sha256_b64
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Where Lambda gets a function's code from.
