@@ -317,8 +317,6 @@ pub async fn ensure_running(cfg: &EmulatorConfig) -> Result<Started, EmulatorErr
         &cfg.port.to_string(),
     ])
     .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-    // See `TestEmulator`: moto's mapping timestamps are right only in UTC.
-    .env("TZ", "UTC")
     .stdin(Stdio::null())
     .stdout(log)
     .stderr(log_err);
@@ -553,9 +551,6 @@ impl TestEmulator {
                 &port.to_string(),
             ])
             .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-            // moto stamps an event source mapping's LastModified with
-            // `time.mktime(utcnow().timetuple())`: right only when local time is UTC.
-            .env("TZ", "UTC")
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(out)

@@ -3,6 +3,7 @@
 # This is the one place where the local emulator's differences from AWS are patched; nothing
 # in the providers knows about them. Each fix says what moto does and what AWS does.
 import sys
+import time
 
 import moto.s3.responses as _s3
 
@@ -70,13 +71,20 @@ def _patch_lambda(models):
     create = models.LambdaBackend.create_event_source_mapping
     update = models.LambdaBackend.update_event_source_mapping
 
+    # moto 5.2 stamps a mapping's LastModified with mktime(utcnow().timetuple()): whole
+    # seconds, and hours off unless local time is UTC. AWS's is the exact time, and the local
+    # stream poller starts LATEST there.
     def create_event_source_mapping(self, spec):
-        return _keep_alias_target(spec.get("FunctionName"), create(self, spec))
+        esm = _keep_alias_target(spec.get("FunctionName"), create(self, spec))
+        esm.last_modified = time.time()
+        return esm
 
     def update_event_source_mapping(self, uuid, spec):
         esm = update(self, uuid, spec)
-        if esm is not None and "FunctionName" in spec:
-            _keep_alias_target(spec["FunctionName"], esm)
+        if esm is not None:
+            esm.last_modified = time.time()
+            if "FunctionName" in spec:
+                _keep_alias_target(spec["FunctionName"], esm)
         return esm
 
     models.LambdaBackend.create_event_source_mapping = create_event_source_mapping

@@ -175,6 +175,14 @@ fn target_rank(requested: Option<&str>, target: Option<&str>) -> Option<u8> {
     }
 }
 
+/// The clock in epoch seconds.
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
 fn mapping_from(m: &EventSourceMappingConfiguration) -> Result<StreamMapping, StreamError> {
     let uuid = m.uuid().unwrap_or_default().to_owned();
     let starting_position = match m.starting_position().map(|p| p.as_str()) {
@@ -202,7 +210,9 @@ fn mapping_from(m: &EventSourceMappingConfiguration) -> Result<StreamMapping, St
         ),
         bisect_on_error: m.bisect_batch_on_function_error().unwrap_or(false),
         maximum_retry_attempts: m.maximum_retry_attempts().unwrap_or(INFINITE_RETRIES),
-        since: m.last_modified().map(|t| t.as_secs_f64()),
+        // Never later than now: a clock ahead (an emulator stamping local time as UTC) would
+        // otherwise pass over everything written until then.
+        since: m.last_modified().map(|t| t.as_secs_f64().min(now_secs())),
         report_batch_item_failures: m
             .function_response_types()
             .contains(&FunctionResponseType::ReportBatchItemFailures),
