@@ -1691,6 +1691,39 @@ mod event_source_mapping_propagation {
         );
     }
 
+    /// A mapping that fails to start settles Disabled: the create fails with Lambda's reason
+    /// instead of an apply that reports a trigger which delivers nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_mapping_that_settles_disabled_fails_the_create() {
+        let create = mock!(Client::create_event_source_mapping)
+            .then_output(|| CreateEventSourceMappingOutput::builder().uuid("u").build());
+        let disabled = mock!(Client::get_event_source_mapping)
+            .sequence()
+            .output(|| {
+                aws_sdk_lambda::operation::get_event_source_mapping::GetEventSourceMappingOutput::builder()
+                    .state("Creating")
+                    .build()
+            })
+            .output(|| {
+                aws_sdk_lambda::operation::get_event_source_mapping::GetEventSourceMappingOutput::builder()
+                    .state("Disabled")
+                    .state_transition_reason("simulated: the function's role cannot read the stream")
+                    .build()
+            })
+            .build();
+        let mut all = rules(Duration::from_secs(5));
+        all.push(create);
+        all.push(disabled);
+        let (ctx, _log) = simulated(&all.iter().collect::<Vec<_>>());
+        let err = EventSourceMapping
+            .create(&ctx, &spec())
+            .await
+            .expect_err("disabled");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("is Disabled after its create"), "{msg}");
+        assert!(msg.contains("cannot read the stream"), "{msg}");
+    }
+
     /// A settled role: the error is a real mistake and surfaces at once.
     #[tokio::test(start_paused = true)]
     async fn create_fails_at_once_with_a_settled_role() {

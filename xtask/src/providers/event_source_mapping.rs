@@ -352,10 +352,17 @@ impl Provider for EventSourceMapping {
         .map_err(|(e, _)| e)
         .context("CreateEventSourceMapping")?;
         // A mapping is Creating for a while; with LATEST it delivers only what is written once
-        // it is Enabled, so apply returns (and seeds the table) only then.
-        match created.uuid() {
-            Some(uuid) => wait_settled(ctx, uuid).await,
-            None => Ok(()),
+        // it is Enabled, so apply returns (and seeds the table) only then. One that fails to
+        // start settles Disabled: that fails the create, with Lambda's reason.
+        let Some(uuid) = created.uuid() else {
+            return Ok(());
+        };
+        match wait_settled(ctx, uuid).await? {
+            (Some(state), reason) if state != "Enabled" => anyhow::bail!(
+                "event source mapping {uuid} is {state} after its create: {}",
+                reason.unwrap_or_else(|| "Lambda gave no reason".into())
+            ),
+            _ => Ok(()),
         }
     }
 
@@ -611,7 +618,8 @@ fn alias_arn(ctx: &Ctx, spec: &EventSourceMappingSpec) -> String {
     )
 }
 
-async fn wait_settled(ctx: &Ctx, uuid: &str) -> Result<()> {
+/// Waits out a transition; the state it settled in, and Lambda's reason for it.
+async fn wait_settled(ctx: &Ctx, uuid: &str) -> Result<(Option<String>, Option<String>)> {
     wait_until(
         &format!("event source mapping {uuid} to settle"),
         Backoff::wait(ctx.wait_timeout),
@@ -624,7 +632,11 @@ async fn wait_settled(ctx: &Ctx, uuid: &str) -> Result<()> {
                 .send()
                 .await
                 .context("GetEventSourceMapping")?;
-            Ok((!in_transition(m.state())).then_some(()))
+            let settled = (
+                m.state().map(str::to_string),
+                m.state_transition_reason().map(str::to_string),
+            );
+            Ok((!in_transition(m.state())).then_some(settled))
         },
     )
     .await
