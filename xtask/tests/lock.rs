@@ -108,3 +108,42 @@ async fn hold_releases_when_the_work_fails() {
     assert_eq!(format!("{:#}", failed.unwrap_err()), "the work failed");
     assert!(holder(&ctx).await.is_none(), "released after the failure");
 }
+
+/// Ctrl-C while `destroy --yes` reads under the lock (one of its reads hangs): the run stops
+/// before any change, says so, exits 130, and releases the lock, where a killed run would
+/// leave it for `--break-lock`.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_while_reading_under_the_lock_releases_it() {
+    use common::faults::{DropFirstAnswer, Rule};
+    let emu = TestEmulator::start().await;
+    let ctx = common::emulator_ctx(&emu).await;
+    let hang = Rule::hold("DescribeTable", |r| r.is_operation("DescribeTable"));
+    let proxy = DropFirstAnswer::start(emu.port(), vec![hang]);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["--env", "test", "--json", "--config"])
+        .arg(common::fixture("api.toml"))
+        .args(["destroy", "--yes"])
+        .env("XTASK__EMULATOR__PORT", proxy.port().to_string())
+        .env_remove("XTASK_ENV")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting xtask");
+    // The lock comes first; the plan then waits on the held DescribeTable.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while holder(&ctx).await.is_none() || proxy.dropped() != [("DescribeTable", 1)] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never held the lock while a read hung"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().expect("xtask exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted before any change"), "{stderr}");
+    assert!(holder(&ctx).await.is_none(), "the lock is released");
+}

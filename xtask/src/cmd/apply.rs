@@ -153,11 +153,57 @@ pub async fn reconcile(
 ) -> Result<u8> {
     let ctx = &session.ctx;
     let started = Instant::now();
+    let ran = match plan_and_run(out, session, stack, mode, yes, break_lock).await {
+        Ok(ran) => ran,
+        Err(e) if e.is::<Interrupted>() => {
+            eprintln!("{e}");
+            return Ok(exit::INTERRUPTED);
+        }
+        Err(e) => return Err(e),
+    };
+    match ran {
+        Ran::Nothing(plan) => {
+            out.document(render::json(
+                &plan,
+                mode.command(),
+                Some(&[]),
+                ctx.aws.log.counts(),
+            ));
+            Ok(exit::OK)
+        }
+        Ran::Interrupted => Ok(exit::INTERRUPTED),
+        Ran::Done(plan, outcomes) => summarise(out, ctx, &plan, &outcomes, mode, started),
+    }
+}
+
+/// Ctrl-C while reading, before any write: the lock, if held, is released on the way out.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted before any change: nothing was changed")]
+struct Interrupted;
+
+/// `work`, unless Ctrl-C comes first.
+async fn interruptible<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::select! {
+        done = work => done,
+        _ = tokio::signal::ctrl_c() => Err(Interrupted.into()),
+    }
+}
+
+/// Plans, takes the lock (when and how `mode` and `yes` say), and runs the plan under it.
+async fn plan_and_run(
+    out: Output,
+    session: &Session,
+    stack: &Stack,
+    mode: Mode,
+    yes: bool,
+    break_lock: bool,
+) -> Result<Ran> {
+    let ctx = &session.ctx;
     let place = Place::of(&session.names);
     let tags = &stack.ownership_tags;
-    let ran = if locks_first(mode, yes) {
+    Ok(if locks_first(mode, yes) {
         let work = async {
-            let plan = first_plan(session, stack, None).await?;
+            let plan = interruptible(first_plan(session, stack, None)).await?;
             out.text(&render::plan_text(&plan, mode.title()));
             if !plan.has_changes() {
                 return Ok(Ran::Nothing(plan));
@@ -178,7 +224,7 @@ pub async fn reconcile(
         } else {
             let work = async {
                 check_runnable(&first)?;
-                let plan = reread(session, stack, &first, mode).await?;
+                let plan = interruptible(reread(session, stack, &first, mode)).await?;
                 execute(session, plan, mode).await
             };
             match lock {
@@ -198,25 +244,12 @@ pub async fn reconcile(
             let (question, expected) = mode.question(&session.env, &ctx.account_id);
             confirm(&question, &expected, yes)?;
             let work = async {
-                let plan = reread(session, stack, &first, mode).await?;
+                let plan = interruptible(reread(session, stack, &first, mode)).await?;
                 execute(session, plan, mode).await
             };
             Lock::hold(ctx, &place, mode.command(), tags, break_lock, work).await?
         }
-    };
-    match ran {
-        Ran::Nothing(plan) => {
-            out.document(render::json(
-                &plan,
-                mode.command(),
-                Some(&[]),
-                ctx.aws.log.counts(),
-            ));
-            Ok(exit::OK)
-        }
-        Ran::Interrupted => Ok(exit::INTERRUPTED),
-        Ran::Done(plan, outcomes) => summarise(out, ctx, &plan, &outcomes, mode, started),
-    }
+    })
 }
 
 /// Runs the plan's writes (the lock held), or stops at Ctrl-C.
@@ -272,7 +305,7 @@ async fn plan_beside_lock(
         let tags = &stack.ownership_tags;
         Lock::acquire(ctx, place, Mode::Apply.command(), tags, break_lock).await
     };
-    let plan = first_plan(session, stack, Some(&changes));
+    let plan = interruptible(first_plan(session, stack, Some(&changes)));
     tokio::pin!(lock, plan);
     let mut taken = None;
     let plan = loop {

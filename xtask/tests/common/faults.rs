@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP proxy between xtask and a test's emulator: it forwards every request,
 //! and for each rule drops the answer of the first request the rule matches *after* the
 //! emulator executed it (the connection closes without a response), as a lost answer on AWS
-//! would. Fault injection lives here, in the harness, not in xtask.
+//! would; a hold rule instead keeps its first request unanswered (a call that hangs). Fault
+//! injection lives here, in the harness, not in xtask.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -39,6 +40,9 @@ impl Request {
 pub struct Rule {
     pub name: &'static str,
     pub matches: Box<dyn Fn(&Request) -> bool + Send + Sync>,
+    /// Instead: the first matching request is never forwarded nor answered; the proxy holds
+    /// it until the client goes away (a call that hangs).
+    pub hold: bool,
 }
 
 impl Rule {
@@ -49,7 +53,41 @@ impl Rule {
         Rule {
             name,
             matches: Box::new(matches),
+            hold: false,
         }
+    }
+
+    /// The first matching request hangs until the client goes away.
+    pub fn hold(
+        name: &'static str,
+        matches: impl Fn(&Request) -> bool + Send + Sync + 'static,
+    ) -> Rule {
+        Rule {
+            hold: true,
+            ..Rule::new(name, matches)
+        }
+    }
+}
+
+/// Takes the first of `rules` that matches `request` and has not fired yet, with `hold` as
+/// given; whether one did.
+fn fire(
+    rules: &[Rule],
+    fired: &Mutex<Vec<(&'static str, usize)>>,
+    request: &Request,
+    hold: bool,
+) -> bool {
+    let mut fired = fired.lock().unwrap();
+    match rules
+        .iter()
+        .zip(fired.iter_mut())
+        .find(|(r, (_, n))| r.hold == hold && *n == 0 && (r.matches)(request))
+    {
+        Some((_, (_, n))) => {
+            *n += 1;
+            true
+        }
+        None => false,
     }
 }
 
@@ -98,6 +136,11 @@ fn serve(
     let Some(request) = read_request(&mut client) else {
         return;
     };
+    if fire(rules, dropped, &request, true) {
+        // Read until the client closes its end: the call hangs for as long as it waits.
+        let _ = std::io::copy(&mut client, &mut std::io::sink());
+        return;
+    }
     let mut head = format!("{} {} HTTP/1.1\r\n", request.method, request.path);
     for (n, v) in &request.headers {
         if !["connection", "expect"].contains(&n.to_ascii_lowercase().as_str()) {
@@ -116,21 +159,7 @@ fn serve(
         return;
     }
     // The emulator has executed the request; now decide whether its answer gets through.
-    let drop_it = {
-        let mut dropped = dropped.lock().unwrap();
-        match rules
-            .iter()
-            .zip(dropped.iter_mut())
-            .find(|(r, (_, n))| *n == 0 && (r.matches)(&request))
-        {
-            Some((_, (_, n))) => {
-                *n += 1;
-                true
-            }
-            None => false,
-        }
-    };
-    if drop_it {
+    if fire(rules, dropped, &request, false) {
         let _ = client.shutdown(Shutdown::Both);
         return;
     }
