@@ -589,6 +589,13 @@ async fn a_held_lock_refuses_a_second_apply_until_broken() {
         "{}",
         run.stderr
     );
+    // The lock was asked for beside the plan; the refusal still comes after the plan.
+    let plan_at = run.stderr.find("Plan: ").expect("the plan is shown");
+    assert!(
+        plan_at < run.stderr.find("locked by").unwrap(),
+        "{}",
+        run.stderr
+    );
     assert!(bucket_names(&h.aws).await.is_empty(), "nothing was created");
 
     let run = h.xtask(&["apply", "--yes", "--break-lock"]);

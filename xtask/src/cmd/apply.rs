@@ -215,6 +215,8 @@ async fn plan_and_run(
     } else if mode == Mode::Apply && yes {
         let (first, lock) = plan_beside_lock(session, stack, &place, break_lock).await?;
         out.text(&render::plan_text(&first, mode.title()));
+        // Refused (another run holds the lock): after the plan, as when the lock comes later.
+        let lock = lock.transpose()?;
         if !first.has_changes() {
             // Only if a read's certain change did not survive classifying: nothing to do.
             if let Some(lock) = lock {
@@ -289,13 +291,14 @@ async fn first_plan(
 /// change certain: the lock's round-trip then hides behind the rest of the plan instead of
 /// following it. What was read before the lock was taken is read again under it
 /// ([`reread`]), as after a lock taken later. `None`: no read asked for the lock (or the
-/// plan finished first); a plan with changes then takes it the usual way.
+/// plan finished first); a plan with changes then takes it the usual way. `Some(Err)`: the
+/// lock was refused (another run holds it), told after the plan is shown.
 async fn plan_beside_lock(
     session: &Session,
     stack: &Stack,
     place: &Place,
     break_lock: bool,
-) -> Result<(Plan, Option<Lock>)> {
+) -> Result<(Plan, Option<Result<Lock>>)> {
     let ctx = &session.ctx;
     let changes = tokio::sync::Notify::new();
     let asked = std::sync::atomic::AtomicBool::new(false);
@@ -320,9 +323,7 @@ async fn plan_beside_lock(
         None => None,
     };
     match (plan, taken) {
-        (Ok(plan), None) => Ok((plan, None)),
-        (Ok(plan), Some(Ok(lock))) => Ok((plan, Some(lock))),
-        (Ok(_), Some(Err(e))) => Err(e),
+        (Ok(plan), taken) => Ok((plan, taken)),
         (Err(e), Some(Ok(lock))) => {
             if let Err(r) = lock.release(ctx).await {
                 eprintln!("warning: releasing the lock {}: {r:#}", place.lock);
