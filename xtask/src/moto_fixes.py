@@ -195,13 +195,11 @@ sys.meta_path.insert(0, _PatchAfterImport("moto.logs.responses", _patch_logs_res
 
 
 # Speed, not behaviour. moto's server takes one global lock to route every request, and under it
-# lists its own package directory (`list_of_moto_modules`: ~200 `isdir` calls); every error
-# answer builds a fresh botocore Session to list the available services, and botocore service
-# models are cached without a lock, so 14 first S3 reads in flight each parse the S3 model
-# (~0.4 s apiece). All three depend only on the installed packages: computed once, the model
-# load single-flight. With ~60 reads in flight (a plan) they were a third of the server's time
-# and made each call wait for the others.
-import functools
+# lists its own package directory (`list_of_moto_modules`: ~200 `isdir` calls); that depends
+# only on the installed package, so it is computed once. botocore service models are cached
+# without a lock, so the first reads of a service in flight together each parsed its model
+# (~0.4 s apiece for S3): the load is single-flight. With ~60 reads in flight (a plan) these
+# were a third of the server's time and made each call wait for the others.
 import threading
 
 import moto.backends as _backends
@@ -209,9 +207,6 @@ import moto.core.utils as _core_utils
 
 _moto_modules = frozenset(_backends.list_of_moto_modules())
 _backends.list_of_moto_modules = lambda: _moto_modules
-_core_utils.service_name_from_moto_package_name = functools.cache(
-    _core_utils.service_name_from_moto_package_name
-)
 _load_model = _core_utils._load_service_model
 _models = {}
 _models_lock = threading.Lock()
