@@ -331,7 +331,9 @@ fn processed_table(
 
 /// The seed step, after the table, the seeding function's alias and permissions, and the
 /// stream trigger (so that, on AWS, the sample invoices get their PDFs as any insert does).
-/// Invoked through Lambda unless the deployer knows the environment cannot run functions.
+/// Invoked through Lambda unless the deployer knows the environment cannot run functions;
+/// then this machine runs the function's artifact, found in the artifacts bucket, so the seed
+/// waits for its upload too (a function whose zip goes with the call no longer does).
 fn seed(names: &Names) -> Resource {
     let function = names.function(SEED_FUNCTION);
     let table = names.invoices_table();
@@ -341,6 +343,7 @@ fn seed(names: &Names) -> Resource {
             INVOICES_TABLE.into(),
             role_id(SEED_FUNCTION),
             function_id(SEED_FUNCTION),
+            artifact_id(SEED_FUNCTION),
             STREAM_MAPPING.into(),
         ],
         ensure: Ensure::Present,

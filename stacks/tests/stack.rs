@@ -734,6 +734,8 @@ fn the_seed_waits_for_the_table_the_alias_its_permissions_and_the_trigger() {
             INVOICES_TABLE,
             "iam_role.insert_mock_data",
             "lambda_function.insert_mock_data",
+            // Run from the artifacts bucket where functions cannot run (the emulator).
+            "s3_object.insert_mock_data_code",
             stacks::invoice_app::STREAM_MAPPING,
         ]
     );
