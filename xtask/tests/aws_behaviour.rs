@@ -352,13 +352,22 @@ mod lambda {
     }
 
     /// UpdateFunctionCode's answer with Publish: the version it published, and the code's hash.
+    fn published(version: &str, sha: &str) -> UpdateFunctionCodeOutput {
+        UpdateFunctionCodeOutput::builder()
+            .version(version)
+            .code_sha256(sha)
+            .build()
+    }
+
+    /// Every UpdateFunctionCode answered with [`published`].
     fn code_published(version: &'static str, sha: &'static str) -> Rule {
-        mock!(Client::update_function_code).then_output(move || {
-            UpdateFunctionCodeOutput::builder()
-                .version(version)
-                .code_sha256(sha)
-                .build()
-        })
+        mock!(Client::update_function_code).then_output(move || published(version, sha))
+    }
+
+    /// Every GetFunctionConfiguration answered "settled": Active, last update Successful.
+    fn settled() -> Rule {
+        mock!(Client::get_function_configuration)
+            .then_output(|| status(State::Active, LastUpdateStatus::Successful))
     }
 
     fn publish_and_alias() -> (Rule, Rule) {
@@ -573,10 +582,6 @@ mod lambda {
             FunctionField::Version,
             FunctionField::Alias,
         ];
-        let settled = || {
-            mock!(Client::get_function_configuration)
-                .then_output(|| status(State::Active, LastUpdateStatus::Successful))
-        };
 
         let mut direct = spec();
         direct.code_zip = Some(zip.clone());
@@ -586,12 +591,7 @@ mod lambda {
                     && r.s3_bucket().is_none()
                     && r.publish() == Some(true)
             })
-            .then_output(|| {
-                UpdateFunctionCodeOutput::builder()
-                    .version("5")
-                    .code_sha256("AAEC")
-                    .build()
-            });
+            .then_output(|| published("5", "AAEC"));
         let (wait, (publish, alias)) = (settled(), publish_and_alias());
         let (ctx, _) = simulated(&[&code, &wait, &publish, &alias]);
         LambdaFunction
@@ -605,12 +605,7 @@ mod lambda {
         let key = from_s3.code_key.clone();
         let code = mock!(Client::update_function_code)
             .match_requests(move |r| r.zip_file().is_none() && r.s3_key() == Some(key.as_str()))
-            .then_output(|| {
-                UpdateFunctionCodeOutput::builder()
-                    .version("5")
-                    .code_sha256("AAEC")
-                    .build()
-            });
+            .then_output(|| published("5", "AAEC"));
         let (wait, (publish, alias)) = (settled(), publish_and_alias());
         let (ctx, _) = simulated(&[&code, &wait, &publish, &alias]);
         LambdaFunction
@@ -630,10 +625,6 @@ mod lambda {
     #[tokio::test(start_paused = true)]
     async fn configuration_goes_first_and_a_config_only_change_publishes_separately() {
         let s = spec();
-        let settled = || {
-            mock!(Client::get_function_configuration)
-                .then_output(|| status(State::Active, LastUpdateStatus::Successful))
-        };
         let config_update = || {
             mock!(Client::update_function_configuration).then_output(|| {
                 aws_sdk_lambda::operation::update_function_configuration::UpdateFunctionConfigurationOutput::builder().build()
@@ -1015,6 +1006,15 @@ mod autoscaling {
     }
 }
 
+/// GetEventSourceMapping's answer for a mapping in `state`.
+fn mapping_in(
+    state: &str,
+) -> aws_sdk_lambda::operation::get_event_source_mapping::GetEventSourceMappingOutput {
+    aws_sdk_lambda::operation::get_event_source_mapping::GetEventSourceMappingOutput::builder()
+        .state(state)
+        .build()
+}
+
 mod event_source_mapping {
     use super::*;
     use aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput;
@@ -1087,9 +1087,7 @@ mod event_source_mapping {
     }
 
     fn deleting() -> GetEventSourceMappingOutput {
-        GetEventSourceMappingOutput::builder()
-            .state("Deleting")
-            .build()
+        mapping_in("Deleting")
     }
 
     fn gone() -> GetEventSourceMappingError {
@@ -1132,13 +1130,11 @@ mod event_source_mapping {
                 .state("Creating")
                 .build()
         });
-        let state =
-            |s: &'static str| move || GetEventSourceMappingOutput::builder().state(s).build();
         let get_new = mock!(Client::get_event_source_mapping)
             .match_requests(|r| r.uuid() == Some("new"))
             .sequence()
-            .output(state("Creating"))
-            .output(state("Enabled"))
+            .output(|| mapping_in("Creating"))
+            .output(|| mapping_in("Enabled"))
             .build();
         let (ctx, log) = simulated(&[&describe, &list, &delete, &get, &create, &get_new]);
         let o = xtask::providers::event_source_mapping::ObservedMapping {
@@ -1665,11 +1661,7 @@ mod event_source_mapping_propagation {
             .times(2)
             .output(|| CreateEventSourceMappingOutput::builder().uuid("u").build())
             .build();
-        let enabled = mock!(Client::get_event_source_mapping).then_output(|| {
-            aws_sdk_lambda::operation::get_event_source_mapping::GetEventSourceMappingOutput::builder()
-                .state("Enabled")
-                .build()
-        });
+        let enabled = mock!(Client::get_event_source_mapping).then_output(|| mapping_in("Enabled"));
         let mut all = rules(Duration::from_secs(5));
         all.push(create);
         all.push(enabled);
@@ -1699,11 +1691,7 @@ mod event_source_mapping_propagation {
             .then_output(|| CreateEventSourceMappingOutput::builder().uuid("u").build());
         let disabled = mock!(Client::get_event_source_mapping)
             .sequence()
-            .output(|| {
-                aws_sdk_lambda::operation::get_event_source_mapping::GetEventSourceMappingOutput::builder()
-                    .state("Creating")
-                    .build()
-            })
+            .output(|| mapping_in("Creating"))
             .output(|| {
                 aws_sdk_lambda::operation::get_event_source_mapping::GetEventSourceMappingOutput::builder()
                     .state("Disabled")

@@ -828,23 +828,17 @@ impl<I: Invoke> Poller<I> {
                 // Where LATEST starts in a shard of which nothing was processed: when this
                 // poller first read it there, or else when the mapping was made.
                 let latest = self.mapping.starting_position == StartingPosition::Latest;
-                let since = match self.checkpoints.shards.contains_key(id) {
-                    true => None,
-                    false => self
-                        .checkpoints
-                        .latest_since
-                        .get(id)
-                        .copied()
-                        .or(self.mapping.since.filter(|_| latest && initial)),
+                let checkpointed = self.checkpoints.shards.contains_key(id);
+                let since = if checkpointed {
+                    None
+                } else {
+                    let first_read = self.checkpoints.latest_since.get(id).copied();
+                    first_read.or(self.mapping.since.filter(|_| latest && initial))
                 };
                 // With LATEST, history is not read: closed shards present at the start hold
                 // only records older than the poller (unless a checkpoint or the mapping's
                 // time says where it starts).
-                let skip = initial
-                    && closed
-                    && latest
-                    && !self.checkpoints.shards.contains_key(id)
-                    && since.is_none();
+                let skip = initial && closed && latest && !checkpointed && since.is_none();
                 tracing::debug!(
                     shard = id,
                     parent = s.parent_shard_id(),

@@ -718,15 +718,7 @@ impl Provider for LambdaFunction {
                 // Published with the code: served only once the update it came from succeeded
                 // (a version of a failed update must not take the alias).
                 Some(version) => {
-                    if let Err(failed) = wait_ready(ctx, &spec.name, true).await {
-                        // Left behind, the version could take the alias in a later run that
-                        // finds it holding the spec's code: it goes (best effort).
-                        let number: Vec<u64> = version.parse().into_iter().collect();
-                        if let Err(e) = delete_versions(ctx, spec, &number).await {
-                            tracing::warn!(function = spec.name, version, "{e:#}");
-                        }
-                        return Err(failed);
-                    }
+                    settle_published(ctx, spec, &version).await?;
                     version
                 }
                 None => {
@@ -893,6 +885,20 @@ async fn code_source(spec: &FunctionSpec) -> Result<CodeSource> {
         .await
         .with_context(|| format!("reading {} (the code of {})", zip.display(), spec.name))?;
     Ok(CodeSource::Zip(bytes.into()))
+}
+
+/// Waits for the update `version` was published with. If that update failed, the version is
+/// deleted (best effort) before the error returns: left behind, a later run that finds it
+/// holding the spec's code could point the alias at it.
+async fn settle_published(ctx: &Ctx, spec: &FunctionSpec, version: &str) -> Result<()> {
+    let Err(failed) = wait_ready(ctx, &spec.name, true).await else {
+        return Ok(());
+    };
+    let number: Vec<u64> = version.parse().into_iter().collect();
+    if let Err(e) = delete_versions(ctx, spec, &number).await {
+        tracing::warn!(function = spec.name, version, "{e:#}");
+    }
+    Err(failed)
 }
 
 /// Sends the spec's configuration, waiting (bounded) while a new role is not yet assumable.
