@@ -90,6 +90,69 @@ def _patch_lambda(models):
     models.LambdaBackend.create_event_source_mapping = create_event_source_mapping
     models.LambdaBackend.update_event_source_mapping = update_event_source_mapping
 
+    _patch_lambda_revisions(models)
+
+
+def _patch_lambda_revisions(models):
+    # moto 5.2 gives a function no RevisionId and ignores the one an update carries. AWS gives
+    # `$LATEST` and each version one, changes it with every change, and refuses an update that
+    # carries another than the current one (PreconditionFailedException, HTTP 412): apply's
+    # first write to a function carries the RevisionId its plan read, instead of reading the
+    # function again under the lock.
+    import uuid
+
+    from moto.awslambda.exceptions import PreconditionFailedException
+
+    def revision(fn):
+        return fn.__dict__.setdefault("_xtask_revision_id", str(uuid.uuid4()))
+
+    def changed(fn):
+        fn._xtask_revision_id = str(uuid.uuid4())
+
+    def check(fn, body):
+        wanted = (body or {}).get("RevisionId")
+        if wanted and wanted != revision(fn):
+            raise PreconditionFailedException(
+                "The Revision Id provided does not match the latest Revision Id. "
+                "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+            )
+
+    get_configuration = models.LambdaFunction.get_configuration
+
+    def get_configuration_with_revision(self, *args, **kwargs):
+        config = get_configuration(self, *args, **kwargs)
+        config["RevisionId"] = revision(self)
+        return config
+
+    models.LambdaFunction.get_configuration = get_configuration_with_revision
+
+    def guarded(name):
+        update = getattr(models.LambdaBackend, name)
+
+        def guarded_update(self, function_name, qualifier, body):
+            fn = self.get_function(function_name, qualifier)
+            check(fn, body)
+            changed(fn)
+            return update(self, function_name, qualifier, body)
+
+        setattr(models.LambdaBackend, name, guarded_update)
+
+    guarded("update_function_code")
+    guarded("update_function_configuration")
+
+    publish = models.LambdaBackend.publish_version
+
+    def publish_version(self, function_name, *args, **kwargs):
+        # A new version is a copy of `$LATEST` (sharing its revision until now): it gets a
+        # revision of its own. With nothing to publish moto answers the newest version as is.
+        latest = revision(self.get_function(function_name))
+        version = publish(self, function_name, *args, **kwargs)
+        if version is not None and revision(version) == latest:
+            changed(version)
+        return version
+
+    models.LambdaBackend.publish_version = publish_version
+
 
 sys.meta_path.insert(0, _PatchAfterImport("moto.awslambda.models", _patch_lambda))
 
