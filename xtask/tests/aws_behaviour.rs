@@ -310,6 +310,7 @@ mod lambda {
     use aws_sdk_lambda::operation::publish_version::PublishVersionOutput;
     use aws_sdk_lambda::operation::update_alias::UpdateAliasOutput;
     use aws_sdk_lambda::operation::update_function_code::UpdateFunctionCodeOutput;
+    use aws_sdk_lambda::operation::update_function_configuration::UpdateFunctionConfigurationOutput;
     use aws_sdk_lambda::types::error::InvalidParameterValueException;
     use aws_sdk_lambda::types::{LastUpdateStatus, State};
     use xtask::providers::lambda_function::{
@@ -337,6 +338,7 @@ mod lambda {
             versions: vec![],
             alias_target: Some("4".into()),
             readiness,
+            revision_id: Some("rev-read".into()),
         }
     }
 
@@ -362,6 +364,53 @@ mod lambda {
     /// Every UpdateFunctionCode answered with [`published`].
     fn code_published(version: &'static str, sha: &'static str) -> Rule {
         mock!(Client::update_function_code).then_output(move || published(version, sha))
+    }
+
+    /// UpdateFunctionCode answered with [`published`] only when it carries `revision`.
+    fn code_published_with(revision: Option<&'static str>) -> Rule {
+        mock!(Client::update_function_code)
+            .match_requests(move |r| r.revision_id() == revision)
+            .then_output(|| published("5", "AAEC"))
+    }
+
+    /// A settled function's first write carries the RevisionId its plan read (AWS refuses it
+    /// if the function changed since); one read mid-update does not, as its revision changes
+    /// again when that update completes. Only the first write carries it.
+    #[tokio::test(start_paused = true)]
+    async fn only_a_settled_functions_first_write_carries_the_revision_read() {
+        let s = spec();
+        let changes = [
+            FunctionField::Code,
+            FunctionField::Version,
+            FunctionField::Alias,
+        ];
+        for (readiness, revision) in [
+            (Readiness::Ready, Some("rev-read")),
+            (Readiness::Busy, None),
+        ] {
+            let code = code_published_with(revision);
+            let status = settled();
+            let (publish, alias) = publish_and_alias();
+            let (ctx, _) = simulated(&[&code, &status, &publish, &alias]);
+            LambdaFunction
+                .update(&ctx, &s, &observed(&s, readiness.clone()), &changes)
+                .await
+                .unwrap_or_else(|e| panic!("{readiness:?}: {e:#}"));
+        }
+        // A memory change and new code: the configuration goes first, with the revision.
+        let config = mock!(Client::update_function_configuration)
+            .match_requests(|r| r.revision_id() == Some("rev-read"))
+            .then_output(|| UpdateFunctionConfigurationOutput::builder().build());
+        let code = code_published_with(None);
+        let status = settled();
+        let (publish, alias) = publish_and_alias();
+        let (ctx, _) = simulated(&[&config, &code, &status, &publish, &alias]);
+        let mut more = changes.to_vec();
+        more.push(FunctionField::MemoryMb);
+        LambdaFunction
+            .update(&ctx, &s, &observed(&s, Readiness::Ready), &more)
+            .await
+            .expect("configuration, then code");
     }
 
     /// Every GetFunctionConfiguration answered "settled": Active, last update Successful.

@@ -5,7 +5,9 @@
 //! run may have changed it between the first read and the confirmation (or, with `--yes`,
 //! between the first read and the lock). Creates of named resources are not read again: if
 //! another run made one meanwhile, the create fails with "already exists" and finishes what it
-//! finds, when it carries this stack's tags ([`plan::replan`]).
+//! finds, when it carries this stack's tags ([`plan::replan`]). Nor are updates whose first
+//! write carries the revision the plan read (a Lambda function's RevisionId), which AWS refuses
+//! if the resource changed since.
 
 use std::time::Instant;
 

@@ -176,6 +176,14 @@ pub trait Provider: Send + Sync + 'static {
     /// The live state, or `None` when the resource does not exist.
     async fn read(&self, ctx: &Ctx, spec: &Self::Spec) -> Result<Option<Self::Observed>>;
 
+    /// Whether an update of `observed` making `changes` guards itself: its first write carries
+    /// a revision the plan's read saw (Lambda's RevisionId), so AWS refuses it when anything
+    /// changed the resource since. Then apply need not read the resource again under the lock
+    /// before updating it, as for a create that converges.
+    fn update_guarded(_observed: &Self::Observed, _changes: &[Self::Field]) -> bool {
+        false
+    }
+
     /// Reads again, under the lock, a resource the shown plan changes. The default is
     /// [`Provider::read`]; a provider whose read takes a shortcut for a resource that needs no
     /// change skips it here, where one is known to be needed.
@@ -250,6 +258,8 @@ pub trait Node: Send + Sync {
     fn round_trips(&self) -> u32;
     /// See [`Provider::CREATE_CONVERGES`].
     fn create_converges(&self) -> bool;
+    /// See [`Provider::update_guarded`]; `false` before the node was read.
+    fn update_guarded(&self, changes: &[Change]) -> bool;
     /// Reads live state once and keeps it for the actions that follow.
     async fn observe(
         &self,
@@ -346,6 +356,13 @@ impl<P: Provider> Node for Bound<P> {
     }
     fn create_converges(&self) -> bool {
         P::CREATE_CONVERGES
+    }
+    fn update_guarded(&self, changes: &[Change]) -> bool {
+        let Some(o) = self.observed() else {
+            return false;
+        };
+        self.fields(&o, changes)
+            .is_ok_and(|fields| P::update_guarded(&o, &fields))
     }
 
     async fn observe(

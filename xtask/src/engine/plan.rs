@@ -217,8 +217,10 @@ pub async fn replan(
     decide(ctx, env, nodes, owner_tags, concurrency, Some(shown), None).await
 }
 
-/// What `shown` decided about `id` when that needs no second read: left alone, or created by a
-/// create that converges whatever another run made meanwhile ([`super::Provider::CREATE_CONVERGES`]).
+/// What `shown` decided about `id` when that needs no second read: left alone, created by a
+/// create that converges whatever another run made meanwhile ([`super::Provider::CREATE_CONVERGES`]),
+/// or updated by writes that AWS refuses if the resource changed since it was read
+/// ([`super::Provider::update_guarded`]).
 /// The node it read (with its live state) and an observation that decides the same again;
 /// `None`: read it again.
 fn kept(shown: &Plan, node: &Arc<dyn Node>) -> Option<(Arc<dyn Node>, super::Observation)> {
@@ -234,15 +236,18 @@ fn kept(shown: &Plan, node: &Arc<dyn Node>) -> Option<(Arc<dyn Node>, super::Obs
             (node.clone(), gone)
         });
     };
+    let read = shown.nodes.iter().find(|n| n.id() == id)?.clone();
     let (exists, ownership, changes) = match planned.action {
         Action::NoOp => (true, Ownership::Ours, Vec::new()),
         Action::Conflict => (true, Ownership::Foreign, Vec::new()),
         Action::Create if node.create_converges() => {
             (false, Ownership::Ours, planned.changes.clone())
         }
+        Action::Update if read.update_guarded(&planned.changes) => {
+            (true, Ownership::Ours, planned.changes.clone())
+        }
         _ => return None,
     };
-    let read = shown.nodes.iter().find(|n| n.id() == id)?.clone();
     Some((
         read,
         super::Observation {

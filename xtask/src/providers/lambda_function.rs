@@ -22,6 +22,9 @@
 //!   alias target, and before the alias moves.
 //! - A read starts with the version the alias serves: when it holds the spec, that one call is
 //!   the read (see [`serving`]); otherwise `$LATEST` and the versions are read too.
+//! - An update's first write to `$LATEST` carries the RevisionId the plan read ([`Guard`]), so
+//!   apply does not read the function again under the lock; a refusal is judged by one look
+//!   ([`judge_refusal`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -41,6 +44,7 @@ use aws_sdk_lambda::types::{
     Architecture, Environment, FunctionCode, FunctionConfiguration, LastUpdateStatus, Runtime,
     State,
 };
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use base64::Engine as _;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -106,6 +110,9 @@ pub struct ObservedFunction {
     /// [`Readiness::Ready`] takes the first write without waiting (a ResourceConflict from
     /// an update since is retried all the same).
     pub readiness: Readiness,
+    /// `$LATEST`'s RevisionId as read (not read by the alias's shortcut, which changes
+    /// nothing). A settled function's first write carries it: see [`Guard`].
+    pub revision_id: Option<String>,
 }
 
 impl ObservedFunction {
@@ -435,6 +442,7 @@ async fn read_whole(
             c.last_update_status(),
             c.last_update_status_reason().or(c.state_reason()),
         ),
+        revision_id: c.revision_id().map(str::to_string),
     }))
 }
 
@@ -474,6 +482,7 @@ fn serving(spec: &FunctionSpec, f: &GetFunctionOutput) -> Option<ObservedFunctio
         }],
         alias_target: Some(number.to_string()),
         readiness: Readiness::Ready,
+        revision_id: None,
     })
 }
 
@@ -495,6 +504,13 @@ impl Provider for LambdaFunction {
     const KIND: &'static str = "lambda_function";
     const CREATE_CONVERGES: bool = true;
     const ROUND_TRIPS: u32 = 3;
+
+    /// A code or configuration change writes `$LATEST` first, with the RevisionId the plan
+    /// read ([`Guard`]); an alias, tag or purge change alone has no such write.
+    fn update_guarded(o: &ObservedFunction, changes: &[FunctionField]) -> bool {
+        let steps = Steps::of(changes);
+        Guard::of(o).is_some() && (steps.code || steps.config)
+    }
 
     async fn read(&self, ctx: &Ctx, spec: &FunctionSpec) -> Result<Option<ObservedFunction>> {
         // First the version the alias serves (GetFunction with the alias as qualifier names
@@ -688,13 +704,15 @@ impl Provider for LambdaFunction {
         // The read that planned this update saw the function settled: the first write goes
         // without another look (one round-trip fewer on every code change).
         let mut settled = o.readiness == Readiness::Ready;
+        // Only the first write to `$LATEST` carries the revision the plan read.
+        let mut guard = Guard::of(o);
         // The configuration goes first, so that the version the code update publishes carries
         // it: UpdateFunctionCode with Publish saves the PublishVersion round-trip.
         if steps.config {
             if !std::mem::take(&mut settled) {
                 wait_ready(ctx, &spec.name, updated).await?;
             }
-            update_config(ctx, spec).await?;
+            update_config(ctx, spec, o, guard.take()).await?;
             updated = true;
         }
         let mut published = None;
@@ -705,7 +723,7 @@ impl Provider for LambdaFunction {
             if !std::mem::take(&mut settled) {
                 wait_ready(ctx, &spec.name, updated).await?;
             }
-            published = update_code(ctx, spec, steps.publish).await?;
+            published = update_code(ctx, spec, o, steps.publish, guard.take()).await?;
             updated = true;
         }
         if steps.tags {
@@ -816,15 +834,142 @@ impl Steps {
     }
 }
 
+/// The RevisionId a function's first write carries: the one the plan read, when the function
+/// was settled then. AWS refuses the write (PreconditionFailedException) if anything changed
+/// `$LATEST` since, so apply need not read the function again under the lock; a run of this
+/// tool that changes a function changes `$LATEST` first. Only the first write carries one:
+/// the RevisionId changes again when an update completes (aws/aws-sdk#377), and the writes
+/// after the first are made under the lock anyway.
+#[derive(Debug, Clone)]
+struct Guard(String);
+
+impl Guard {
+    fn of(o: &ObservedFunction) -> Option<Guard> {
+        if o.readiness != Readiness::Ready {
+            return None;
+        }
+        o.revision_id.clone().map(Guard)
+    }
+}
+
+/// What a refused guarded write leaves to do, after one look at `$LATEST`.
+#[derive(Debug, PartialEq)]
+enum Refused {
+    /// `$LATEST` already holds what the write sends: its first attempt went through and the
+    /// SDK's retry of it (after a lost answer) met the revision it made.
+    Done,
+    /// Only the revision moved: what the plan compared is as it read it. Send again, with this
+    /// revision.
+    Resend(String),
+}
+
+/// After PreconditionFailedException on a guarded write: reads `$LATEST` and decides with
+/// `holds` (whether live code and configuration are what the write sends). A change to what
+/// the plan compared is an error: the plan shown is no longer what apply would do.
+async fn refused(
+    ctx: &Ctx,
+    spec: &FunctionSpec,
+    o: &ObservedFunction,
+    holds: impl Fn(&str, &FunctionConfig) -> bool,
+) -> Result<Refused> {
+    let f = ctx
+        .aws
+        .lambda
+        .get_function()
+        .function_name(&spec.name)
+        .send()
+        .await
+        .context("GetFunction (after a refused RevisionId)")?;
+    let c = f
+        .configuration()
+        .context("GetFunction returned no configuration")?;
+    judge_refusal(
+        spec,
+        o,
+        c.code_sha256().unwrap_or_default(),
+        &live_config(c),
+        c.revision_id(),
+        holds,
+    )
+}
+
+/// [`refused`]'s decision over what it read.
+fn judge_refusal(
+    spec: &FunctionSpec,
+    o: &ObservedFunction,
+    code: &str,
+    config: &FunctionConfig,
+    revision: Option<&str>,
+    holds: impl Fn(&str, &FunctionConfig) -> bool,
+) -> Result<Refused> {
+    if holds(code, config) {
+        return Ok(Refused::Done);
+    }
+    match revision {
+        Some(r) if code == o.code_sha256_b64 && *config == o.config => {
+            Ok(Refused::Resend(r.to_string()))
+        }
+        _ => anyhow::bail!(
+            "function {} changed since the plan read it (by another run, or outside this tool): \
+             nothing was written to it; run plan again",
+            spec.name
+        ),
+    }
+}
+
+/// Whether an SDK error is Lambda's PreconditionFailedException (a stale RevisionId).
+fn stale_revision<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    service_error(e).and_then(|e| e.code()) == Some("PreconditionFailedException")
+}
+
 /// Points `$LATEST` at the spec's artifact and, with `publish`, publishes it in the same call;
-/// the number of the version published.
+/// the number of the version published. `guard`: see [`Guard`].
 ///
 /// A retried call whose first attempt was executed publishes nothing new: Lambda publishes
 /// only when the code or configuration changed since the last version, and answers that one.
-async fn update_code(ctx: &Ctx, spec: &FunctionSpec, publish: bool) -> Result<Option<String>> {
-    let lambda = &ctx.aws.lambda;
+async fn update_code(
+    ctx: &Ctx,
+    spec: &FunctionSpec,
+    o: &ObservedFunction,
+    publish: bool,
+    guard: Option<Guard>,
+) -> Result<Option<String>> {
     let source = code_source(spec).await?;
-    let out = retry(
+    let guarded = guard.is_some();
+    let out = match send_code(ctx, spec, &source, publish, guard.map(|g| g.0)).await {
+        Ok(out) => out,
+        Err(e) if guarded && stale_revision(&e) => {
+            match refused(ctx, spec, o, |code, _| code == spec.code_sha256_b64).await? {
+                Refused::Done if publish => return self::publish(ctx, spec).await.map(Some),
+                Refused::Done => return Ok(None),
+                Refused::Resend(r) => send_code(ctx, spec, &source, publish, Some(r))
+                    .await
+                    .context("UpdateFunctionCode")?,
+            }
+        }
+        Err(e) => return Err(e).context("UpdateFunctionCode"),
+    };
+    check_code("UpdateFunctionCode", spec, out.code_sha256())?;
+    // A numbered version only when one was published (`$LATEST` otherwise).
+    Ok(out
+        .version()
+        .filter(|v| publish && v.parse::<u64>().is_ok())
+        .map(str::to_string))
+}
+
+/// UpdateFunctionCode, retried while another update is in progress.
+async fn send_code(
+    ctx: &Ctx,
+    spec: &FunctionSpec,
+    source: &CodeSource,
+    publish: bool,
+    revision: Option<String>,
+) -> Result<
+    aws_sdk_lambda::operation::update_function_code::UpdateFunctionCodeOutput,
+    SdkError<UpdateFunctionCodeError, HttpResponse>,
+> {
+    let lambda = &ctx.aws.lambda;
+    retry(
         &format!("UpdateFunctionCode {}", spec.name),
         conflict_backoff(ctx),
         || {
@@ -832,8 +977,9 @@ async fn update_code(ctx: &Ctx, spec: &FunctionSpec, publish: bool) -> Result<Op
                 .update_function_code()
                 .function_name(&spec.name)
                 .architectures(Architecture::from(spec.architecture.as_str()))
-                .publish(publish);
-            match &source {
+                .publish(publish)
+                .set_revision_id(revision.clone());
+            match source {
                 CodeSource::Zip(zip) => call.zip_file(zip.clone()),
                 CodeSource::S3 => call.s3_bucket(&spec.code_bucket).s3_key(&spec.code_key),
             }
@@ -842,13 +988,6 @@ async fn update_code(ctx: &Ctx, spec: &FunctionSpec, publish: bool) -> Result<Op
         |e| service_error(e).and_then(update_code_retry_reason),
     )
     .await
-    .context("UpdateFunctionCode")?;
-    check_code("UpdateFunctionCode", spec, out.code_sha256())?;
-    // A numbered version only when one was published (`$LATEST` otherwise).
-    Ok(out
-        .version()
-        .filter(|v| publish && v.parse::<u64>().is_ok())
-        .map(str::to_string))
 }
 
 /// PublishVersion's CodeSha256 check, for code sent with CreateFunction / UpdateFunctionCode
@@ -901,12 +1040,41 @@ async fn settle_published(ctx: &Ctx, spec: &FunctionSpec, version: &str) -> Resu
     Err(failed)
 }
 
-/// Sends the spec's configuration, waiting (bounded) while a new role is not yet assumable.
-async fn update_config(ctx: &Ctx, spec: &FunctionSpec) -> Result<()> {
+/// Sends the spec's configuration; `guard`: see [`Guard`].
+async fn update_config(
+    ctx: &Ctx,
+    spec: &FunctionSpec,
+    o: &ObservedFunction,
+    guard: Option<Guard>,
+) -> Result<()> {
+    let guarded = guard.is_some();
+    let refusal = match send_config(ctx, spec, guard.map(|g| g.0)).await {
+        Ok(()) => return Ok(()),
+        Err(e) if guarded && stale_revision(&e) => e,
+        Err(e) => return Err(e).context("UpdateFunctionConfiguration"),
+    };
+    match refused(ctx, spec, o, |_, config| *config == desired(spec))
+        .await
+        .with_context(|| format!("after {refusal}"))?
+    {
+        Refused::Done => Ok(()),
+        Refused::Resend(r) => send_config(ctx, spec, Some(r))
+            .await
+            .context("UpdateFunctionConfiguration"),
+    }
+}
+
+/// UpdateFunctionConfiguration, waiting (bounded) while a new role is not yet assumable and
+/// while another update is in progress.
+async fn send_config(
+    ctx: &Ctx,
+    spec: &FunctionSpec,
+    revision: Option<String>,
+) -> Result<(), SdkError<UpdateFunctionConfigurationError, HttpResponse>> {
     let lambda = &ctx.aws.lambda;
     let c = desired(spec);
     let young = tokio::sync::OnceCell::new();
-    let (c, young) = (&c, &young);
+    let (c, young, revision) = (&c, &young, &revision);
     retry(
         &format!("UpdateFunctionConfiguration {}", spec.name),
         conflict_backoff(ctx),
@@ -914,6 +1082,7 @@ async fn update_config(ctx: &Ctx, spec: &FunctionSpec) -> Result<()> {
             let sent = lambda
                 .update_function_configuration()
                 .function_name(&spec.name)
+                .set_revision_id(revision.clone())
                 .role(&c.role)
                 .runtime(Runtime::from(c.runtime.as_str()))
                 .handler(&c.handler)
@@ -943,9 +1112,8 @@ async fn update_config(ctx: &Ctx, spec: &FunctionSpec) -> Result<()> {
         |(_, why)| *why,
     )
     .await
+    .map(|_| ())
     .map_err(|(e, _)| e)
-    .context("UpdateFunctionConfiguration")?;
-    Ok(())
 }
 
 /// Publishes `$LATEST` as a new version; its number.
@@ -1129,6 +1297,7 @@ mod tests {
                 .collect(),
             alias_target: Some(versions.to_string()),
             readiness: Readiness::Ready,
+            revision_id: Some("rev-1".into()),
         }
     }
 
@@ -1167,6 +1336,63 @@ mod tests {
     }
 
     #[test]
+    fn only_a_settled_function_with_a_code_or_config_change_guards_its_update() {
+        let s = spec();
+        let mut o = observed(&s, 2);
+        use FunctionField as F;
+        assert!(LambdaFunction::update_guarded(&o, &[F::Code, F::Version]));
+        assert!(LambdaFunction::update_guarded(
+            &o,
+            &[F::MemoryMb, F::Version]
+        ));
+        // No write to `$LATEST`, so no revision to carry: read again under the lock.
+        assert!(!LambdaFunction::update_guarded(&o, &[F::Alias]));
+        assert!(!LambdaFunction::update_guarded(&o, &[F::Tags]));
+        assert!(!LambdaFunction::update_guarded(&o, &[F::PurgeVersions]));
+        // The revision of a function mid-update changes when the update completes.
+        o.readiness = Readiness::Busy;
+        assert!(!LambdaFunction::update_guarded(&o, &[F::Code, F::Version]));
+        o.readiness = Readiness::Ready;
+        o.revision_id = None;
+        assert!(!LambdaFunction::update_guarded(&o, &[F::Code, F::Version]));
+    }
+
+    #[test]
+    fn a_refused_revision_is_our_own_write_a_moved_revision_or_a_change() {
+        let s = spec();
+        let o = observed(&s, 1);
+        let new_code = |code: &str, _: &FunctionConfig| code == "new=";
+        // `$LATEST` holds what the write sends: its lost first attempt went through.
+        assert_eq!(
+            judge_refusal(&s, &o, "new=", &o.config, Some("rev-2"), new_code).unwrap(),
+            Refused::Done
+        );
+        // Nothing the plan compared moved, only the revision: send again with it.
+        assert_eq!(
+            judge_refusal(
+                &s,
+                &o,
+                &o.code_sha256_b64,
+                &o.config,
+                Some("rev-2"),
+                new_code
+            )
+            .unwrap(),
+            Refused::Resend("rev-2".into())
+        );
+        // Someone else's code, or configuration: the plan shown is stale.
+        let err = judge_refusal(&s, &o, "other=", &o.config, Some("rev-2"), new_code)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("changed since the plan read it"), "{err}");
+        let mut config = o.config.clone();
+        config.memory_mb += 1;
+        assert!(
+            judge_refusal(&s, &o, &o.code_sha256_b64, &config, Some("rev-2"), new_code).is_err()
+        );
+    }
+
+    #[test]
     fn settled_function_has_no_diff() {
         let latest = aws_configuration("$LATEST");
         let live = ObservedFunction {
@@ -1186,6 +1412,7 @@ mod tests {
                 .collect(),
             alias_target: Some("3".into()),
             readiness: readiness(latest.state(), latest.last_update_status(), None),
+            revision_id: None,
         };
         let d = LambdaFunction::diff(&spec(), &live);
         assert!(d.0.is_empty(), "{:?}", d.0);
