@@ -165,6 +165,12 @@ pub trait Provider: Send + Sync + 'static {
     /// API, then its stage, then a usage plan) does not wait behind quick ones.
     const ROUND_TRIPS: u32 = 1;
 
+    /// About how many round-trips one after another a read of this kind takes (a lookup by
+    /// name, then its details). A plan starts the deepest reads first: reads beyond the
+    /// bound on reads in flight wait for a slot, and a server answers a burst in about the
+    /// order it arrived, so a two-step read sent last finishes its second step last.
+    const READ_ROUND_TRIPS: u32 = 1;
+
     /// Whether a create that meets the resource already made (by another run, or by its own
     /// lost answer) ends well anyway: it is a named create that fails with "already exists"
     /// (which [`Node::create`] finishes from live state when the tags are ours) or an upsert.
@@ -256,6 +262,8 @@ pub trait Node: Send + Sync {
     fn ensure(&self) -> Ensure;
     /// See [`Provider::ROUND_TRIPS`].
     fn round_trips(&self) -> u32;
+    /// See [`Provider::READ_ROUND_TRIPS`].
+    fn read_round_trips(&self) -> u32;
     /// See [`Provider::CREATE_CONVERGES`].
     fn create_converges(&self) -> bool;
     /// See [`Provider::update_guarded`]; `false` before the node was read.
@@ -353,6 +361,9 @@ impl<P: Provider> Node for Bound<P> {
     }
     fn round_trips(&self) -> u32 {
         P::ROUND_TRIPS
+    }
+    fn read_round_trips(&self) -> u32 {
+        P::READ_ROUND_TRIPS
     }
     fn create_converges(&self) -> bool {
         P::CREATE_CONVERGES

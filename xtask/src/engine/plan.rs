@@ -323,7 +323,11 @@ async fn read_all(
     } else {
         super::Pass::Plan
     };
-    let mut read: Vec<(usize, Read)> = futures::stream::iter(nodes.into_iter().enumerate())
+    // Deepest reads first (see `Provider::READ_ROUND_TRIPS`); a stable sort keeps dependency
+    // order among equals.
+    let mut order: Vec<(usize, Arc<dyn Node>)> = nodes.into_iter().enumerate().collect();
+    order.sort_by_key(|(_, n)| std::cmp::Reverse(n.read_round_trips()));
+    let mut read: Vec<(usize, Read)> = futures::stream::iter(order)
         .map(|(i, n)| async move {
             if let Some((node, observation)) = shown.and_then(|p| kept(p, &n)) {
                 let kept = Read {

@@ -75,6 +75,8 @@ impl Provider for ApiStage {
     type Observed = ObservedStage;
     type Field = StageField;
     const KIND: &'static str = "api_stage";
+    /// The REST API's id by name, then GetStage.
+    const READ_ROUND_TRIPS: u32 = 2;
     const ROUND_TRIPS: u32 = 4;
 
     async fn read(&self, ctx: &Ctx, spec: &ApiStageSpec) -> Result<Option<ObservedStage>> {

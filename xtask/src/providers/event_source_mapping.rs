@@ -107,6 +107,8 @@ impl Provider for EventSourceMapping {
     type Observed = ObservedMapping;
     type Field = MappingField;
     const KIND: &'static str = "event_source_mapping";
+    /// The table's stream, then the mappings on it.
+    const READ_ROUND_TRIPS: u32 = 2;
     // The stream's lookup, the create, the wait out of Creating.
     const ROUND_TRIPS: u32 = 3;
 

@@ -502,6 +502,9 @@ impl Provider for LambdaFunction {
     type Observed = ObservedFunction;
     type Field = FunctionField;
     const KIND: &'static str = "lambda_function";
+    /// The version the alias serves, then (when it does not hold the spec) `$LATEST` and the
+    /// versions.
+    const READ_ROUND_TRIPS: u32 = 2;
     const CREATE_CONVERGES: bool = true;
     const ROUND_TRIPS: u32 = 3;
 

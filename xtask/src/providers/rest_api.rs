@@ -320,6 +320,8 @@ impl Provider for RestApi {
     type Observed = ObservedApi;
     type Field = ApiField;
     const KIND: &'static str = "rest_api";
+    /// GetRestApis (one for every API of the pass), then the API's resources, stage and the rest.
+    const READ_ROUND_TRIPS: u32 = 2;
     const ROUND_TRIPS: u32 = 7;
 
     async fn read(&self, ctx: &Ctx, spec: &RestApiSpec) -> Result<Option<ObservedApi>> {

@@ -133,6 +133,8 @@ impl Provider for UsagePlan {
     type Observed = ObservedPlan;
     type Field = PlanField;
     const KIND: &'static str = "usage_plan";
+    /// GetUsagePlans, then the plan's keys.
+    const READ_ROUND_TRIPS: u32 = 2;
     const ROUND_TRIPS: u32 = 3;
 
     async fn read(&self, ctx: &Ctx, spec: &UsagePlanSpec) -> Result<Option<ObservedPlan>> {
