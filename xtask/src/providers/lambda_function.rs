@@ -858,22 +858,28 @@ impl Guard {
 /// What a refused guarded write leaves to do, after one look at `$LATEST`.
 #[derive(Debug, PartialEq)]
 enum Refused {
-    /// `$LATEST` already holds what the write sends: its first attempt went through and the
-    /// SDK's retry of it (after a lost answer) met the revision it made.
+    /// `$LATEST` is what the write makes of what the plan read: its first attempt went
+    /// through and the SDK's retry of it (after a lost answer) met the revision it made.
     Done,
     /// Only the revision moved: what the plan compared is as it read it. Send again, with this
     /// revision.
     Resend(String),
 }
 
-/// After PreconditionFailedException on a guarded write: reads `$LATEST` and decides with
-/// `holds` (whether live code and configuration are what the write sends). A change to what
-/// the plan compared is an error: the plan shown is no longer what apply would do.
+/// The code and configuration a write leaves on `$LATEST` read as `o`.
+struct Written<'a> {
+    code: &'a str,
+    config: FunctionConfig,
+}
+
+/// After PreconditionFailedException on a guarded write: reads `$LATEST` and compares it with
+/// what the plan read and with what the write makes of that (`written`). Anything else is an
+/// error: the plan shown is no longer what apply would do.
 async fn refused(
     ctx: &Ctx,
     spec: &FunctionSpec,
     o: &ObservedFunction,
-    holds: impl Fn(&str, &FunctionConfig) -> bool,
+    written: Written<'_>,
 ) -> Result<Refused> {
     let f = ctx
         .aws
@@ -892,7 +898,7 @@ async fn refused(
         c.code_sha256().unwrap_or_default(),
         &live_config(c),
         c.revision_id(),
-        holds,
+        written,
     )
 }
 
@@ -903,9 +909,9 @@ fn judge_refusal(
     code: &str,
     config: &FunctionConfig,
     revision: Option<&str>,
-    holds: impl Fn(&str, &FunctionConfig) -> bool,
+    written: Written<'_>,
 ) -> Result<Refused> {
-    if holds(code, config) {
+    if code == written.code && *config == written.config {
         return Ok(Refused::Done);
     }
     match revision {
@@ -918,11 +924,6 @@ fn judge_refusal(
             spec.name
         ),
     }
-}
-
-/// Whether an SDK error is Lambda's PreconditionFailedException (a stale RevisionId).
-fn stale_revision<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
-    service_error(e).and_then(|e| e.code()) == Some("PreconditionFailedException")
 }
 
 /// Points `$LATEST` at the spec's artifact and, with `publish`, publishes it in the same call;
@@ -941,8 +942,22 @@ async fn update_code(
     let guarded = guard.is_some();
     let out = match send_code(ctx, spec, &source, publish, guard.map(|g| g.0)).await {
         Ok(out) => out,
-        Err(e) if guarded && stale_revision(&e) => {
-            match refused(ctx, spec, o, |code, _| code == spec.code_sha256_b64).await? {
+        Err(e)
+            if guarded
+                && matches!(
+                    service_error(&e),
+                    Some(UpdateFunctionCodeError::PreconditionFailedException(_))
+                ) =>
+        {
+            // UpdateFunctionCode carries the architecture, not UpdateFunctionConfiguration.
+            let written = Written {
+                code: &spec.code_sha256_b64,
+                config: FunctionConfig {
+                    architecture: spec.architecture.clone(),
+                    ..o.config.clone()
+                },
+            };
+            match refused(ctx, spec, o, written).await? {
                 Refused::Done if publish => return self::publish(ctx, spec).await.map(Some),
                 Refused::Done => return Ok(None),
                 Refused::Resend(r) => send_code(ctx, spec, &source, publish, Some(r))
@@ -1053,10 +1068,25 @@ async fn update_config(
     let guarded = guard.is_some();
     let refusal = match send_config(ctx, spec, guard.map(|g| g.0)).await {
         Ok(()) => return Ok(()),
-        Err(e) if guarded && stale_revision(&e) => e,
+        Err(e)
+            if guarded
+                && matches!(
+                    service_error(&e),
+                    Some(UpdateFunctionConfigurationError::PreconditionFailedException(_))
+                ) =>
+        {
+            e
+        }
         Err(e) => return Err(e).context("UpdateFunctionConfiguration"),
     };
-    match refused(ctx, spec, o, |_, config| *config == desired(spec))
+    let written = Written {
+        code: &o.code_sha256_b64,
+        config: FunctionConfig {
+            architecture: o.config.architecture.clone(),
+            ..desired(spec)
+        },
+    };
+    match refused(ctx, spec, o, written)
         .await
         .with_context(|| format!("after {refusal}"))?
     {
@@ -1364,35 +1394,28 @@ mod tests {
     fn a_refused_revision_is_our_own_write_a_moved_revision_or_a_change() {
         let s = spec();
         let o = observed(&s, 1);
-        let new_code = |code: &str, _: &FunctionConfig| code == "new=";
-        // `$LATEST` holds what the write sends: its lost first attempt went through.
-        assert_eq!(
-            judge_refusal(&s, &o, "new=", &o.config, Some("rev-2"), new_code).unwrap(),
-            Refused::Done
-        );
+        let new_code = || Written {
+            code: "new=",
+            config: o.config.clone(),
+        };
+        let judge = |code: &str, config: &FunctionConfig| {
+            judge_refusal(&s, &o, code, config, Some("rev-2"), new_code())
+        };
+        // `$LATEST` is what the write makes of what the plan read: its lost first attempt
+        // went through.
+        assert_eq!(judge("new=", &o.config).unwrap(), Refused::Done);
         // Nothing the plan compared moved, only the revision: send again with it.
         assert_eq!(
-            judge_refusal(
-                &s,
-                &o,
-                &o.code_sha256_b64,
-                &o.config,
-                Some("rev-2"),
-                new_code
-            )
-            .unwrap(),
+            judge(&o.code_sha256_b64, &o.config).unwrap(),
             Refused::Resend("rev-2".into())
         );
-        // Someone else's code, or configuration: the plan shown is stale.
-        let err = judge_refusal(&s, &o, "other=", &o.config, Some("rev-2"), new_code)
-            .unwrap_err()
-            .to_string();
+        // Someone else's code, or configuration (also beside our code): the plan is stale.
+        let err = judge("other=", &o.config).unwrap_err().to_string();
         assert!(err.contains("changed since the plan read it"), "{err}");
         let mut config = o.config.clone();
         config.memory_mb += 1;
-        assert!(
-            judge_refusal(&s, &o, &o.code_sha256_b64, &config, Some("rev-2"), new_code).is_err()
-        );
+        assert!(judge(&o.code_sha256_b64, &config).is_err());
+        assert!(judge("new=", &config).is_err());
     }
 
     #[test]
