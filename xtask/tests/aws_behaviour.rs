@@ -306,12 +306,17 @@ mod lambda {
     use aws_sdk_lambda::operation::create_alias::CreateAliasOutput;
     use aws_sdk_lambda::operation::create_function::{CreateFunctionError, CreateFunctionOutput};
     use aws_sdk_lambda::operation::delete_function::DeleteFunctionOutput;
+    use aws_sdk_lambda::operation::get_function::GetFunctionOutput;
     use aws_sdk_lambda::operation::get_function_configuration::GetFunctionConfigurationOutput;
     use aws_sdk_lambda::operation::publish_version::PublishVersionOutput;
     use aws_sdk_lambda::operation::update_alias::UpdateAliasOutput;
+    use aws_sdk_lambda::operation::update_function_code::UpdateFunctionCodeError;
     use aws_sdk_lambda::operation::update_function_code::UpdateFunctionCodeOutput;
     use aws_sdk_lambda::operation::update_function_configuration::UpdateFunctionConfigurationOutput;
-    use aws_sdk_lambda::types::error::InvalidParameterValueException;
+    use aws_sdk_lambda::types::FunctionConfiguration;
+    use aws_sdk_lambda::types::error::{
+        InvalidParameterValueException, PreconditionFailedException,
+    };
     use aws_sdk_lambda::types::{LastUpdateStatus, State};
     use xtask::providers::lambda_function::{
         self, FunctionField, LambdaFunction, ObservedFunction, Readiness,
@@ -371,6 +376,89 @@ mod lambda {
         mock!(Client::update_function_code)
             .match_requests(move |r| r.revision_id() == revision)
             .then_output(|| published("5", "AAEC"))
+    }
+
+    /// `$LATEST` as GetFunction answers it: the spec's configuration, code `code`, in
+    /// `LastUpdateStatus` `last`, at revision `revision`.
+    fn latest(
+        s: &stacks::FunctionSpec,
+        code: &str,
+        last: LastUpdateStatus,
+        revision: &str,
+    ) -> GetFunctionOutput {
+        let c = lambda_function::desired(s);
+        GetFunctionOutput::builder()
+            .configuration(
+                FunctionConfiguration::builder()
+                    .code_sha256(code)
+                    .runtime(c.runtime.as_str().into())
+                    .handler(c.handler)
+                    .architectures(c.architecture.as_str().into())
+                    .memory_size(c.memory_mb as i32)
+                    .timeout(c.timeout_secs as i32)
+                    .environment(
+                        aws_sdk_lambda::types::EnvironmentResponse::builder()
+                            .set_variables(Some(c.environment.into_iter().collect()))
+                            .build(),
+                    )
+                    .role(c.role)
+                    .state(State::Active)
+                    .last_update_status(last)
+                    .revision_id(revision)
+                    .build(),
+            )
+            .build()
+    }
+
+    /// A guarded write refused because the revision moved while nothing the plan compared
+    /// did (here: someone's update of another field, still in progress): the provider waits
+    /// for that update to settle, whose completion moves the revision again, and sends the
+    /// code with the settled revision.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_revision_waits_for_the_function_to_settle_and_is_sent_again() {
+        let s = spec();
+        let refused = mock!(Client::update_function_code)
+            .match_requests(|r| r.revision_id() == Some("rev-read"))
+            .then_error(|| {
+                UpdateFunctionCodeError::PreconditionFailedException(
+                    PreconditionFailedException::builder()
+                        .message("simulated")
+                        .build(),
+                )
+            });
+        let resent = code_published_with(Some("rev-settled"));
+        let look = mock!(Client::get_function)
+            .sequence()
+            .output(|| latest(&spec(), "BBBB", LastUpdateStatus::InProgress, "rev-busy"))
+            .output(|| latest(&spec(), "BBBB", LastUpdateStatus::Successful, "rev-settled"))
+            .build();
+        let status = settled();
+        let (publish, alias) = publish_and_alias();
+        let (ctx, log) = simulated(&[&refused, &resent, &look, &status, &publish, &alias]);
+        LambdaFunction
+            .update(
+                &ctx,
+                &s,
+                &observed(&s, Readiness::Ready),
+                &[
+                    FunctionField::Code,
+                    FunctionField::Version,
+                    FunctionField::Alias,
+                ],
+            )
+            .await
+            .expect("sent again with the settled revision");
+        assert_eq!(
+            calls(&log),
+            [
+                "Lambda.UpdateFunctionCode",
+                "Lambda.GetFunction",
+                "Lambda.GetFunction",
+                "Lambda.UpdateFunctionCode",
+                "Lambda.GetFunctionConfiguration",
+                "Lambda.UpdateAlias",
+            ]
+        );
     }
 
     /// A settled function's first write carries the RevisionId its plan read (AWS refuses it

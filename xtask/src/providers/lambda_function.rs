@@ -881,22 +881,34 @@ async fn refused(
     o: &ObservedFunction,
     written: Written<'_>,
 ) -> Result<Refused> {
-    let f = ctx
-        .aws
-        .lambda
-        .get_function()
-        .function_name(&spec.name)
-        .send()
-        .await
-        .context("GetFunction (after a refused RevisionId)")?;
-    let c = f
-        .configuration()
-        .context("GetFunction returned no configuration")?;
+    // Settled first: an update in progress changes the revision again when it completes.
+    let name = &spec.name;
+    let c = wait_until(
+        &format!("function {name} to settle before its refused revision is judged"),
+        Backoff::wait(ctx.wait_timeout),
+        || async {
+            let f = ctx
+                .aws
+                .lambda
+                .get_function()
+                .function_name(name)
+                .send()
+                .await
+                .context("GetFunction (after a refused RevisionId)")?;
+            let c = f
+                .configuration()
+                .context("GetFunction returned no configuration")?
+                .clone();
+            let busy = readiness(c.state(), c.last_update_status(), None) == Readiness::Busy;
+            Ok((!busy).then_some(c))
+        },
+    )
+    .await?;
     judge_refusal(
         spec,
         o,
         c.code_sha256().unwrap_or_default(),
-        &live_config(c),
+        &live_config(&c),
         c.revision_id(),
         written,
     )
