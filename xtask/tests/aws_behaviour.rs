@@ -371,6 +371,20 @@ mod lambda {
         mock!(Client::update_function_code).then_output(move || published(version, sha))
     }
 
+    /// A code change, as a plan finds it: new code, so a new version for the alias.
+    async fn new_code(
+        ctx: &Ctx,
+        s: &stacks::FunctionSpec,
+        o: &ObservedFunction,
+    ) -> anyhow::Result<()> {
+        let changes = [
+            FunctionField::Code,
+            FunctionField::Version,
+            FunctionField::Alias,
+        ];
+        LambdaFunction.update(ctx, s, o, &changes).await
+    }
+
     /// UpdateFunctionCode answered with [`published`] only when it carries `revision`.
     fn code_published_with(revision: Option<&'static str>) -> Rule {
         mock!(Client::update_function_code)
@@ -435,17 +449,7 @@ mod lambda {
         let status = settled();
         let (publish, alias) = publish_and_alias();
         let (ctx, log) = simulated(&[&refused, &resent, &look, &status, &publish, &alias]);
-        LambdaFunction
-            .update(
-                &ctx,
-                &s,
-                &observed(&s, Readiness::Ready),
-                &[
-                    FunctionField::Code,
-                    FunctionField::Version,
-                    FunctionField::Alias,
-                ],
-            )
+        new_code(&ctx, &s, &observed(&s, Readiness::Ready))
             .await
             .expect("sent again with the settled revision");
         assert_eq!(
@@ -531,17 +535,7 @@ mod lambda {
         let code = code_published("5", "AAEC");
         let (publish, alias) = publish_and_alias();
         let (ctx, log) = simulated(&[&config, &code, &publish, &alias]);
-        LambdaFunction
-            .update(
-                &ctx,
-                &s,
-                &observed(&s, update_failed()),
-                &[
-                    FunctionField::Code,
-                    FunctionField::Version,
-                    FunctionField::Alias,
-                ],
-            )
+        new_code(&ctx, &s, &observed(&s, update_failed()))
             .await
             .expect("the update repairs the function");
         // Versions 4 (the alias's old target) and 5 are within keep_versions: nothing to
@@ -594,19 +588,7 @@ mod lambda {
         };
         o.versions = vec![version(1), version(2), version(3), version(4)];
         assert_eq!(s.keep_versions, 3);
-        LambdaFunction
-            .update(
-                &ctx,
-                &s,
-                &o,
-                &[
-                    FunctionField::Code,
-                    FunctionField::Version,
-                    FunctionField::Alias,
-                ],
-            )
-            .await
-            .expect("updated");
+        new_code(&ctx, &s, &o).await.expect("updated");
         assert_eq!(
             calls(&log),
             [
@@ -673,17 +655,7 @@ mod lambda {
         let code = code_published("5", "OTHER");
         let (publish, alias) = publish_and_alias();
         let (ctx, _log) = simulated(&[&code, &publish, &alias]);
-        let err = LambdaFunction
-            .update(
-                &ctx,
-                &s,
-                &observed(&s, Readiness::Ready),
-                &[
-                    FunctionField::Code,
-                    FunctionField::Version,
-                    FunctionField::Alias,
-                ],
-            )
+        let err = new_code(&ctx, &s, &observed(&s, Readiness::Ready))
             .await
             .expect_err("foreign code");
         assert!(format!("{err:#}").contains("SHA-256 OTHER"), "{err:#}");
