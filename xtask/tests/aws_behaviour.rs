@@ -465,6 +465,68 @@ mod lambda {
         );
     }
 
+    /// UpdateFunctionCode refused (stale RevisionId) when it carries `revision`.
+    fn code_refused_with(revision: &'static str) -> Rule {
+        mock!(Client::update_function_code)
+            .match_requests(move |r| r.revision_id() == Some(revision))
+            .then_error(|| {
+                UpdateFunctionCodeError::PreconditionFailedException(
+                    PreconditionFailedException::builder()
+                        .message("simulated")
+                        .build(),
+                )
+            })
+    }
+
+    /// The revision moves again between each look and the write sent after it: the write is
+    /// judged and sent again up to a bound, then the refusal is the apply's error.
+    #[tokio::test(start_paused = true)]
+    async fn a_revision_that_keeps_moving_is_chased_a_bounded_number_of_times() {
+        let s = spec();
+        let revisions = ["rev-read", "rev-1", "rev-2", "rev-3"];
+        // Each look finds the function settled, as read, at the next revision.
+        let looks = || {
+            mock!(Client::get_function)
+                .sequence()
+                .output(|| latest(&spec(), "BBBB", LastUpdateStatus::Successful, "rev-1"))
+                .output(|| latest(&spec(), "BBBB", LastUpdateStatus::Successful, "rev-2"))
+                .output(|| latest(&spec(), "BBBB", LastUpdateStatus::Successful, "rev-3"))
+                .build()
+        };
+        let refused: Vec<Rule> = revisions[..3]
+            .iter()
+            .map(|r| code_refused_with(r))
+            .collect();
+        let accepted = code_published_with(Some("rev-3"));
+        let look = looks();
+        let status = settled();
+        let (publish, alias) = publish_and_alias();
+        let mut rules: Vec<&Rule> = refused.iter().collect();
+        rules.extend([&look, &accepted, &status, &publish, &alias]);
+        let (ctx, log) = simulated(&rules);
+        new_code(&ctx, &s, &observed(&s, Readiness::Ready))
+            .await
+            .expect("sent with the third revision looked up");
+        let updates = calls(&log)
+            .iter()
+            .filter(|c| *c == "Lambda.UpdateFunctionCode")
+            .count();
+        assert_eq!(updates, 4);
+
+        // One more move than the bound: the refusal surfaces, and nothing is published.
+        let refused: Vec<Rule> = revisions.iter().map(|r| code_refused_with(r)).collect();
+        let look = looks();
+        let (publish, alias) = publish_and_alias();
+        let mut rules: Vec<&Rule> = refused.iter().collect();
+        rules.extend([&look, &publish, &alias]);
+        let (ctx, _) = simulated(&rules);
+        let err = new_code(&ctx, &s, &observed(&s, Readiness::Ready))
+            .await
+            .expect_err("refused four times");
+        assert!(format!("{err:#}").contains("UpdateFunctionCode"), "{err:#}");
+        assert_eq!(alias.num_calls(), 0);
+    }
+
     /// A settled function's first write carries the RevisionId its plan read (AWS refuses it
     /// if the function changed since); one read mid-update does not, as its revision changes
     /// again when that update completes. Only the first write carries it.

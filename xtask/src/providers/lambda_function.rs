@@ -855,6 +855,11 @@ impl Guard {
     }
 }
 
+/// How many times a guarded write is judged and sent again after refusals: each refusal
+/// whose look finds only the revision moved (an update of a field the plan does not compare,
+/// Lambda's own revision changes) costs one.
+const REFUSAL_LOOKS: u32 = 3;
+
 /// What a refused guarded write leaves to do, after one look at `$LATEST`.
 #[derive(Debug, PartialEq)]
 enum Refused {
@@ -951,33 +956,36 @@ async fn update_code(
     guard: Option<Guard>,
 ) -> Result<Option<String>> {
     let source = code_source(spec).await?;
-    let guarded = guard.is_some();
-    let out = match send_code(ctx, spec, &source, publish, guard.map(|g| g.0)).await {
-        Ok(out) => out,
-        Err(e)
-            if guarded
-                && matches!(
-                    service_error(&e),
-                    Some(UpdateFunctionCodeError::PreconditionFailedException(_))
-                ) =>
-        {
-            // UpdateFunctionCode carries the architecture, not UpdateFunctionConfiguration.
-            let written = Written {
-                code: &spec.code_sha256_b64,
-                config: FunctionConfig {
-                    architecture: spec.architecture.clone(),
-                    ..o.config.clone()
-                },
-            };
-            match refused(ctx, spec, o, written).await? {
-                Refused::Done if publish => return self::publish(ctx, spec).await.map(Some),
-                Refused::Done => return Ok(None),
-                Refused::Resend(r) => send_code(ctx, spec, &source, publish, Some(r))
-                    .await
-                    .context("UpdateFunctionCode")?,
+    // UpdateFunctionCode carries the architecture, not UpdateFunctionConfiguration.
+    let written = || Written {
+        code: &spec.code_sha256_b64,
+        config: FunctionConfig {
+            architecture: spec.architecture.clone(),
+            ..o.config.clone()
+        },
+    };
+    let mut revision = guard.map(|g| g.0);
+    let mut looks = 0;
+    let out = loop {
+        match send_code(ctx, spec, &source, publish, revision.clone()).await {
+            Ok(out) => break out,
+            Err(e)
+                if revision.is_some()
+                    && looks < REFUSAL_LOOKS
+                    && matches!(
+                        service_error(&e),
+                        Some(UpdateFunctionCodeError::PreconditionFailedException(_))
+                    ) =>
+            {
+                looks += 1;
+                match refused(ctx, spec, o, written()).await? {
+                    Refused::Done if publish => return self::publish(ctx, spec).await.map(Some),
+                    Refused::Done => return Ok(None),
+                    Refused::Resend(r) => revision = Some(r),
+                }
             }
+            Err(e) => return Err(e).context("UpdateFunctionCode"),
         }
-        Err(e) => return Err(e).context("UpdateFunctionCode"),
     };
     check_code("UpdateFunctionCode", spec, out.code_sha256())?;
     // A numbered version only when one was published (`$LATEST` otherwise).
@@ -1077,35 +1085,37 @@ async fn update_config(
     o: &ObservedFunction,
     guard: Option<Guard>,
 ) -> Result<()> {
-    let guarded = guard.is_some();
-    let refusal = match send_config(ctx, spec, guard.map(|g| g.0)).await {
-        Ok(()) => return Ok(()),
-        Err(e)
-            if guarded
-                && matches!(
-                    service_error(&e),
-                    Some(UpdateFunctionConfigurationError::PreconditionFailedException(_))
-                ) =>
-        {
-            e
-        }
-        Err(e) => return Err(e).context("UpdateFunctionConfiguration"),
-    };
-    let written = Written {
+    let written = || Written {
         code: &o.code_sha256_b64,
         config: FunctionConfig {
             architecture: o.config.architecture.clone(),
             ..desired(spec)
         },
     };
-    match refused(ctx, spec, o, written)
-        .await
-        .with_context(|| format!("after {refusal}"))?
-    {
-        Refused::Done => Ok(()),
-        Refused::Resend(r) => send_config(ctx, spec, Some(r))
-            .await
-            .context("UpdateFunctionConfiguration"),
+    let mut revision = guard.map(|g| g.0);
+    let mut looks = 0;
+    loop {
+        match send_config(ctx, spec, revision.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if revision.is_some()
+                    && looks < REFUSAL_LOOKS
+                    && matches!(
+                        service_error(&e),
+                        Some(UpdateFunctionConfigurationError::PreconditionFailedException(_))
+                    ) =>
+            {
+                looks += 1;
+                match refused(ctx, spec, o, written())
+                    .await
+                    .with_context(|| format!("after {e}"))?
+                {
+                    Refused::Done => return Ok(()),
+                    Refused::Resend(r) => revision = Some(r),
+                }
+            }
+            Err(e) => return Err(e).context("UpdateFunctionConfiguration"),
+        }
     }
 }
 
