@@ -535,10 +535,21 @@ async fn replacing_a_table_that_holds_items_needs_an_explicit_flag() {
             .any(|c| c["field"] == "hash_key" && c["forces_replacement"] == true)
     );
 
-    let refused = h.xtask(&["apply", "--yes"]);
+    let refused = h.xtask(&["apply", "--yes", "--verbose"]);
     assert_eq!(refused.code, 1);
     assert!(
         refused.stderr.contains("--allow-data-loss"),
+        "{}",
+        refused.stderr
+    );
+    // Refused before any write: not even the lock (a replacement does not ask for it early).
+    assert!(
+        refused.stderr.contains("aws: DynamoDB.DescribeTable ok"),
+        "the verbose log lists the calls: {}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stderr.contains("SSM.PutParameter"),
         "{}",
         refused.stderr
     );

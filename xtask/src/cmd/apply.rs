@@ -226,8 +226,14 @@ async fn plan_and_run(
             }
             Ran::Nothing(first)
         } else {
+            // Refused before the lock is asked for, if no read asked for it yet.
+            if let Err(refused) = check_runnable(&first) {
+                if let Some(lock) = lock {
+                    lock.release(ctx).await?;
+                }
+                return Err(refused);
+            }
             let work = async {
-                check_runnable(&first)?;
                 let plan = interruptible(reread(session, stack, &first, mode)).await?;
                 execute(session, plan, mode).await
             };

@@ -189,10 +189,17 @@ pub async fn plan_noting(
 }
 
 /// Whether a node read as `o` is certain to be written, whatever its dependencies turn out to
-/// be (they can only add changes: a replacement cascades).
+/// be (they can only add changes: a replacement cascades). A replacement is not: apply refuses
+/// one of a resource that holds data without `--allow-data-loss`, which is known only once the
+/// plan is whole, and a refused apply should not have taken the lock.
 fn certainly_changes(ensure: Ensure, o: &super::Observation) -> bool {
     match ensure {
-        Ensure::Present => !o.exists || (o.ownership == Ownership::Ours && !o.changes.is_empty()),
+        Ensure::Present => {
+            !o.exists
+                || (o.ownership == Ownership::Ours
+                    && !o.changes.is_empty()
+                    && !o.changes.iter().any(|c| c.forces_replacement))
+        }
         Ensure::Absent => o.exists && o.ownership == Ownership::Ours,
     }
 }
