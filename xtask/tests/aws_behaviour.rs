@@ -527,6 +527,45 @@ mod lambda {
         assert_eq!(alias.num_calls(), 0);
     }
 
+    /// A version published by an update that failed, left behind: deleted before the code
+    /// update publishes, or Lambda would answer the publish with it (nothing changed since the
+    /// newest version) and the alias would serve a failed version.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_version_is_deleted_before_the_next_publish() {
+        let s = spec();
+        let delete = mock!(Client::delete_function)
+            .match_requests(|r| r.qualifier() == Some("3"))
+            .then_output(|| DeleteFunctionOutput::builder().build());
+        let code = code_published("4", "AAEC");
+        let status = settled();
+        let (publish, alias) = publish_and_alias();
+        let (ctx, log) = simulated(&[&delete, &code, &status, &publish, &alias]);
+        let mut o = observed(&s, Readiness::Ready);
+        let version = |n, code: &str, failed| lambda_function::Version {
+            number: n,
+            code_sha256_b64: code.into(),
+            config: lambda_function::desired(&s),
+            failed,
+        };
+        // Version 3 holds the new code (AAEC) but failed; `$LATEST` went back to the old code.
+        o.versions = vec![version(2, "BBBB", false), version(3, "AAEC", true)];
+        o.alias_target = Some("2".into());
+        let changes = LambdaFunction::diff(&s, &o).fields();
+        LambdaFunction
+            .update(&ctx, &s, &o, &changes)
+            .await
+            .expect("updated");
+        assert_eq!(
+            calls(&log),
+            [
+                "Lambda.DeleteFunction",
+                "Lambda.UpdateFunctionCode",
+                "Lambda.GetFunctionConfiguration",
+                "Lambda.UpdateAlias",
+            ]
+        );
+    }
+
     /// A settled function's first write carries the RevisionId its plan read (AWS refuses it
     /// if the function changed since); one read mid-update does not, as its revision changes
     /// again when that update completes. Only the first write carries it.
@@ -647,6 +686,7 @@ mod lambda {
             number: n,
             code_sha256_b64: "BBBB".into(),
             config: lambda_function::desired(&s),
+            failed: false,
         };
         o.versions = vec![version(1), version(2), version(3), version(4)];
         assert_eq!(s.keep_versions, 3);

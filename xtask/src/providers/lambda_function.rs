@@ -19,7 +19,8 @@
 //!   than [`YOUNG_ROLE`] by its IAM `CreateDate`; otherwise it surfaces at once.
 //! - A version is published only when the newest published version does not already hold the
 //!   desired code and configuration; old versions beyond `keep_versions` are deleted, never the
-//!   alias target, and before the alias moves.
+//!   alias target, and before the alias moves. A version whose update failed (`State=Failed`)
+//!   is never served and is deleted before the next publish.
 //! - A read starts with the version the alias serves: when it holds the spec, that one call is
 //!   the read (see [`serving`]); otherwise `$LATEST` and the versions are read too.
 //! - An update's first write to `$LATEST` carries the RevisionId the plan read ([`Guard`]), so
@@ -94,6 +95,10 @@ pub struct Version {
     pub number: u64,
     pub code_sha256_b64: String,
     pub config: FunctionConfig,
+    /// `State=Failed`: published with an update that then failed. Never served; deleted
+    /// before the next publish, which Lambda would otherwise answer with it (it publishes
+    /// nothing when code and configuration equal the newest version's).
+    pub failed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,12 +121,24 @@ pub struct ObservedFunction {
 }
 
 impl ObservedFunction {
-    /// The newest version that already holds what the spec wants, if the newest one does.
+    /// The newest version that already holds what the spec wants, if the newest one does
+    /// (and did not fail).
     fn current_version(&self, spec: &FunctionSpec) -> Option<u64> {
         self.versions
             .last()
-            .filter(|v| v.code_sha256_b64 == spec.code_sha256_b64 && v.config == desired(spec))
+            .filter(|v| {
+                !v.failed && v.code_sha256_b64 == spec.code_sha256_b64 && v.config == desired(spec)
+            })
             .map(|v| v.number)
+    }
+
+    /// Failed versions the alias does not serve: deleted before anything is published.
+    fn failed_versions(&self) -> Vec<u64> {
+        self.versions
+            .iter()
+            .filter(|v| v.failed && Some(v.number.to_string()) != self.alias_target)
+            .map(|v| v.number)
+            .collect()
     }
 }
 
@@ -460,7 +477,11 @@ fn serving(spec: &FunctionSpec, f: &GetFunctionOutput) -> Option<ObservedFunctio
     let tags: BTreeMap<String, String> = f.tags()?.clone().into_iter().collect();
     let config = live_config(c);
     let code = c.code_sha256()?.to_string();
-    if code != spec.code_sha256_b64 || config != desired(spec) || tags != spec.tags {
+    if code != spec.code_sha256_b64
+        || config != desired(spec)
+        || tags != spec.tags
+        || c.state() == Some(&State::Failed)
+    {
         return None;
     }
     // The function's ARN: GetFunction answers with the qualified one.
@@ -479,6 +500,7 @@ fn serving(spec: &FunctionSpec, f: &GetFunctionOutput) -> Option<ObservedFunctio
             number,
             code_sha256_b64: code,
             config,
+            failed: false,
         }],
         alias_target: Some(number.to_string()),
         readiness: Readiness::Ready,
@@ -610,8 +632,10 @@ impl Provider for LambdaFunction {
         }
         let serving = o.alias_target.as_deref().and_then(|v| v.parse().ok());
         let moves_to = if publishes { Some(u64::MAX) } else { current };
+        let failed = o.failed_versions();
+        numbers.retain(|n| !failed.contains(n));
         let (before, after) = purge_steps(&numbers, spec.keep_versions as usize, serving, moves_to);
-        let purge: Vec<u64> = before.into_iter().chain(after).collect();
+        let purge: Vec<u64> = failed.into_iter().chain(before).chain(after).collect();
         if !purge.is_empty() {
             d.push(FunctionField::PurgeVersions, &purge, &Value::Null, false);
         }
@@ -702,6 +726,10 @@ impl Provider for LambdaFunction {
         changes: &[FunctionField],
     ) -> Result<()> {
         let steps = Steps::of(changes);
+        // Failed versions go first: with one of them the newest, Lambda would answer the
+        // publish below with it instead of publishing.
+        let failed = o.failed_versions();
+        delete_versions(ctx, spec, &failed).await?;
         // Whether this run has sent an update yet (see `wait_ready`).
         let mut updated = false;
         // The read that planned this update saw the function settled: the first write goes
@@ -732,8 +760,14 @@ impl Provider for LambdaFunction {
         if steps.tags {
             update_tags(ctx, spec, o).await?;
         }
-        // Versions that exist after this update: the ones read plus the one published here.
-        let mut versions: Vec<u64> = o.versions.iter().map(|v| v.number).collect();
+        // Versions that exist after this update: the ones read (less the failed ones deleted
+        // above) plus the one published here.
+        let mut versions: Vec<u64> = o
+            .versions
+            .iter()
+            .map(|v| v.number)
+            .filter(|n| !failed.contains(n))
+            .collect();
         let target = if steps.publish {
             let version = match published {
                 // Published with the code: served only once the update it came from succeeded
@@ -1215,6 +1249,7 @@ async fn list_versions(ctx: &Ctx, name: &str) -> Result<Vec<Version>> {
                     number,
                     code_sha256_b64: v.code_sha256().unwrap_or_default().to_string(),
                     config: live_config(v),
+                    failed: v.state() == Some(&State::Failed),
                 });
             }
         }
@@ -1348,6 +1383,7 @@ mod tests {
                     number: n,
                     code_sha256_b64: s.code_sha256_b64.clone(),
                     config: desired(s),
+                    failed: false,
                 })
                 .collect(),
             alias_target: Some(versions.to_string()),
@@ -1455,6 +1491,7 @@ mod tests {
                         number: n,
                         code_sha256_b64: v.code_sha256().unwrap().into(),
                         config: live_config(&v),
+                        failed: false,
                     }
                 })
                 .collect(),
@@ -1498,6 +1535,26 @@ mod tests {
         s.memory_mb = 512;
         o.config.memory_mb = 512; // $LATEST updated, no version published yet
         assert_eq!(fields(&LambdaFunction::diff(&s, &o)), ["version", "alias"]);
+    }
+
+    #[test]
+    fn a_failed_version_is_never_served_and_goes_before_the_next_publish() {
+        let s = spec();
+        // Version 3 holds the spec but was published by an update that failed.
+        let mut o = observed(&s, 3);
+        o.alias_target = Some("2".into());
+        o.versions[2].failed = true;
+        let d = LambdaFunction::diff(&s, &o);
+        assert_eq!(fields(&d), ["version", "alias", "purge_versions"]);
+        let purge = d.0.iter().find(|c| c.field == FunctionField::PurgeVersions);
+        assert_eq!(purge.unwrap().old, json!([3]));
+        // The same version served by the alias is not deleted under it: a new one is
+        // published and the alias moves (the oldest goes, for `keep_versions`).
+        o.alias_target = Some("3".into());
+        let d = LambdaFunction::diff(&s, &o);
+        assert_eq!(fields(&d), ["version", "alias", "purge_versions"]);
+        let purge = d.0.iter().find(|c| c.field == FunctionField::PurgeVersions);
+        assert_eq!(purge.unwrap().old, json!([1]));
     }
 
     #[test]
