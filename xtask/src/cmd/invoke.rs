@@ -61,7 +61,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
     };
     let mut spec = match &args.code {
         Some(path) => {
-            let mut s = deployed.spec(path.clone());
+            let mut s = deployed.runtime_config(path.clone());
             if path.extension().is_none_or(|e| e != "zip") {
                 s.code = Code::Binary(path.clone());
             }
@@ -75,7 +75,7 @@ pub async fn run(g: &Global, args: &Args) -> Result<u8> {
                 &project_root().join("target/xtask/local/code"),
             )
             .await?;
-            deployed.spec(zip)
+            deployed.runtime_config(zip)
         }
     };
     spec.name = name.clone();

@@ -47,7 +47,7 @@ pub struct DeployedFunction {
 
 impl DeployedFunction {
     /// The runtime's definition, running the artifact at `zip`.
-    pub fn spec(&self, zip: PathBuf) -> FunctionConfig {
+    pub fn runtime_config(&self, zip: PathBuf) -> FunctionConfig {
         let mut s = FunctionConfig::new(self.name.clone(), Code::Zip(zip));
         s.env = self.env.clone();
         s.memory_mb = self.memory_mb;

@@ -119,7 +119,7 @@ impl Loader {
     /// Reads what is deployed and starts a runtime for its function versions.
     pub async fn load(&self) -> Result<(Served, Versions)> {
         let api = self.read_api().await?;
-        let mut specs = Vec::new();
+        let mut runtimes = Vec::new();
         let mut functions = BTreeMap::new();
         for name in deployed::function_names(&self.names) {
             let f = deployed::read_function(&self.aws, &name, ALIAS)
@@ -129,10 +129,10 @@ impl Loader {
                 deployed::fetch_code(&self.aws, &self.names.artifacts_bucket(), &f, &self.cache)
                     .await?;
             functions.insert(name, f.version.clone());
-            specs.push(f.spec(zip));
+            runtimes.push(f.runtime_config(zip));
         }
         let mut config = self.lambda.clone();
-        config.functions = specs;
+        config.functions = runtimes;
         let lambda = LocalLambda::start(config).await?;
         let versions = Versions {
             functions,

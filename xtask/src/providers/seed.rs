@@ -327,7 +327,7 @@ async fn invoke_locally(ctx: &Ctx, spec: &SeedSpec, endpoint: &str) -> Result<Va
     };
     let cache = crate::session::project_root().join("target/xtask/local/code");
     let zip = deployed::fetch_code(&ctx.aws, &spec.artifacts_bucket, &deployed, &cache).await?;
-    let mut config = LocalConfig::new(vec![deployed.spec(zip)]);
+    let mut config = LocalConfig::new(vec![deployed.runtime_config(zip)]);
     config.region = ctx.region.clone();
     config.account_id = ctx.account_id.clone();
     config.emulator = Some(EmulatorAccess::moto(endpoint));
