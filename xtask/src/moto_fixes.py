@@ -153,6 +153,38 @@ def _patch_lambda_revisions(models):
 
     models.LambdaBackend.publish_version = publish_version
 
+    # An alias has a RevisionId of its own in moto too, but an update neither checks nor
+    # changes it.
+    update_alias = models.LambdaAlias.update
+
+    def update_alias_revision(self, *args, **kwargs):
+        update_alias(self, *args, **kwargs)
+        self.revision_id = str(uuid.uuid4())
+
+    models.LambdaAlias.update = update_alias_revision
+
+    import json
+    from urllib.parse import unquote
+
+    import moto.awslambda.responses as responses
+
+    respond_update_alias = responses.LambdaResponse.update_alias
+
+    def checked_update_alias(self):
+        wanted = json.loads(self.body or "{}").get("RevisionId")
+        if wanted:
+            function_name = unquote(self.path.rsplit("/")[-3])
+            alias_name = unquote(self.path.rsplit("/", 2)[-1])
+            alias = self.backend.get_alias(alias_name, function_name)
+            if wanted != alias.revision_id:
+                raise PreconditionFailedException(
+                    "The Revision Id provided does not match the latest Revision Id. "
+                    "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+                )
+        return respond_update_alias(self)
+
+    responses.LambdaResponse.update_alias = checked_update_alias
+
 
 sys.meta_path.insert(0, _PatchAfterImport("moto.awslambda.models", _patch_lambda))
 

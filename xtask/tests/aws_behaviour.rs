@@ -342,6 +342,7 @@ mod lambda {
             tags: s.tags.clone(),
             versions: vec![],
             alias_target: Some("4".into()),
+            alias_revision_id: Some("alias-rev".into()),
             readiness,
             revision_id: Some("rev-read".into()),
         }
@@ -2164,6 +2165,7 @@ mod s3_purge {
 mod lambda_read_again {
     use super::*;
     use aws_sdk_lambda::Client;
+    use aws_sdk_lambda::operation::get_alias::GetAliasOutput;
     use aws_sdk_lambda::operation::get_function::GetFunctionOutput;
     use aws_sdk_lambda::operation::list_versions_by_function::ListVersionsByFunctionOutput;
     use aws_sdk_lambda::types::FunctionConfiguration;
@@ -2211,16 +2213,22 @@ mod lambda_read_again {
                 .versions(listed.clone())
                 .build()
         });
-        let (ctx, log) = simulated(&[&by_alias, &latest, &versions]);
+        let alias_revision = mock!(Client::get_alias)
+            .then_output(|| GetAliasOutput::builder().revision_id("alias-rev").build());
+        let (ctx, log) = simulated(&[&by_alias, &latest, &versions, &alias_revision]);
         let seen = LambdaFunction
             .read_again(&ctx, &spec)
             .await
             .expect("read")
             .expect("the function exists");
         assert_eq!(seen.alias_target.as_deref(), Some("3"));
+        assert_eq!(seen.alias_revision_id.as_deref(), Some("alias-rev"));
         assert_eq!(
-            by_alias.num_calls() + latest.num_calls() + versions.num_calls(),
-            3
+            by_alias.num_calls()
+                + latest.num_calls()
+                + versions.num_calls()
+                + alias_revision.num_calls(),
+            4
         );
         let mut calls: Vec<String> = log
             .calls()
@@ -2231,6 +2239,7 @@ mod lambda_read_again {
         assert_eq!(
             calls,
             [
+                "Lambda.GetAlias",
                 "Lambda.GetFunction",
                 "Lambda.GetFunction",
                 "Lambda.ListVersionsByFunction"

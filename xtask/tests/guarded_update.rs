@@ -2,7 +2,8 @@
 //! function again under the lock. Against the emulator (whose fixes give functions AWS's
 //! RevisionId and its check): a change made between plan and apply refuses the update and
 //! writes nothing over it; a revision that moved while nothing the plan compared did is sent
-//! again; and a guarded write whose answer was lost is not mistaken for someone else's.
+//! again; a guarded write whose answer was lost is not mistaken for someone else's; and the
+//! alias, guarded by its own RevisionId, is not moved once someone else changed it.
 
 mod common;
 
@@ -312,4 +313,33 @@ async fn a_lost_answer_to_the_guarded_write_is_taken_as_ours() {
     assert_eq!(latest, shown.new_sha);
     assert_eq!(served, shown.new_sha);
     assert_eq!(after, versions + 1, "exactly one version published");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alias_changed_between_plan_and_apply_is_not_moved() {
+    let emu = TestEmulator::start().await;
+    let ctx = common::emulator_ctx(&emu).await;
+    let shown = deployed_then_planned(&ctx).await;
+    let (old, _, _) = live(&ctx).await;
+
+    // Someone changes the alias (not `$LATEST`) between this run's plan and its lock.
+    ctx.aws
+        .lambda
+        .update_alias()
+        .function_name(NAME)
+        .name("live")
+        .description("touched")
+        .send()
+        .await
+        .unwrap();
+
+    let outcomes = apply_shown(&ctx, &shown).await;
+    let f = outcome(&outcomes, FUNCTION);
+    assert_eq!(f.status, Status::Failed, "{outcomes:?}");
+    let error = f.error.as_deref().unwrap_or_default();
+    assert!(error.contains("alias live"), "{error}");
+    assert!(error.contains("changed since the plan read it"), "{error}");
+    let (latest, served, _) = live(&ctx).await;
+    assert_eq!(latest, shown.new_sha, "the new code is published");
+    assert_eq!(served, old, "the alias still serves the old code");
 }

@@ -36,6 +36,7 @@ use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::operation::create_function::CreateFunctionError;
 use aws_sdk_lambda::operation::delete_alias::DeleteAliasError;
 use aws_sdk_lambda::operation::delete_function::DeleteFunctionError;
+use aws_sdk_lambda::operation::get_alias::GetAliasError;
 use aws_sdk_lambda::operation::get_function::{GetFunctionError, GetFunctionOutput};
 use aws_sdk_lambda::operation::publish_version::PublishVersionError;
 use aws_sdk_lambda::operation::update_alias::UpdateAliasError;
@@ -111,6 +112,9 @@ pub struct ObservedFunction {
     pub versions: Vec<Version>,
     /// The version the alias points at, `None` without alias.
     pub alias_target: Option<String>,
+    /// The alias's own RevisionId, read with `$LATEST` (not by the alias's shortcut, which
+    /// changes nothing): UpdateAlias carries it, so a move by anyone since is refused.
+    pub alias_revision_id: Option<String>,
     /// Where `$LATEST` was in Lambda's update cycle when read: a function read as
     /// [`Readiness::Ready`] takes the first write without waiting (a ResourceConflict from
     /// an update since is retried all the same).
@@ -429,14 +433,25 @@ async fn read_whole(
     spec: &FunctionSpec,
     served: Option<String>,
 ) -> Result<Option<ObservedFunction>> {
-    let (f, versions) = tokio::join!(
+    let (f, versions, alias) = tokio::join!(
         ctx.aws
             .lambda
             .get_function()
             .function_name(&spec.name)
             .send(),
         list_versions(ctx, &spec.name),
+        ctx.aws
+            .lambda
+            .get_alias()
+            .function_name(&spec.name)
+            .name(&spec.alias)
+            .send(),
     );
+    let alias = match alias {
+        Ok(a) => Some(a),
+        Err(e) if super::not_found(&e) => None,
+        Err(e) => return Err(e).context("GetAlias"),
+    };
     let f = match f {
         Ok(f) => f,
         Err(e) if super::not_found(&e) => {
@@ -454,6 +469,7 @@ async fn read_whole(
         tags: f.tags().cloned().unwrap_or_default().into_iter().collect(),
         versions: versions?,
         alias_target: served,
+        alias_revision_id: alias.and_then(|a| a.revision_id().map(str::to_string)),
         readiness: readiness(
             c.state(),
             c.last_update_status(),
@@ -503,6 +519,7 @@ fn serving(spec: &FunctionSpec, f: &GetFunctionOutput) -> Option<ObservedFunctio
             failed: false,
         }],
         alias_target: Some(number.to_string()),
+        alias_revision_id: None,
         readiness: Readiness::Ready,
         revision_id: None,
     })
@@ -715,7 +732,7 @@ impl Provider for LambdaFunction {
             Err(e) => return Err(e).context("CreateFunction"),
         };
         wait_ready(ctx, &spec.name, true).await?;
-        point_alias(ctx, spec, None, &version).await
+        point_alias(ctx, spec, None, None, &version).await
     }
 
     async fn update(
@@ -802,7 +819,8 @@ impl Provider for LambdaFunction {
         };
         delete_versions(ctx, spec, &before).await?;
         if let Some(version) = &target {
-            point_alias(ctx, spec, o.alias_target.as_deref(), version).await?;
+            let (current, revision) = (o.alias_target.as_deref(), o.alias_revision_id.as_deref());
+            point_alias(ctx, spec, current, revision, version).await?;
         }
         delete_versions(ctx, spec, &after).await?;
         Ok(())
@@ -827,6 +845,7 @@ impl Provider for LambdaFunction {
 
 super::not_found_errors!(
     GetFunctionError::ResourceNotFoundException,
+    GetAliasError::ResourceNotFoundException,
     UpdateAliasError::ResourceNotFoundException,
     DeleteAliasError::ResourceNotFoundException,
     DeleteFunctionError::ResourceNotFoundException,
@@ -1262,11 +1281,13 @@ async fn list_versions(ctx: &Ctx, name: &str) -> Result<Vec<Version>> {
     Ok(out)
 }
 
-/// Creates the alias or moves it to `version`.
+/// Creates the alias or moves it from `current` to `version`; `revision`: the alias's
+/// RevisionId as read, if it was.
 async fn point_alias(
     ctx: &Ctx,
     spec: &FunctionSpec,
     current: Option<&str>,
+    revision: Option<&str>,
     version: &str,
 ) -> Result<()> {
     let lambda = &ctx.aws.lambda;
@@ -1276,12 +1297,25 @@ async fn point_alias(
             .function_name(&spec.name)
             .name(&spec.alias)
             .function_version(version)
+            // Refused if anyone moved the alias since the plan read it.
+            .set_revision_id(revision.map(str::to_string))
             .send()
             .await
         {
             Ok(_) => return Ok(()),
             // Deleted since it was read: create it below.
             Err(e) if super::not_found(&e) => {}
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateAliasError::PreconditionFailedException(_)) =>
+            {
+                anyhow::bail!(
+                    "alias {} of function {} changed since the plan read it (by another run, or \
+                     outside this tool); version {version} is published but not served: run \
+                     plan again",
+                    spec.alias,
+                    spec.name
+                )
+            }
             Err(e) => return Err(e).context("UpdateAlias"),
         }
     }
@@ -1387,6 +1421,7 @@ mod tests {
                 })
                 .collect(),
             alias_target: Some(versions.to_string()),
+            alias_revision_id: Some("alias-rev".into()),
             readiness: Readiness::Ready,
             revision_id: Some("rev-1".into()),
         }
@@ -1496,6 +1531,7 @@ mod tests {
                 })
                 .collect(),
             alias_target: Some("3".into()),
+            alias_revision_id: Some("alias-rev".into()),
             readiness: readiness(latest.state(), latest.last_update_status(), None),
             revision_id: None,
         };

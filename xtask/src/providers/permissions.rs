@@ -213,6 +213,7 @@ pub const DEPLOY_ROLE: &[Permission] = &[
         "get_event_source_mapping",
         &["lambda:GetEventSourceMapping"],
     ),
+    p("lambda", "get_alias", &["lambda:GetAlias"]),
     p("lambda", "get_function", &["lambda:GetFunction"]),
     p(
         "lambda",
