@@ -432,6 +432,7 @@ async fn read_whole(
     ctx: &Ctx,
     spec: &FunctionSpec,
     served: Option<String>,
+    ask_alias: bool,
 ) -> Result<Option<ObservedFunction>> {
     let (f, versions, alias) = tokio::join!(
         ctx.aws
@@ -440,18 +441,26 @@ async fn read_whole(
             .function_name(&spec.name)
             .send(),
         list_versions(ctx, &spec.name),
-        ctx.aws
-            .lambda
-            .get_alias()
-            .function_name(&spec.name)
-            .name(&spec.alias)
-            .send(),
+        async {
+            if !ask_alias {
+                return Ok(None);
+            }
+            let asked = ctx
+                .aws
+                .lambda
+                .get_alias()
+                .function_name(&spec.name)
+                .name(&spec.alias)
+                .send()
+                .await;
+            match asked {
+                Ok(a) => Ok(Some(a)),
+                Err(e) if super::not_found(&e) => Ok(None),
+                Err(e) => Err(e).context("GetAlias"),
+            }
+        },
     );
-    let alias = match alias {
-        Ok(a) => Some(a),
-        Err(e) if super::not_found(&e) => None,
-        Err(e) => return Err(e).context("GetAlias"),
-    };
+    let alias = alias?;
     let f = match f {
         Ok(f) => f,
         Err(e) if super::not_found(&e) => {
@@ -568,13 +577,16 @@ impl Provider for LambdaFunction {
             // No function, or a function without the alias: the full read tells which.
             None => None,
         };
-        read_whole(ctx, spec, served).await
+        // The alias's own revision only when there is an alias to move.
+        let ask_alias = served.is_some();
+        read_whole(ctx, spec, served, ask_alias).await
     }
 
     /// Under the lock the function is known to need a change, so the alias's shortcut would
     /// only cost a round-trip: the alias, `$LATEST` and the versions are read at once.
     async fn read_again(&self, ctx: &Ctx, spec: &FunctionSpec) -> Result<Option<ObservedFunction>> {
-        let (served, whole) = tokio::join!(through_alias(ctx, spec), read_whole(ctx, spec, None));
+        let (served, whole) =
+            tokio::join!(through_alias(ctx, spec), read_whole(ctx, spec, None, true));
         let served = served?.as_ref().and_then(served_version);
         Ok(whole?.map(|mut o| {
             o.alias_target = served;
