@@ -109,9 +109,9 @@ def _patch_lambda_revisions(models):
     def changed(fn):
         fn._xtask_revision_id = str(uuid.uuid4())
 
-    def check(fn, body):
+    def check(current, body):
         wanted = (body or {}).get("RevisionId")
-        if wanted and wanted != revision(fn):
+        if wanted and wanted != current:
             raise PreconditionFailedException(
                 "The Revision Id provided does not match the latest Revision Id. "
                 "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
@@ -131,7 +131,7 @@ def _patch_lambda_revisions(models):
 
         def guarded_update(self, function_name, qualifier, body):
             fn = self.get_function(function_name, qualifier)
-            check(fn, body)
+            check(revision(fn), body)
             changed(fn)
             return update(self, function_name, qualifier, body)
 
@@ -171,16 +171,11 @@ def _patch_lambda_revisions(models):
     respond_update_alias = responses.LambdaResponse.update_alias
 
     def checked_update_alias(self):
-        wanted = json.loads(self.body or "{}").get("RevisionId")
-        if wanted:
+        body = json.loads(self.body or "{}")
+        if body.get("RevisionId"):
             function_name = unquote(self.path.rsplit("/")[-3])
             alias_name = unquote(self.path.rsplit("/", 2)[-1])
-            alias = self.backend.get_alias(alias_name, function_name)
-            if wanted != alias.revision_id:
-                raise PreconditionFailedException(
-                    "The Revision Id provided does not match the latest Revision Id. "
-                    "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
-                )
+            check(self.backend.get_alias(alias_name, function_name).revision_id, body)
         return respond_update_alias(self)
 
     responses.LambdaResponse.update_alias = checked_update_alias
