@@ -432,15 +432,7 @@ mod lambda {
     #[tokio::test(start_paused = true)]
     async fn a_refused_revision_waits_for_the_function_to_settle_and_is_sent_again() {
         let s = spec();
-        let refused = mock!(Client::update_function_code)
-            .match_requests(|r| r.revision_id() == Some("rev-read"))
-            .then_error(|| {
-                UpdateFunctionCodeError::PreconditionFailedException(
-                    PreconditionFailedException::builder()
-                        .message("simulated")
-                        .build(),
-                )
-            });
+        let refused = code_refused_with("rev-read");
         let resent = code_published_with(Some("rev-settled"));
         let look = mock!(Client::get_function)
             .sequence()

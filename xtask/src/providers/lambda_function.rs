@@ -949,7 +949,7 @@ async fn refused(
     ctx: &Ctx,
     spec: &FunctionSpec,
     o: &ObservedFunction,
-    written: Written<'_>,
+    written: &Written<'_>,
 ) -> Result<Refused> {
     // Settled first: an update in progress changes the revision again when it completes.
     let name = &spec.name;
@@ -991,7 +991,7 @@ fn judge_refusal(
     code: &str,
     config: &FunctionConfig,
     revision: Option<&str>,
-    written: Written<'_>,
+    written: &Written<'_>,
 ) -> Result<Refused> {
     if code == written.code && *config == written.config {
         return Ok(Refused::Done);
@@ -1005,6 +1005,43 @@ fn judge_refusal(
              nothing was written to it; run plan again",
             spec.name
         ),
+    }
+}
+
+/// A write to `$LATEST` sent by `send` with `guard`'s revision (or none). Each refusal for a
+/// stale revision (`stale`) is judged by [`refused`], and the write sent again with the
+/// revision found, up to [`REFUSAL_LOOKS`] times. `Some`: its answer; `None`: `$LATEST`
+/// already held what it writes (`written`), its own earlier attempt having gone through.
+async fn guarded<T, E, Fut>(
+    call: &str,
+    (ctx, spec, o): (&Ctx, &FunctionSpec, &ObservedFunction),
+    guard: Option<Guard>,
+    written: &Written<'_>,
+    stale: impl Fn(&E) -> bool,
+    send: impl Fn(Option<String>) -> Fut,
+) -> Result<Option<T>>
+where
+    E: std::error::Error + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+{
+    let mut revision = guard.map(|g| g.0);
+    let mut looks = 0;
+    loop {
+        let e = match send(revision.clone()).await {
+            Ok(out) => return Ok(Some(out)),
+            Err(e) => e,
+        };
+        if revision.is_none() || looks >= REFUSAL_LOOKS || !service_error(&e).is_some_and(&stale) {
+            return Err(e).context(call.to_string());
+        }
+        looks += 1;
+        match refused(ctx, spec, o, written)
+            .await
+            .with_context(|| format!("after {e}"))?
+        {
+            Refused::Done => return Ok(None),
+            Refused::Resend(r) => revision = Some(r),
+        }
     }
 }
 
@@ -1022,35 +1059,29 @@ async fn update_code(
 ) -> Result<Option<String>> {
     let source = code_source(spec).await?;
     // UpdateFunctionCode carries the architecture, not UpdateFunctionConfiguration.
-    let written = || Written {
+    let written = Written {
         code: &spec.code_sha256_b64,
         config: FunctionConfig {
             architecture: spec.architecture.clone(),
             ..o.config.clone()
         },
     };
-    let mut revision = guard.map(|g| g.0);
-    let mut looks = 0;
-    let out = loop {
-        match send_code(ctx, spec, &source, publish, revision.clone()).await {
-            Ok(out) => break out,
-            Err(e)
-                if revision.is_some()
-                    && looks < REFUSAL_LOOKS
-                    && matches!(
-                        service_error(&e),
-                        Some(UpdateFunctionCodeError::PreconditionFailedException(_))
-                    ) =>
-            {
-                looks += 1;
-                match refused(ctx, spec, o, written()).await? {
-                    Refused::Done if publish => return self::publish(ctx, spec).await.map(Some),
-                    Refused::Done => return Ok(None),
-                    Refused::Resend(r) => revision = Some(r),
-                }
-            }
-            Err(e) => return Err(e).context("UpdateFunctionCode"),
-        }
+    let sent = guarded(
+        "UpdateFunctionCode",
+        (ctx, spec, o),
+        guard,
+        &written,
+        |e| matches!(e, UpdateFunctionCodeError::PreconditionFailedException(_)),
+        |revision| send_code(ctx, spec, &source, publish, revision),
+    )
+    .await?;
+    let Some(out) = sent else {
+        // Its own earlier attempt went through: the version it published, if any.
+        return if publish {
+            self::publish(ctx, spec).await.map(Some)
+        } else {
+            Ok(None)
+        };
     };
     check_code("UpdateFunctionCode", spec, out.code_sha256())?;
     // A numbered version only when one was published (`$LATEST` otherwise).
@@ -1150,38 +1181,28 @@ async fn update_config(
     o: &ObservedFunction,
     guard: Option<Guard>,
 ) -> Result<()> {
-    let written = || Written {
+    let written = Written {
         code: &o.code_sha256_b64,
         config: FunctionConfig {
             architecture: o.config.architecture.clone(),
             ..desired(spec)
         },
     };
-    let mut revision = guard.map(|g| g.0);
-    let mut looks = 0;
-    loop {
-        match send_config(ctx, spec, revision.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(e)
-                if revision.is_some()
-                    && looks < REFUSAL_LOOKS
-                    && matches!(
-                        service_error(&e),
-                        Some(UpdateFunctionConfigurationError::PreconditionFailedException(_))
-                    ) =>
-            {
-                looks += 1;
-                match refused(ctx, spec, o, written())
-                    .await
-                    .with_context(|| format!("after {e}"))?
-                {
-                    Refused::Done => return Ok(()),
-                    Refused::Resend(r) => revision = Some(r),
-                }
-            }
-            Err(e) => return Err(e).context("UpdateFunctionConfiguration"),
-        }
-    }
+    guarded(
+        "UpdateFunctionConfiguration",
+        (ctx, spec, o),
+        guard,
+        &written,
+        |e| {
+            matches!(
+                e,
+                UpdateFunctionConfigurationError::PreconditionFailedException(_)
+            )
+        },
+        |revision| send_config(ctx, spec, revision),
+    )
+    .await?;
+    Ok(())
 }
 
 /// UpdateFunctionConfiguration, waiting (bounded) while a new role is not yet assumable and
@@ -1499,12 +1520,12 @@ mod tests {
     fn a_refused_revision_is_our_own_write_a_moved_revision_or_a_change() {
         let s = spec();
         let o = observed(&s, 1);
-        let new_code = || Written {
+        let new_code = Written {
             code: "new=",
             config: o.config.clone(),
         };
         let judge = |code: &str, config: &FunctionConfig| {
-            judge_refusal(&s, &o, code, config, Some("rev-2"), new_code())
+            judge_refusal(&s, &o, code, config, Some("rev-2"), &new_code)
         };
         // `$LATEST` is what the write makes of what the plan read: its lost first attempt
         // went through.
