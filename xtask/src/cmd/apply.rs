@@ -207,10 +207,9 @@ async fn plan_and_run(
         let work = async {
             let plan = interruptible(first_plan(session, stack, None)).await?;
             out.text(&render::plan_text(&plan, mode.title()));
-            if !plan.has_changes() {
+            if !to_run(&plan)? {
                 return Ok(Ran::Nothing(plan));
             }
-            check_runnable(&plan)?;
             execute(session, plan, mode).await
         };
         Lock::hold(ctx, &place, mode.command(), tags, break_lock, work).await?
@@ -219,47 +218,60 @@ async fn plan_and_run(
         out.text(&render::plan_text(&first, mode.title()));
         // Refused (another run holds the lock): after the plan, as when the lock comes later.
         let lock = lock.transpose()?;
-        if !first.has_changes() {
-            // Only if a read's certain change did not survive classifying: nothing to do.
-            if let Some(lock) = lock {
-                lock.release(ctx).await?;
+        match (to_run(&first), lock) {
+            (Ok(true), Some(lock)) => {
+                lock.run(ctx, reread_and_execute(session, stack, &first, mode))
+                    .await?
             }
-            Ran::Nothing(first)
-        } else {
-            // Refused before the lock is asked for, if no read asked for it yet.
-            if let Err(refused) = check_runnable(&first) {
-                if let Some(lock) = lock {
-                    lock.release(ctx).await?;
+            // A change no single read made certain (one that ownership inherited from a
+            // dependency decides): the lock is taken now.
+            (Ok(true), None) => {
+                let work = reread_and_execute(session, stack, &first, mode);
+                Lock::hold(ctx, &place, mode.command(), tags, break_lock, work).await?
+            }
+            // Nothing to do (a read's certain change did not survive classifying), or refused:
+            // the lock a read asked for goes, and the refusal is the error.
+            (nothing_or_refused, lock) => {
+                let ran = nothing_or_refused.map(|_| Ran::Nothing(first));
+                match lock {
+                    Some(lock) => lock.run(ctx, std::future::ready(ran)).await?,
+                    None => ran?,
                 }
-                return Err(refused);
-            }
-            let work = async {
-                let plan = interruptible(reread(session, stack, &first, mode)).await?;
-                execute(session, plan, mode).await
-            };
-            match lock {
-                Some(lock) => lock.run(ctx, work).await?,
-                // A change no single read made certain (one that ownership inherited from a
-                // dependency decides): the lock is taken now.
-                None => Lock::hold(ctx, &place, mode.command(), tags, break_lock, work).await?,
             }
         }
     } else {
         let first = first_plan(session, stack, None).await?;
         out.text(&render::plan_text(&first, mode.title()));
-        if !first.has_changes() {
+        if !to_run(&first)? {
             Ran::Nothing(first)
         } else {
-            check_runnable(&first)?;
             let (question, expected) = mode.question(&session.env, &ctx.account_id);
             confirm(&question, &expected, yes)?;
-            let work = async {
-                let plan = interruptible(reread(session, stack, &first, mode)).await?;
-                execute(session, plan, mode).await
-            };
+            let work = reread_and_execute(session, stack, &first, mode);
             Lock::hold(ctx, &place, mode.command(), tags, break_lock, work).await?
         }
     })
+}
+
+/// Whether `plan` has writes to run: `false` without changes, an error when apply refuses it
+/// ([`check_runnable`]).
+fn to_run(plan: &Plan) -> Result<bool> {
+    if !plan.has_changes() {
+        return Ok(false);
+    }
+    check_runnable(plan)?;
+    Ok(true)
+}
+
+/// Under the lock: reads again what the shown plan acts on (stopping at Ctrl-C), then runs it.
+async fn reread_and_execute(
+    session: &Session,
+    stack: &Stack,
+    shown: &Plan,
+    mode: Mode,
+) -> Result<Ran> {
+    let plan = interruptible(reread(session, stack, shown, mode)).await?;
+    execute(session, plan, mode).await
 }
 
 /// Runs the plan's writes (the lock held), or stops at Ctrl-C.
@@ -332,12 +344,8 @@ async fn plan_beside_lock(
     };
     match (plan, taken) {
         (Ok(plan), taken) => Ok((plan, taken)),
-        (Err(e), Some(Ok(lock))) => {
-            if let Err(r) = lock.release(ctx).await {
-                eprintln!("warning: releasing the lock {}: {r:#}", place.lock);
-            }
-            Err(e)
-        }
+        // The plan's error wins; a failed release is only reported.
+        (Err(e), Some(Ok(lock))) => lock.run(ctx, std::future::ready(Err(e))).await,
         (Err(e), _) => Err(e),
     }
 }
