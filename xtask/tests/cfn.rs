@@ -297,7 +297,7 @@ async fn change_set_flow_against_the_emulator() {
     );
     let tables = aws.dynamodb.list_tables().send().await.unwrap();
     assert_eq!(tables.table_names().len(), 2, "{tables:?}");
-    let stack = xtask::cfn::deploy::read(&ctx(&aws), STACK)
+    let stack = xtask::cfn::deploy::read(&common::ctx_with(aws.clone()), STACK)
         .await
         .unwrap()
         .unwrap();
@@ -367,7 +367,7 @@ async fn change_set_flow_against_the_emulator() {
     let gone = xtask(&["destroy", "--engine", "cloudformation", "--yes"]);
     assert_eq!(gone.code, 0, "{}", gone.stderr);
     assert!(
-        xtask::cfn::deploy::read(&ctx(&aws), STACK)
+        xtask::cfn::deploy::read(&common::ctx_with(aws.clone()), STACK)
             .await
             .unwrap()
             .is_none()
@@ -393,14 +393,4 @@ async fn change_set_flow_against_the_emulator() {
         "{}",
         cfn.stderr
     );
-}
-
-fn ctx(aws: &xtask::aws::Clients) -> xtask::engine::Ctx {
-    xtask::engine::Ctx {
-        aws: aws.clone(),
-        account_id: "123456789012".into(),
-        region: "us-east-1".into(),
-        wait_timeout: std::time::Duration::from_secs(60),
-        options: Default::default(),
-    }
 }

@@ -81,25 +81,6 @@ fn nodes(resources: &[Resource]) -> Vec<Arc<dyn Node>> {
     resources.iter().map(xtask::providers::bind).collect()
 }
 
-/// An engine context whose calls go to `endpoint` (the emulator, or a proxy in front of it).
-async fn ctx_at(endpoint: String) -> Ctx {
-    let aws = Clients::new(
-        &xtask::aws::Target::Emulator {
-            endpoint,
-            region: "us-east-1".into(),
-        },
-        CallLog::new(false),
-    )
-    .await;
-    Ctx {
-        aws,
-        account_id: "123456789012".into(),
-        region: "us-east-1".into(),
-        wait_timeout: std::time::Duration::from_secs(60),
-        options: Default::default(),
-    }
-}
-
 fn outcome<'a>(outcomes: &'a [Outcome], id: &str) -> &'a Outcome {
     outcomes
         .iter()
@@ -222,6 +203,20 @@ async fn live(ctx: &Ctx) -> (String, String, usize) {
     )
 }
 
+/// The update went through: `$LATEST` and the alias hold the new code, in exactly one version
+/// more than the `versions` there were.
+async fn assert_new_code_served(ctx: &Ctx, shown: &Shown, outcomes: &[Outcome], versions: usize) {
+    assert_eq!(
+        outcome(outcomes, FUNCTION).status,
+        Status::Done,
+        "{outcomes:?}"
+    );
+    let (latest, served, after) = live(ctx).await;
+    assert_eq!(latest, shown.new_sha);
+    assert_eq!(served, shown.new_sha, "the alias serves the new code");
+    assert_eq!(after, versions + 1, "exactly one version published");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn code_changed_between_plan_and_apply_refuses_the_update() {
     let emu = TestEmulator::start().await;
@@ -275,15 +270,7 @@ async fn a_revision_that_moved_alone_is_sent_again() {
         .unwrap();
 
     let outcomes = apply_shown(&ctx, &shown).await;
-    assert_eq!(
-        outcome(&outcomes, FUNCTION).status,
-        Status::Done,
-        "{outcomes:?}"
-    );
-    let (latest, served, after) = live(&ctx).await;
-    assert_eq!(latest, shown.new_sha);
-    assert_eq!(served, shown.new_sha, "the alias serves the new code");
-    assert_eq!(after, versions + 1, "one version published");
+    assert_new_code_served(&ctx, &shown, &outcomes, versions).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -301,18 +288,14 @@ async fn a_lost_answer_to_the_guarded_write_is_taken_as_ours() {
             r.method == "PUT" && r.path.ends_with("/code")
         })],
     );
-    let ctx = ctx_at(format!("http://127.0.0.1:{}", proxy.port())).await;
+    let proxied = xtask::aws::Target::Emulator {
+        endpoint: format!("http://127.0.0.1:{}", proxy.port()),
+        region: "us-east-1".into(),
+    };
+    let ctx = common::ctx_with(Clients::new(&proxied, CallLog::new(false)).await);
     let outcomes = apply_shown(&ctx, &shown).await;
     assert_eq!(proxy.dropped(), [("UpdateFunctionCode", 1)]);
-    assert_eq!(
-        outcome(&outcomes, FUNCTION).status,
-        Status::Done,
-        "{outcomes:?}"
-    );
-    let (latest, served, after) = live(&direct).await;
-    assert_eq!(latest, shown.new_sha);
-    assert_eq!(served, shown.new_sha);
-    assert_eq!(after, versions + 1, "exactly one version published");
+    assert_new_code_served(&direct, &shown, &outcomes, versions).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -119,13 +119,7 @@ async fn ctrl_c_while_reading_under_the_lock_releases_it() {
     let ctx = common::emulator_ctx(&emu).await;
     let hang = Rule::hold("DescribeTable", |r| r.is_operation("DescribeTable"));
     let proxy = DropFirstAnswer::start(emu.port(), vec![hang]);
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["--env", "test", "--json", "--config"])
-        .arg(common::fixture("api.toml"))
-        .args(["destroy", "--yes"])
-        .env("XTASK__EMULATOR__PORT", proxy.port().to_string())
-        .env_remove("XTASK_ENV")
-        .stdin(std::process::Stdio::null())
+    let child = common::xtask_command("test", "api.toml", proxy.port(), &["destroy", "--yes"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

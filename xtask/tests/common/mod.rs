@@ -352,8 +352,13 @@ pub async fn emulator_clients(emu: &xtask::emulator::TestEmulator) -> xtask::aws
 /// An engine context on a test's emulator: its clients, moto's default account, a minute for
 /// any wait.
 pub async fn emulator_ctx(emu: &xtask::emulator::TestEmulator) -> xtask::engine::Ctx {
+    ctx_with(emulator_clients(emu).await)
+}
+
+/// [`emulator_ctx`] with other clients (say, to a fault proxy in front of the emulator).
+pub fn ctx_with(aws: xtask::aws::Clients) -> xtask::engine::Ctx {
     xtask::engine::Ctx {
-        aws: emulator_clients(emu).await,
+        aws,
         account_id: "123456789012".into(),
         region: "us-east-1".into(),
         wait_timeout: Duration::from_secs(60),
@@ -372,13 +377,7 @@ pub fn fixture(name: &str) -> PathBuf {
 /// `port` (passed through the environment layer, so a test's own `--set` flags do not replace
 /// it), without stdin.
 pub fn run_xtask(env: &str, config: &str, port: u16, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["--env", env, "--json", "--config"])
-        .arg(fixture(config))
-        .args(args)
-        .env("XTASK__EMULATOR__PORT", port.to_string())
-        .env_remove("XTASK_ENV")
-        .stdin(Stdio::null())
+    let out = xtask_command(env, config, port, args)
         .output()
         .expect("running xtask");
     Run {
@@ -386,6 +385,19 @@ pub fn run_xtask(env: &str, config: &str, port: u16, args: &[&str]) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The command [`run_xtask`] runs, for a test that runs it otherwise (in the background, say).
+pub fn xtask_command(env: &str, config: &str, port: u16, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command
+        .args(["--env", env, "--json", "--config"])
+        .arg(fixture(config))
+        .args(args)
+        .env("XTASK__EMULATOR__PORT", port.to_string())
+        .env_remove("XTASK_ENV")
+        .stdin(Stdio::null());
+    command
 }
 
 /// Writes of one operation (`TagResource`, any service) in an apply's `--json` document.
