@@ -76,11 +76,15 @@ pub async fn prepare(config: &Config, want: &CodeSource) -> Result<BTreeMap<Stri
             }
         }
     };
-    let mut code = BTreeMap::new();
-    for f in functions {
-        code.insert(f.clone(), read_zip(&dir, &f)?);
-    }
-    Ok(code)
+    read_zips(&dir)
+}
+
+/// Every function's `<dir>/<function>.zip`, hashed ([`read_zip`]).
+pub fn read_zips(dir: &Path) -> Result<BTreeMap<String, Code>> {
+    stacks::invoice_app::FUNCTIONS
+        .iter()
+        .map(|f| Ok((f.to_string(), read_zip(dir, f)?)))
+        .collect()
 }
 
 /// Hashes `<dir>/<function>.zip`: the bytes that will be uploaded are the bytes hashed.

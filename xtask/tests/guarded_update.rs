@@ -35,21 +35,7 @@ fn zips(dir: &Path, variant: &str) {
 
 /// insert-invoice and what it depends on, with the zips of `dir`.
 fn stack(dir: &Path) -> (Vec<Resource>, BTreeMap<String, String>) {
-    let code = stacks::invoice_app::FUNCTIONS
-        .iter()
-        .map(|f| {
-            let zip_path = dir.join(format!("{f}.zip"));
-            let bytes = std::fs::read(&zip_path).unwrap();
-            let (sha256_hex, sha256_b64) = xtask::build::sha256_hex_and_b64(&bytes);
-            let code = stacks::Code {
-                zip_path,
-                size_bytes: bytes.len() as u64,
-                sha256_hex,
-                sha256_b64,
-            };
-            (f.to_string(), code)
-        })
-        .collect();
+    let code = xtask::artifacts::read_zips(dir).unwrap();
     let target = Target {
         env: ENV,
         account_id: "123456789012",

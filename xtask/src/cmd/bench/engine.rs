@@ -201,13 +201,13 @@ impl Bench<'_> {
     /// The stack with stand-in zips of `variant`.
     fn stack(&self, variant: usize) -> Result<Stack> {
         stand_in_zips(self.zips, variant)?;
-        Ok(stack_with_code(
+        stack_with_code(
             self.config,
             self.env,
             &self.ctx.account_id,
             &self.ctx.region,
             self.zips,
-        ))
+        )
     }
 
     fn session(&self, stack: Stack) -> Session {
@@ -335,26 +335,11 @@ fn stack_with_code(
     account_id: &str,
     region: &str,
     dir: &Path,
-) -> Stack {
-    let code = stacks::invoice_app::FUNCTIONS
-        .iter()
-        .filter_map(|f| {
-            let bytes = std::fs::read(dir.join(format!("{f}.zip"))).ok()?;
-            let (sha256_hex, sha256_b64) = crate::build::sha256_hex_and_b64(&bytes);
-            Some((
-                f.to_string(),
-                stacks::Code {
-                    zip_path: dir.join(format!("{f}.zip")),
-                    size_bytes: bytes.len() as u64,
-                    sha256_hex,
-                    sha256_b64,
-                },
-            ))
-        })
-        .collect();
+) -> Result<Stack> {
+    let code = crate::artifacts::read_zips(dir)?;
     // Without the seed step: stand-in zips cannot seed, and the seed is one invocation at the
     // end of an apply, not a control-plane call the engine schedules.
-    stacks::invoice_app(
+    Ok(stacks::invoice_app(
         config,
         &stacks::Target {
             env,
@@ -363,7 +348,7 @@ fn stack_with_code(
         },
         &code,
     )
-    .without_seed()
+    .without_seed())
 }
 
 /// `new` with only the first function's code taken over into `old`: its artifact (the new
