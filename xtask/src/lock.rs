@@ -10,6 +10,9 @@
 //! and its taking the lock. That includes `apply --yes`, which takes the lock beside its plan
 //! (its reads began before the lock was held); `destroy --yes` takes it before reading.
 //!
+//! The lock goes as soon as the work says only guarded writes remain in flight
+//! ([`crate::engine::apply::rest_is_guarded`]): their release travels beside them.
+//!
 //! Each run writes a random `run` id into the lock's value. If the answer to the create is lost
 //! after SSM made the parameter, the SDK's retry is refused with `ParameterAlreadyExists`; the
 //! holder then read back is this very run, which carries on instead of blaming itself.
@@ -22,6 +25,7 @@ use aws_sdk_ssm::operation::delete_parameter::DeleteParameterError;
 use aws_sdk_ssm::operation::put_parameter::PutParameterError;
 use aws_sdk_ssm::types::{ParameterType, Tag};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use crate::engine::Ctx;
 
@@ -158,32 +162,47 @@ impl Lock {
         delete(ctx, &self.name).await
     }
 
-    /// Runs `work` holding the lock, and releases it whatever `work` returns; the work's error
-    /// wins over a failed release, which is only reported then.
+    /// Takes the lock and [`run`](Lock::run)s `work` holding it.
     pub async fn hold<T, Fut>(
         ctx: &Ctx,
         place: &Place,
         command: &str,
         tags: &std::collections::BTreeMap<String, String>,
         break_lock: bool,
+        free: Option<&Notify>,
         work: Fut,
     ) -> Result<T>
     where
         Fut: std::future::Future<Output = Result<T>>,
     {
         let lock = Lock::acquire(ctx, place, command, tags, break_lock).await?;
-        lock.run(ctx, work).await
+        lock.run(ctx, free, work).await
     }
 
     /// Runs `work` holding this lock, and releases it whatever `work` returns; the work's
-    /// error wins over a failed release, which is only reported then.
-    pub async fn run<T, Fut>(self, ctx: &Ctx, work: Fut) -> Result<T>
+    /// error wins over a failed release, which is only reported then. Told `free` first (only
+    /// guarded writes are left in flight: [`crate::engine::apply::apply_freeing`]), the
+    /// release goes out beside the rest of the work instead of after it.
+    pub async fn run<T, Fut>(self, ctx: &Ctx, free: Option<&Notify>, work: Fut) -> Result<T>
     where
         Fut: std::future::Future<Output = Result<T>>,
     {
         let name = self.name.clone();
-        let result = work.await;
-        let released = self.release(ctx).await;
+        let release = self.release(ctx);
+        tokio::pin!(work, release);
+        let told = async {
+            match free {
+                Some(free) => free.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let (result, released) = tokio::select! {
+            result = &mut work => (result, release.await),
+            () = told => {
+                eprintln!("  releasing the lock: the writes still in flight are guarded");
+                tokio::join!(work, release)
+            }
+        };
         match (result, released) {
             (Ok(v), Ok(())) => Ok(v),
             (Ok(_), Err(e)) => Err(e),

@@ -3,7 +3,8 @@
 //! RevisionId and its check): a change made between plan and apply refuses the update and
 //! writes nothing over it; a revision that moved while nothing the plan compared did is sent
 //! again; a guarded write whose answer was lost is not mistaken for someone else's; and the
-//! alias, guarded by its own RevisionId, is not moved once someone else changed it.
+//! alias, guarded by its own RevisionId, is not moved once someone else changed it. Being the
+//! last write, and guarded, the alias's move lets the lock go beside it.
 
 mod common;
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use common::faults::{DropFirstAnswer, Rule};
 use stacks::config::Config;
 use stacks::{Resource, Target};
+use tokio::sync::Notify;
 use xtask::aws::{CallLog, Clients};
 use xtask::emulator::TestEmulator;
 use xtask::engine::apply::{Outcome, Status};
@@ -125,6 +127,11 @@ fn code_sha(zip: &Path) -> String {
 /// What apply does under the lock: the re-plan (which must not read the function again),
 /// then the writes.
 async fn apply_shown(ctx: &Ctx, shown: &Shown) -> Vec<Outcome> {
+    apply_shown_freeing(ctx, shown, &Notify::new()).await
+}
+
+/// [`apply_shown`], telling `free` when the lock may go.
+async fn apply_shown_freeing(ctx: &Ctx, shown: &Shown, free: &Notify) -> Vec<Outcome> {
     let before = ctx.aws.log.calls().len();
     let again = plan::replan(
         ctx,
@@ -144,7 +151,7 @@ async fn apply_shown(ctx: &Ctx, shown: &Shown) -> Vec<Outcome> {
         !reads.iter().any(|c| c.starts_with("Lambda.")),
         "the guarded function was read again: {reads:?}"
     );
-    xtask::engine::apply::apply(ctx, &again, 4).await
+    xtask::engine::apply::apply_freeing(ctx, &again, 4, free).await
 }
 
 /// `$LATEST`'s code, and the code of the version the alias serves.
@@ -311,4 +318,47 @@ async fn an_alias_changed_between_plan_and_apply_is_not_moved() {
     let (latest, served, _) = live(&ctx).await;
     assert_eq!(latest, shown.new_sha, "the new code is published");
     assert_eq!(served, old, "the alias still serves the old code");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lock_may_go_while_the_guarded_alias_moves() {
+    let emu = TestEmulator::start().await;
+    let direct = common::emulator_ctx(&emu).await;
+    let shown = deployed_then_planned(&direct).await;
+
+    // The alias's move hangs: whatever happens while it is in flight happens before its end.
+    let proxy = DropFirstAnswer::start(
+        emu.port(),
+        vec![Rule::hold("UpdateAlias", |r| {
+            r.method == "PUT" && r.path.contains("/aliases/")
+        })],
+    );
+    let proxied = xtask::aws::Target::Emulator {
+        endpoint: format!("http://127.0.0.1:{}", proxy.port()),
+        region: "us-east-1".into(),
+    };
+    let ctx = common::ctx_with(Clients::new(&proxied, CallLog::new(false)).await);
+    let free = Notify::new();
+    let apply = apply_shown_freeing(&ctx, &shown, &free);
+    tokio::pin!(apply);
+    let minute = || tokio::time::sleep(std::time::Duration::from_secs(60));
+    tokio::select! {
+        outcomes = &mut apply => panic!("the held UpdateAlias answered: {outcomes:?}"),
+        () = free.notified() => {}
+        () = minute() => panic!("the lock was not freed"),
+    }
+    // Told after the code update...
+    let (latest, _, _) = live(&direct).await;
+    assert_eq!(latest, shown.new_sha, "told before the code was updated");
+    // ...and the alias's move is what is left in flight: it hangs, and the apply with it.
+    let held = async {
+        while proxy.dropped() != [("UpdateAlias", 1)] {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        outcomes = &mut apply => panic!("the held UpdateAlias answered: {outcomes:?}"),
+        () = held => {}
+        () = minute() => panic!("the alias was never moved"),
+    }
 }

@@ -100,11 +100,12 @@ async fn break_lock_takes_over_a_lock_a_dead_run_left() {
 async fn hold_releases_when_the_work_fails() {
     let emu = TestEmulator::start().await;
     let ctx = common::emulator_ctx(&emu).await;
-    let failed: anyhow::Result<()> = Lock::hold(&ctx, &place(), "apply", &tags(), false, async {
-        assert!(holder(&ctx).await.is_some(), "held while working");
-        anyhow::bail!("the work failed")
-    })
-    .await;
+    let failed: anyhow::Result<()> =
+        Lock::hold(&ctx, &place(), "apply", &tags(), false, None, async {
+            assert!(holder(&ctx).await.is_some(), "held while working");
+            anyhow::bail!("the work failed")
+        })
+        .await;
     assert_eq!(format!("{:#}", failed.unwrap_err()), "the work failed");
     assert!(holder(&ctx).await.is_none(), "released after the failure");
 }
@@ -140,4 +141,32 @@ async fn ctrl_c_while_reading_under_the_lock_releases_it() {
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted before any change"), "{stderr}");
     assert!(holder(&ctx).await.is_none(), "the lock is released");
+}
+
+/// Told that only guarded writes are left in flight, the lock goes while the work still runs.
+#[tokio::test]
+async fn a_freed_lock_is_released_before_the_work_ends() {
+    let emu = TestEmulator::start().await;
+    let ctx = common::emulator_ctx(&emu).await;
+    let free = tokio::sync::Notify::new();
+    let work = async {
+        assert!(holder(&ctx).await.is_some(), "held while working");
+        free.notify_one();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while holder(&ctx).await.is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not released while the work ran"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(())
+    };
+    Lock::hold(&ctx, &place(), "apply", &tags(), false, Some(&free), work)
+        .await
+        .unwrap();
+    assert!(
+        holder(&ctx).await.is_none(),
+        "still released after the work"
+    );
 }

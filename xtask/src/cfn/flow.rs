@@ -255,6 +255,7 @@ async fn locked(
         command,
         &prepare(session).tags,
         break_lock,
+        None,
         work,
     )
     .await

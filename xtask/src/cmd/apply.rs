@@ -16,7 +16,7 @@ use stacks::Stack;
 
 use super::{Engine, exit, nodes};
 use crate::artifacts::{CodeArgs, CodeSource};
-use crate::engine::apply::{Outcome, Status, apply, check_runnable};
+use crate::engine::apply::{Outcome, Status, apply_freeing, check_runnable};
 use crate::engine::plan::{Action, Plan};
 use crate::engine::{Options, plan, render};
 use crate::lock::{Lock, Place};
@@ -203,6 +203,8 @@ async fn plan_and_run(
     let ctx = &session.ctx;
     let place = Place::of(&session.names);
     let tags = &stack.ownership_tags;
+    // Told by the apply when only guarded writes are left in flight: the lock may go then.
+    let free = &tokio::sync::Notify::new();
     Ok(if locks_first(mode, yes) {
         let work = async {
             let plan = interruptible(first_plan(session, stack, None)).await?;
@@ -210,9 +212,18 @@ async fn plan_and_run(
             if !to_run(&plan)? {
                 return Ok(Ran::Nothing(plan));
             }
-            execute(session, plan, mode).await
+            execute(session, plan, mode, free).await
         };
-        Lock::hold(ctx, &place, mode.command(), tags, break_lock, work).await?
+        Lock::hold(
+            ctx,
+            &place,
+            mode.command(),
+            tags,
+            break_lock,
+            Some(free),
+            work,
+        )
+        .await?
     } else if mode == Mode::Apply && yes {
         let (first, lock) = plan_beside_lock(session, stack, &place, break_lock).await?;
         out.text(&render::plan_text(&first, mode.title()));
@@ -220,21 +231,30 @@ async fn plan_and_run(
         let lock = lock.transpose()?;
         match (to_run(&first), lock) {
             (Ok(true), Some(lock)) => {
-                lock.run(ctx, reread_and_execute(session, stack, &first, mode))
-                    .await?
+                let work = reread_and_execute(session, stack, &first, mode, free);
+                lock.run(ctx, Some(free), work).await?
             }
             // A change no single read made certain (one that ownership inherited from a
             // dependency decides): the lock is taken now.
             (Ok(true), None) => {
-                let work = reread_and_execute(session, stack, &first, mode);
-                Lock::hold(ctx, &place, mode.command(), tags, break_lock, work).await?
+                let work = reread_and_execute(session, stack, &first, mode, free);
+                Lock::hold(
+                    ctx,
+                    &place,
+                    mode.command(),
+                    tags,
+                    break_lock,
+                    Some(free),
+                    work,
+                )
+                .await?
             }
             // Nothing to do (a read's certain change did not survive classifying), or refused:
             // the lock a read asked for goes, and the refusal is the error.
             (nothing_or_refused, lock) => {
                 let ran = nothing_or_refused.map(|_| Ran::Nothing(first));
                 match lock {
-                    Some(lock) => lock.run(ctx, std::future::ready(ran)).await?,
+                    Some(lock) => lock.run(ctx, None, std::future::ready(ran)).await?,
                     None => ran?,
                 }
             }
@@ -247,8 +267,17 @@ async fn plan_and_run(
         } else {
             let (question, expected) = mode.question(&session.env, &ctx.account_id);
             confirm(&question, &expected, yes)?;
-            let work = reread_and_execute(session, stack, &first, mode);
-            Lock::hold(ctx, &place, mode.command(), tags, break_lock, work).await?
+            let work = reread_and_execute(session, stack, &first, mode, free);
+            Lock::hold(
+                ctx,
+                &place,
+                mode.command(),
+                tags,
+                break_lock,
+                Some(free),
+                work,
+            )
+            .await?
         }
     })
 }
@@ -269,17 +298,25 @@ async fn reread_and_execute(
     stack: &Stack,
     shown: &Plan,
     mode: Mode,
+    free: &tokio::sync::Notify,
 ) -> Result<Ran> {
     let plan = interruptible(reread(session, stack, shown, mode)).await?;
-    execute(session, plan, mode).await
+    execute(session, plan, mode, free).await
 }
 
-/// Runs the plan's writes (the lock held), or stops at Ctrl-C.
-async fn execute(session: &Session, plan: Plan, mode: Mode) -> Result<Ran> {
+/// Runs the plan's writes (the lock held), or stops at Ctrl-C. `free` is told when only
+/// guarded writes are left in flight ([`apply_freeing`]).
+async fn execute(
+    session: &Session,
+    plan: Plan,
+    mode: Mode,
+    free: &tokio::sync::Notify,
+) -> Result<Ran> {
     let count = plan.resources.iter().filter(|r| r.action.writes()).count();
     eprintln!("{}ing {count} change(s)...", mode.verb());
+    let concurrency = session.config.deploy.concurrency;
     tokio::select! {
-        o = apply(&session.ctx, &plan, session.config.deploy.concurrency) => Ok(Ran::Done(plan, o)),
+        o = apply_freeing(&session.ctx, &plan, concurrency, free) => Ok(Ran::Done(plan, o)),
         _ = tokio::signal::ctrl_c() => {
             eprintln!("interrupted: operations in flight may still complete; run {} again to converge", mode.command());
             Ok(Ran::Interrupted)
@@ -345,7 +382,7 @@ async fn plan_beside_lock(
     match (plan, taken) {
         (Ok(plan), taken) => Ok((plan, taken)),
         // The plan's error wins; a failed release is only reported.
-        (Err(e), Some(Ok(lock))) => lock.run(ctx, std::future::ready(Err(e))).await,
+        (Err(e), Some(Ok(lock))) => lock.run(ctx, None, std::future::ready(Err(e))).await,
         (Err(e), _) => Err(e),
     }
 }

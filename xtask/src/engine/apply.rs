@@ -3,6 +3,14 @@
 //!
 //! Nothing is remembered between runs: after a crash the next plan reads what exists and
 //! finishes the job, which is why every provider operation is idempotent.
+//!
+//! The environment lock keeps another run's writes from interleaving with this one's. A write
+//! AWS refuses when what it changes moved since the plan read it (a compare-and-swap on a
+//! revision: a Lambda alias's RevisionId) cannot overwrite another run's change, lock or not.
+//! So once every action still in flight has said that all it still writes is guarded
+//! ([`rest_is_guarded`]) and no action waits to start, [`apply_freeing`] says the lock may go:
+//! its release then travels beside the last writes instead of after them, one round-trip off
+//! the end of a code change.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -33,6 +41,32 @@ pub struct Outcome {
 tokio::task_local! {
     /// What the write running in this task reported (see [`report`]).
     static REPORTED: std::sync::Mutex<Option<serde_json::Value>>;
+}
+
+tokio::task_local! {
+    /// The action running in this task, and where it says the rest of its writes are guarded.
+    static TAIL: (Arc<Guarded>, String);
+}
+
+/// Which actions in flight said that every write they still make is guarded.
+#[derive(Default)]
+struct Guarded {
+    said: std::sync::Mutex<HashSet<String>>,
+    changed: tokio::sync::Notify,
+}
+
+/// Says that every write the action running in this task still makes is guarded: AWS refuses
+/// it if what it changes moved since the plan read it, so it cannot overwrite another run's
+/// change even without the lock (see the module's docs). Outside an apply it does nothing.
+pub fn rest_is_guarded() {
+    let _ = TAIL.try_with(|(guarded, id)| {
+        guarded
+            .said
+            .lock()
+            .expect("guarded poisoned")
+            .insert(id.clone());
+        guarded.changed.notify_one();
+    });
 }
 
 /// Sets the result the write running in this task reports beyond its action (a seed's counts),
@@ -81,6 +115,18 @@ pub fn check_runnable(plan: &Plan) -> Result<()> {
 
 /// Runs every write action of `plan` with at most `concurrency` in flight.
 pub async fn apply(ctx: &Ctx, plan: &Plan, concurrency: usize) -> Vec<Outcome> {
+    apply_freeing(ctx, plan, concurrency, &tokio::sync::Notify::new()).await
+}
+
+/// [`apply`], telling `free` (once, with `notify_one`) when the lock need no longer be held:
+/// no action waits to start and every one in flight said the rest of its writes are guarded
+/// ([`rest_is_guarded`]).
+pub async fn apply_freeing(
+    ctx: &Ctx,
+    plan: &Plan,
+    concurrency: usize,
+    free: &tokio::sync::Notify,
+) -> Vec<Outcome> {
     let total = plan.resources.iter().filter(|r| r.action.writes()).count();
     let mut progress = Progress { done: 0, total };
     let nodes: HashMap<&str, &Arc<dyn Node>> = plan.nodes.iter().map(|n| (n.id(), n)).collect();
@@ -110,6 +156,7 @@ pub async fn apply(ctx: &Ctx, plan: &Plan, concurrency: usize) -> Vec<Outcome> {
         &nodes,
         delete_waits,
         concurrency,
+        None,
         &mut progress,
         &mut outcomes,
     )
@@ -140,7 +187,17 @@ pub async fn apply(ctx: &Ctx, plan: &Plan, concurrency: usize) -> Vec<Outcome> {
             outcomes.push(skipped(r, "an earlier deletion failed"));
         }
     } else {
-        run_group(ctx, &nodes, rest, concurrency, &mut progress, &mut outcomes).await;
+        let free = Some(free);
+        run_group(
+            ctx,
+            &nodes,
+            rest,
+            concurrency,
+            free,
+            &mut progress,
+            &mut outcomes,
+        )
+        .await;
     }
     outcomes
 }
@@ -173,11 +230,13 @@ fn verb(a: Action) -> &'static str {
 }
 
 /// Runs a group of actions, each after the ids it waits for; a failure skips what waits on it.
+/// `free`: told when only guarded writes remain (see [`apply_freeing`]).
 async fn run_group(
     ctx: &Ctx,
     nodes: &HashMap<&str, &Arc<dyn Node>>,
     mut pending: Vec<(&Planned, Vec<String>)>,
     concurrency: usize,
+    free: Option<&tokio::sync::Notify>,
     progress: &mut Progress,
     outcomes: &mut Vec<Outcome>,
 ) {
@@ -185,6 +244,9 @@ async fn run_group(
     longest_chains_first(nodes, &mut pending);
     let mut finished: HashMap<String, Status> = HashMap::new();
     let mut running = FuturesUnordered::new();
+    let guarded = Arc::new(Guarded::default());
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut told = free.is_none();
     loop {
         // Skip whatever waits on a failure, start whatever is ready.
         let mut i = 0;
@@ -211,6 +273,8 @@ async fn run_group(
                     r.id,
                     r.name
                 );
+                in_flight.insert(r.id.clone());
+                let tail = (Arc::clone(&guarded), r.id.clone());
                 running.push(async move {
                     let start = Instant::now();
                     let scope = crate::aws::Scope {
@@ -223,16 +287,31 @@ async fn run_group(
                         let report = REPORTED.with(|v| v.lock().expect("report poisoned").take());
                         (result, report)
                     };
-                    let (result, report) = REPORTED.scope(Default::default(), run).await;
+                    let run = REPORTED.scope(Default::default(), run);
+                    let (result, report) = TAIL.scope(tail, run).await;
                     (r, result, report, start.elapsed())
                 });
                 continue;
             }
             i += 1;
         }
-        let Some((r, result, report, elapsed)) = running.next().await else {
+        if !told && pending.is_empty() && !in_flight.is_empty() {
+            let said = guarded.said.lock().expect("guarded poisoned");
+            if in_flight.iter().all(|id| said.contains(id)) {
+                told = true;
+                if let Some(free) = free {
+                    free.notify_one();
+                }
+            }
+        }
+        let next = tokio::select! {
+            next = running.next() => next,
+            () = guarded.changed.notified(), if !told => continue,
+        };
+        let Some((r, result, report, elapsed)) = next else {
             break;
         };
+        in_flight.remove(&r.id);
         progress.done += 1;
         let millis = elapsed.as_millis() as u64;
         let (status, error) = match result {
@@ -343,5 +422,193 @@ async fn execute(ctx: &Ctx, node: &Arc<dyn Node>, r: &Planned) -> Result<()> {
         }
         Action::Delete => node.delete(ctx).await.with_context(what),
         Action::NoOp | Action::Conflict => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use futures::FutureExt as _;
+    use tokio::sync::{Notify, Semaphore};
+
+    use super::*;
+    use crate::engine::{Change, Observation, Pass};
+
+    /// An action that says (or not) that the rest of its writes are guarded, then waits for its
+    /// gate: the test decides when each one finishes.
+    struct Gated {
+        id: String,
+        depends_on: Vec<String>,
+        says_guarded: bool,
+        gate: Semaphore,
+    }
+
+    impl Gated {
+        fn new(id: &str, depends_on: &[&str], says_guarded: bool) -> Arc<Gated> {
+            Arc::new(Gated {
+                id: id.into(),
+                depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+                says_guarded,
+                gate: Semaphore::new(0),
+            })
+        }
+
+        fn open(&self) {
+            self.gate.add_permits(1);
+        }
+    }
+
+    #[async_trait]
+    impl Node for Gated {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn kind(&self) -> &'static str {
+            "gated"
+        }
+        fn name(&self) -> &str {
+            &self.id
+        }
+        fn depends_on(&self) -> &[String] {
+            &self.depends_on
+        }
+        fn ensure(&self) -> stacks::Ensure {
+            stacks::Ensure::Present
+        }
+        fn round_trips(&self) -> u32 {
+            1
+        }
+        fn read_round_trips(&self) -> u32 {
+            1
+        }
+        fn create_converges(&self) -> bool {
+            false
+        }
+        fn update_guarded(&self, _: &[Change]) -> bool {
+            false
+        }
+        async fn observe(
+            &self,
+            _: &Ctx,
+            _: &BTreeMap<String, String>,
+            _: Pass,
+        ) -> Result<Observation> {
+            unreachable!("apply does not read")
+        }
+        async fn deletion_details(&self, _: &Ctx) -> Result<Vec<String>> {
+            unreachable!("apply does not read")
+        }
+        async fn holds_data(&self, _: &Ctx) -> Result<bool> {
+            unreachable!("apply does not read")
+        }
+        async fn create(&self, _: &Ctx) -> Result<()> {
+            unreachable!("the plans here only update")
+        }
+        async fn update(&self, _: &Ctx, _: &[Change]) -> Result<()> {
+            if self.says_guarded {
+                rest_is_guarded();
+            }
+            self.gate.acquire().await?.forget();
+            Ok(())
+        }
+        async fn delete(&self, _: &Ctx) -> Result<()> {
+            unreachable!("the plans here only update")
+        }
+    }
+
+    async fn ctx() -> Ctx {
+        // Never called: the actions above make no AWS call.
+        let target = crate::aws::Target::Emulator {
+            endpoint: "http://127.0.0.1:9".into(),
+            region: "us-east-1".into(),
+        };
+        Ctx {
+            aws: crate::aws::Clients::new(&target, crate::aws::CallLog::new(false)).await,
+            account_id: "1".into(),
+            region: "us-east-1".into(),
+            wait_timeout: Duration::from_secs(5),
+            options: Default::default(),
+        }
+    }
+
+    /// Every node updated, in the order given.
+    fn plan(nodes: &[Arc<Gated>]) -> Plan {
+        Plan {
+            env: "test".into(),
+            account_id: "1".into(),
+            region: "us-east-1".into(),
+            resources: nodes
+                .iter()
+                .map(|n| Planned {
+                    id: n.id.clone(),
+                    kind: "gated",
+                    name: n.id.clone(),
+                    action: Action::Update,
+                    changes: Vec::new(),
+                    details: Vec::new(),
+                    blocked: None,
+                    depends_on: n.depends_on.clone(),
+                })
+                .collect(),
+            nodes: nodes
+                .iter()
+                .map(|n| Arc::clone(n) as Arc<dyn Node>)
+                .collect(),
+        }
+    }
+
+    /// Whether `free` was told (it keeps `notify_one`'s permit until taken).
+    fn told(free: &Notify) -> bool {
+        free.notified().now_or_never().is_some()
+    }
+
+    /// Lets the apply run until every action in flight waits at its gate.
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_lock_is_freed_once_only_guarded_writes_are_in_flight() {
+        let ctx = ctx().await;
+        let guarded = Gated::new("guarded", &[], true);
+        let unguarded = Gated::new("unguarded", &[], false);
+        let plan = plan(&[guarded.clone(), unguarded.clone()]);
+        let free = Notify::new();
+        let apply = apply_freeing(&ctx, &plan, 4, &free);
+        let test = async {
+            settle().await;
+            assert!(!told(&free), "an unguarded write is still in flight");
+            unguarded.open();
+            settle().await;
+            assert!(told(&free), "only the guarded write is left in flight");
+            guarded.open();
+        };
+        let (outcomes, ()) = tokio::join!(apply, test);
+        assert!(outcomes.iter().all(|o| o.status == Status::Done));
+    }
+
+    #[tokio::test]
+    async fn an_action_waiting_to_start_keeps_the_lock() {
+        let ctx = ctx().await;
+        let first = Gated::new("first", &[], true);
+        let next = Gated::new("next", &["first"], false);
+        let plan = plan(&[first.clone(), next.clone()]);
+        let free = Notify::new();
+        let apply = apply_freeing(&ctx, &plan, 4, &free);
+        let test = async {
+            settle().await;
+            assert!(!told(&free), "`next` waits to start");
+            first.open();
+            settle().await;
+            next.open();
+        };
+        let (outcomes, ()) = tokio::join!(apply, test);
+        assert!(outcomes.iter().all(|o| o.status == Status::Done));
+        assert!(!told(&free), "`next` was not guarded");
     }
 }

@@ -25,7 +25,8 @@
 //!   the read (see [`serving`]); otherwise `$LATEST` and the versions are read too.
 //! - An update's first write to `$LATEST` carries the RevisionId the plan read ([`Guard`]), so
 //!   apply does not read the function again under the lock; a refusal is judged by one look
-//!   ([`judge_refusal`]).
+//!   ([`judge_refusal`]). The alias moves with its own RevisionId, and when that is the
+//!   update's last write the lock goes beside it ([`crate::engine::apply::rest_is_guarded`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -832,6 +833,12 @@ impl Provider for LambdaFunction {
         delete_versions(ctx, spec, &before).await?;
         if let Some(version) = &target {
             let (current, revision) = (o.alias_target.as_deref(), o.alias_revision_id.as_deref());
+            if current.is_some() && revision.is_some() && after.is_empty() {
+                // The last write, and one Lambda refuses if anyone moved the alias since the
+                // plan read it: the lock may go beside it. (Should the alias have been deleted
+                // meanwhile, its CreateAlias fails if someone else made it again first.)
+                crate::engine::apply::rest_is_guarded();
+            }
             point_alias(ctx, spec, current, revision, version).await?;
         }
         delete_versions(ctx, spec, &after).await?;
