@@ -13,8 +13,9 @@
 //!   tests run in parallel without sharing state.
 //!
 //! moto is a Python package. We use `python3` from `PATH` if it can import `moto[server]` 5.2+
-//! (CI installs it there), else the project virtualenv (`venv_dir`), creating it and installing
-//! moto into it on first use.
+//! and waitress (CI installs them there), else the project virtualenv (`venv_dir`), creating it
+//! and installing both into it on first use. moto runs on waitress rather than its own
+//! werkzeug development server (`moto_serve.py`): the same application, answered faster.
 //!
 //! Everything here speaks plain HTTP/1.1 over a `TcpStream` rather than pulling in an HTTP client:
 //! we only ever need a status code from a local server.
@@ -36,6 +37,8 @@ use tokio::net::TcpStream;
 /// What `pip` installs into the project virtualenv. The design notes record that the stack works
 /// against moto 5.2; older 5.x releases miss some of the API surface we use.
 const MOTO_REQUIREMENT: &str = "moto[server]>=5.2,<6";
+/// The HTTP server moto runs on (see `moto_serve.py`); installed beside it.
+const SERVER_REQUIREMENT: &str = "waitress>=3,<4";
 /// Health endpoint: moto's dashboard. Answers 200 as soon as the server accepts requests.
 const HEALTH_PATH: &str = "/moto-api/";
 /// A cold start takes about a second; 30 s leaves room for a loaded 2-core CI machine.
@@ -52,12 +55,12 @@ const RESET_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many lines of `moto.log` an error quotes.
 const LOG_TAIL_LINES: usize = 20;
 
-/// Python that checks, without importing moto (which takes ~0.7 s), that `moto[server]` is
-/// installed. Prints the moto version, then the comma-separated missing modules.
+/// Python that checks, without importing moto (which takes ~0.7 s), that `moto[server]` and
+/// waitress are installed. Prints the moto version, then the comma-separated missing modules.
 const PROBE_SCRIPT: &str = "\
 import importlib.metadata as m, importlib.util as u
 print(m.version('moto'))
-print(','.join(x for x in ('moto', 'flask', 'flask_cors', 'werkzeug') if u.find_spec(x) is None))
+print(','.join(x for x in ('moto', 'flask', 'flask_cors', 'werkzeug', 'waitress') if u.find_spec(x) is None))
 ";
 
 /// Where and how the local emulator runs. Built by the caller from the local environment config.
@@ -159,14 +162,16 @@ pub enum EmulatorError {
     PythonNotFound,
     #[error(
         "creating the virtualenv {dir} failed: {detail}; install Python's venv module (e.g. \
-         `apt install python3-venv`) or install moto yourself with `pip install '{req}'`",
-        req = MOTO_REQUIREMENT
+         `apt install python3-venv`) or install moto yourself with `pip install '{req}' '{server}'`",
+        req = MOTO_REQUIREMENT,
+        server = SERVER_REQUIREMENT
     )]
     VenvFailed { dir: PathBuf, detail: String },
     #[error(
-        "installing '{req}' into {dir} failed: {detail}; check network access to PyPI and retry, \
-         or install it yourself with `pip install '{req}'`",
-        req = MOTO_REQUIREMENT
+        "installing '{req}' and '{server}' into {dir} failed: {detail}; check network access \
+         to PyPI and retry, or install them yourself with `pip install '{req}' '{server}'`",
+        req = MOTO_REQUIREMENT,
+        server = SERVER_REQUIREMENT
     )]
     InstallFailed { dir: PathBuf, detail: String },
     #[error("{action} {path}: {source}; check the path's permissions")]
@@ -435,11 +440,17 @@ threading.Thread(target=_exit_with_parent, daemon=True).start()
 
 /// Patches for moto's known differences from AWS (see the file), applied before it serves.
 const MOTO_FIXES: &str = include_str!("moto_fixes.py");
+/// Serves moto on waitress (see the file).
+const MOTO_SERVE: &str = include_str!("moto_serve.py");
 
-/// SHA-256 of [`MOTO_FIXES`]: a server started by an older xtask runs older fixes.
+/// SHA-256 of [`MOTO_FIXES`] and [`MOTO_SERVE`]: a server started by an older xtask runs older
+/// fixes.
 fn fixes_digest() -> String {
     use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(MOTO_FIXES.as_bytes()))
+    let mut digest = sha2::Sha256::new();
+    digest.update(MOTO_FIXES.as_bytes());
+    digest.update(MOTO_SERVE.as_bytes());
+    hex::encode(digest.finalize())
 }
 
 /// The fixes are applied when the server starts, so a server we started before an update keeps
@@ -465,7 +476,7 @@ fn warn_if_stale(cfg: &EmulatorConfig) {
 /// The Python program that runs a moto server with [`MOTO_FIXES`] after `prelude`; the
 /// command line still names moto, which [`stop`] checks before signalling.
 fn server_script(prelude: &str) -> String {
-    format!("{prelude}\n{MOTO_FIXES}\nfrom moto.server import main\nmain(sys.argv[1:])\n")
+    format!("{prelude}\n{MOTO_FIXES}\n{MOTO_SERVE}")
 }
 
 /// How often [`TestEmulator::try_start`] tries a new port when the server cannot get the one it
@@ -717,7 +728,8 @@ async fn install_venv(venv_dir: &Path) -> Result<Python, EmulatorError> {
     let started = Instant::now();
     eprintln!(
         "xtask: moto (the local AWS emulator) is not installed for python3; installing \
-         '{MOTO_REQUIREMENT}' into {} — this takes a minute or two, once",
+         '{MOTO_REQUIREMENT}' and '{SERVER_REQUIREMENT}' into {} — this takes a minute or \
+         two, once",
         venv_dir.display()
     );
     let out = tokio::process::Command::new("python3")
@@ -740,7 +752,7 @@ async fn install_venv(venv_dir: &Path) -> Result<Python, EmulatorError> {
         });
     }
 
-    eprintln!("xtask: running pip install '{MOTO_REQUIREMENT}' ...");
+    eprintln!("xtask: running pip install '{MOTO_REQUIREMENT}' '{SERVER_REQUIREMENT}' ...");
     let python = venv_python(venv_dir);
     // pip's progress goes to our stderr (its stdout too), keeping our stdout for command output.
     let stderr = io::stderr()
@@ -749,7 +761,7 @@ async fn install_venv(venv_dir: &Path) -> Result<Python, EmulatorError> {
         .map_err(io_err("duplicating", Path::new("stderr")))?;
     let status = tokio::process::Command::new(&python)
         .args(["-m", "pip", "install", "--disable-pip-version-check"])
-        .arg(MOTO_REQUIREMENT)
+        .args([MOTO_REQUIREMENT, SERVER_REQUIREMENT])
         .stdin(Stdio::null())
         .stdout(stderr)
         .status()
@@ -768,7 +780,7 @@ async fn install_venv(venv_dir: &Path) -> Result<Python, EmulatorError> {
         .await
         .ok_or_else(|| EmulatorError::InstallFailed {
             dir: venv_dir.to_path_buf(),
-            detail: "pip succeeded but moto[server] is still not importable".into(),
+            detail: "pip succeeded but moto[server] or waitress is still not importable".into(),
         })?;
     eprintln!(
         "xtask: installed moto {} in {:.0} s",
