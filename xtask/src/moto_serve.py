@@ -11,6 +11,7 @@
 # Arguments as moto's own server takes them: -H host -p port.
 import argparse
 import os
+import resource
 import signal
 import sys
 
@@ -46,6 +47,21 @@ def _serve(argv):
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: sys.exit(0))
     app = _logged(_werkzeug_app.DomainDispatcherApplication(_werkzeug_app.create_backend_app))
+    # Every client keeps its connections open for reuse (the SDK's pool holds an idle one for
+    # 90 s; waitress closes one after 120 s idle): `up` alone holds dozens, and each plan in
+    # another terminal opens ~70 more. At waitress's default limit of 100, new connections
+    # were left unaccepted until old ones timed out, and a command stalled for two minutes.
+    # So the limit is far above what the clients open, and the process may hold that many.
+    connection_limit = 2000
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = connection_limit + 256
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            connection_limit = min(connection_limit, target - 256)
+    except (ValueError, OSError):
+        pass
     # One Python process serves every request: more threads than this only contend for the GIL.
     # A poll()-based loop has no select()'s limit of 1024 descriptors.
     waitress.serve(
@@ -53,6 +69,7 @@ def _serve(argv):
         host=args.host,
         port=args.port,
         threads=8,
+        connection_limit=connection_limit,
         ident="moto",
         asyncore_use_poll=True,
         _quiet=True,

@@ -260,3 +260,49 @@ async fn reset_rejects_bad_endpoints_and_reports_unreachable_ones() {
         "{err}"
     );
 }
+
+/// Reads one response from a connection that stays open: its status, after its head and
+/// `Content-Length` bytes of body.
+async fn read_response(stream: &mut TcpStream) -> u16 {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "closed mid-head");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no content-length in {head}"));
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    head.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Clients keep their connections open for reuse (`up` alone holds dozens, and a plan in
+/// another terminal opens ~70 more): with 150 idle ones held, a new connection is still
+/// answered at once, not after the idle ones time out.
+#[tokio::test]
+async fn idle_connections_held_open_do_not_starve_new_ones() {
+    use std::time::Duration;
+    let emu = TestEmulator::start().await;
+    let port = emu.port();
+    let request = format!("GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let mut idle = Vec::new();
+    for n in 0..150 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(10), read_response(&mut stream))
+            .await
+            .unwrap_or_else(|_| panic!("connection {n} not answered with {n} others held open"));
+        assert_eq!(status, 200);
+        idle.push(stream);
+    }
+    let (status, _) =
+        tokio::time::timeout(Duration::from_secs(10), http(port, "GET", "/moto-api/"))
+            .await
+            .expect("a new connection not answered with 150 others held open");
+    assert_eq!(status, 200);
+}
