@@ -237,17 +237,7 @@ async fn plan_and_run(
             // A change no single read made certain (one that ownership inherited from a
             // dependency decides): the lock is taken now.
             (Ok(true), None) => {
-                let work = reread_and_execute(session, stack, &first, mode, free);
-                Lock::hold(
-                    ctx,
-                    &place,
-                    mode.command(),
-                    tags,
-                    break_lock,
-                    Some(free),
-                    work,
-                )
-                .await?
+                lock_and_run(session, stack, &first, mode, break_lock, free).await?
             }
             // Nothing to do (a read's certain change did not survive classifying), or refused:
             // the lock a read asked for goes, and the refusal is the error.
@@ -267,17 +257,7 @@ async fn plan_and_run(
         } else {
             let (question, expected) = mode.question(&session.env, &ctx.account_id);
             confirm(&question, &expected, yes)?;
-            let work = reread_and_execute(session, stack, &first, mode, free);
-            Lock::hold(
-                ctx,
-                &place,
-                mode.command(),
-                tags,
-                break_lock,
-                Some(free),
-                work,
-            )
-            .await?
+            lock_and_run(session, stack, &first, mode, break_lock, free).await?
         }
     })
 }
@@ -290,6 +270,30 @@ fn to_run(plan: &Plan) -> Result<bool> {
     }
     check_runnable(plan)?;
     Ok(true)
+}
+
+/// Takes the lock, then [`reread_and_execute`]s the shown plan under it.
+async fn lock_and_run(
+    session: &Session,
+    stack: &Stack,
+    shown: &Plan,
+    mode: Mode,
+    break_lock: bool,
+    free: &tokio::sync::Notify,
+) -> Result<Ran> {
+    let place = Place::of(&session.names);
+    let tags = &stack.ownership_tags;
+    let work = reread_and_execute(session, stack, shown, mode, free);
+    Lock::hold(
+        &session.ctx,
+        &place,
+        mode.command(),
+        tags,
+        break_lock,
+        Some(free),
+        work,
+    )
+    .await
 }
 
 /// Under the lock: reads again what the shown plan acts on (stopping at Ctrl-C), then runs it.
