@@ -629,3 +629,67 @@ async fn a_widened_role_policy_is_drift_and_is_restored() {
     let (code, _) = h.plan(&[]);
     assert_eq!(code, 0);
 }
+
+/// `apply --yes` with one function's new code: the lock goes while the alias's move (the last
+/// write, guarded by the alias's RevisionId) is still in flight. A proxy holds that UpdateAlias
+/// unanswered, so the run cannot end; the lock parameter must disappear all the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_releases_the_lock_beside_the_guarded_alias_move() {
+    use common::faults::{DropFirstAnswer, Rule};
+    use std::time::{Duration, Instant};
+
+    let h = Harness::new().await;
+    h.apply(&[]);
+    write_zip(h.zips.path(), "list-invoices", "v2");
+    let proxy = DropFirstAnswer::start(
+        h.emu.port(),
+        vec![Rule::hold("UpdateAlias", |r| {
+            r.method == "PUT" && r.path.contains("/aliases/")
+        })],
+    );
+    let mut args: Vec<String> = vec!["apply".into(), "--yes".into()];
+    args.extend(h.code_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = common::xtask_command(ENV, "lambda.toml", proxy.port(), &args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting xtask");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // The alias's move is only sent under the lock: once it hangs, a missing lock
+        // parameter is a released one.
+        let moving = proxy.dropped() == [("UpdateAlias", 1)];
+        let lock = h
+            .aws
+            .ssm
+            .get_parameter()
+            .name("/invoice-app/test/xtask-lock")
+            .send()
+            .await;
+        let released = lock.is_err_and(|e| e.into_service_error().is_parameter_not_found());
+        if moving && released {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "xtask exited while UpdateAlias hung"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the lock was still held while the guarded UpdateAlias hung"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the release did not wait for the alias's answer"
+    );
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("releasing the lock: the writes still in flight are guarded"),
+        "{stderr}"
+    );
+}
