@@ -10,6 +10,7 @@
 #
 # Arguments as moto's own server takes them: -H host -p port.
 import argparse
+import logging
 import os
 import resource
 import signal
@@ -44,6 +45,13 @@ def _serve(argv):
     args = parser.parse_args(argv)
     # moto builds some of its URLs (queue URLs, presigned posts) from the port it serves on.
     os.environ.setdefault("MOTO_PORT", str(args.port))
+    # moto makes a boto3 client per service to read its routes, and botocore then looks for
+    # credentials down to the EC2 instance metadata endpoint: off EC2 a connect timeout that
+    # held one of the pool's threads (and on a burst, several). moto needs no credentials.
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    # waitress warns on every request that waits for a free thread: with a plan's ~70 reads
+    # in flight, dozens of lines per plan in moto.log, each one formatted by `logging`.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: sys.exit(0))
     app = _logged(_werkzeug_app.DomainDispatcherApplication(_werkzeug_app.create_backend_app))
