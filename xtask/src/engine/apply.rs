@@ -520,18 +520,8 @@ mod tests {
     }
 
     async fn ctx() -> Ctx {
-        // Never called: the actions above make no AWS call.
-        let target = crate::aws::Target::Emulator {
-            endpoint: "http://127.0.0.1:9".into(),
-            region: "us-east-1".into(),
-        };
-        Ctx {
-            aws: crate::aws::Clients::new(&target, crate::aws::CallLog::new(false)).await,
-            account_id: "1".into(),
-            region: "us-east-1".into(),
-            wait_timeout: Duration::from_secs(5),
-            options: Default::default(),
-        }
+        // The actions above make no AWS call.
+        Ctx::offline(Duration::from_secs(5)).await
     }
 
     /// Every node updated, in the order given.

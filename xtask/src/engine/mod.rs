@@ -35,6 +35,25 @@ pub struct Ctx {
     pub options: Options,
 }
 
+#[cfg(test)]
+impl Ctx {
+    /// A context whose clients are never called, for unit tests of what is built around
+    /// them (backoffs, the apply loop); `wait_timeout` bounds its waits.
+    pub(crate) async fn offline(wait_timeout: Duration) -> Ctx {
+        let target = crate::aws::Target::Emulator {
+            endpoint: "http://127.0.0.1:9".into(),
+            region: "us-east-1".into(),
+        };
+        Ctx {
+            aws: Clients::new(&target, crate::aws::CallLog::new(false)).await,
+            account_id: "1".into(),
+            region: "us-east-1".into(),
+            wait_timeout,
+            options: Default::default(),
+        }
+    }
+}
+
 /// Switches that allow otherwise refused operations.
 #[derive(Debug, Clone, Default)]
 pub struct Options {

@@ -1802,21 +1802,6 @@ mod tests {
         assert!(create_retry_reason(&other).is_none());
     }
 
-    /// A context whose clients are never called: what the providers' backoffs are made from.
-    async fn ctx_with(wait_timeout: Duration) -> Ctx {
-        let target = crate::aws::Target::Emulator {
-            endpoint: "http://127.0.0.1:9".into(),
-            region: "us-east-1".into(),
-        };
-        Ctx {
-            aws: crate::aws::Clients::new(&target, crate::aws::CallLog::new(false)).await,
-            account_id: "1".into(),
-            region: "us-east-1".into(),
-            wait_timeout,
-            options: Default::default(),
-        }
-    }
-
     /// The shortest and longest total pause of `retries` retries under `policy`: each pause is
     /// exponential from `first`, capped at `max`, less up to 20 % jitter.
     fn pauses(policy: Backoff, retries: u32) -> (Duration, Duration) {
@@ -1830,7 +1815,7 @@ mod tests {
     /// UpdateFunctionCode really uses, within the deploy's wait timeout.
     #[tokio::test(start_paused = true)]
     async fn conflicts_are_retried_until_the_update_goes_through() {
-        let ctx = ctx_with(Duration::from_secs(600)).await;
+        let ctx = Ctx::offline(Duration::from_secs(600)).await;
         let policy = conflict_backoff(&ctx);
         assert_eq!(policy.deadline, ctx.wait_timeout);
         let start = tokio::time::Instant::now();
@@ -1860,7 +1845,7 @@ mod tests {
     /// it keeps trying until close to that bound.
     #[tokio::test(start_paused = true)]
     async fn role_propagation_retry_is_bounded() {
-        let ctx = ctx_with(Duration::from_secs(900)).await;
+        let ctx = Ctx::offline(Duration::from_secs(900)).await;
         let policy = role_backoff(&ctx);
         assert_eq!(policy.deadline, ROLE_PROPAGATION);
         let start = tokio::time::Instant::now();
@@ -1893,7 +1878,7 @@ mod tests {
         assert!(calls.get() >= min_calls.max(5), "{} calls", calls.get());
 
         // A shorter wait timeout bounds the propagation wait too.
-        let short = role_backoff(&ctx_with(Duration::from_secs(30)).await);
+        let short = role_backoff(&Ctx::offline(Duration::from_secs(30)).await);
         assert_eq!(short.deadline, Duration::from_secs(30));
     }
 }
