@@ -201,8 +201,7 @@ async fn plan_and_run(
     break_lock: bool,
 ) -> Result<Ran> {
     let ctx = &session.ctx;
-    let place = Place::of(&session.names);
-    let tags = &stack.ownership_tags;
+    let place = &Place::of(&session.names);
     // Told by the apply when only guarded writes are left in flight: the lock may go then.
     let free = &tokio::sync::Notify::new();
     Ok(if locks_first(mode, yes) {
@@ -214,18 +213,9 @@ async fn plan_and_run(
             }
             execute(session, plan, mode, free).await
         };
-        Lock::hold(
-            ctx,
-            &place,
-            mode.command(),
-            tags,
-            break_lock,
-            Some(free),
-            work,
-        )
-        .await?
+        locked(session, stack, place, mode, break_lock, free, work).await?
     } else if mode == Mode::Apply && yes {
-        let (first, lock) = plan_beside_lock(session, stack, &place, break_lock).await?;
+        let (first, lock) = plan_beside_lock(session, stack, place, break_lock).await?;
         out.text(&render::plan_text(&first, mode.title()));
         // Refused (another run holds the lock): after the plan, as when the lock comes later.
         let lock = lock.transpose()?;
@@ -237,7 +227,8 @@ async fn plan_and_run(
             // A change no single read made certain (one that ownership inherited from a
             // dependency decides): the lock is taken now.
             (Ok(true), None) => {
-                lock_and_run(session, stack, &first, mode, break_lock, free).await?
+                let work = reread_and_execute(session, stack, &first, mode, free);
+                locked(session, stack, place, mode, break_lock, free, work).await?
             }
             // Nothing to do (a read's certain change did not survive classifying), or refused:
             // the lock a read asked for goes, and the refusal is the error.
@@ -257,7 +248,8 @@ async fn plan_and_run(
         } else {
             let (question, expected) = mode.question(&session.env, &ctx.account_id);
             confirm(&question, &expected, yes)?;
-            lock_and_run(session, stack, &first, mode, break_lock, free).await?
+            let work = reread_and_execute(session, stack, &first, mode, free);
+            locked(session, stack, place, mode, break_lock, free, work).await?
         }
     })
 }
@@ -272,21 +264,21 @@ fn to_run(plan: &Plan) -> Result<bool> {
     Ok(true)
 }
 
-/// Takes the lock, then [`reread_and_execute`]s the shown plan under it.
-async fn lock_and_run(
+/// Takes the environment's lock and runs `work` holding it; the lock goes early when `free` is
+/// told ([`Lock::run`]).
+async fn locked<T>(
     session: &Session,
     stack: &Stack,
-    shown: &Plan,
+    place: &Place,
     mode: Mode,
     break_lock: bool,
     free: &tokio::sync::Notify,
-) -> Result<Ran> {
-    let place = Place::of(&session.names);
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     let tags = &stack.ownership_tags;
-    let work = reread_and_execute(session, stack, shown, mode, free);
     Lock::hold(
         &session.ctx,
-        &place,
+        place,
         mode.command(),
         tags,
         break_lock,
