@@ -586,7 +586,7 @@ async fn a_held_lock_refuses_a_second_apply_until_broken() {
     h.aws
         .ssm
         .put_parameter()
-        .name("/invoice-app/test/xtask-lock")
+        .name(common::TEST_LOCK)
         .value(holder)
         .r#type(aws_sdk_ssm::types::ParameterType::String)
         .send()
@@ -612,21 +612,8 @@ async fn a_held_lock_refuses_a_second_apply_until_broken() {
     let run = h.xtask(&["apply", "--yes", "--break-lock"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(bucket_names(&h.aws).await.len(), 2);
-    let lock = h
-        .aws
-        .ssm
-        .get_parameter()
-        .name("/invoice-app/test/xtask-lock")
-        .send()
-        .await
-        .map_err(|e| e.into_service_error());
-    assert!(
-        matches!(
-            lock,
-            Err(aws_sdk_ssm::operation::get_parameter::GetParameterError::ParameterNotFound(_))
-        ),
-        "the lock is released after apply: {lock:?}"
-    );
+    let lock = common::test_lock(&h.aws).await;
+    assert_eq!(lock, None, "the lock is released after apply");
 }
 
 /// A stand-in for the AWS endpoint that records the connections made to it (and answers

@@ -16,7 +16,6 @@ use common::faults::{DropFirstAnswer, Rule};
 use stacks::config::Config;
 use stacks::{Resource, Target};
 use tokio::sync::Notify;
-use xtask::aws::{CallLog, Clients};
 use xtask::emulator::TestEmulator;
 use xtask::engine::apply::{Outcome, Status};
 use xtask::engine::plan::{self, Action, Plan};
@@ -281,11 +280,7 @@ async fn a_lost_answer_to_the_guarded_write_is_taken_as_ours() {
             r.method == "PUT" && r.path.ends_with("/code")
         })],
     );
-    let proxied = xtask::aws::Target::Emulator {
-        endpoint: format!("http://127.0.0.1:{}", proxy.port()),
-        region: "us-east-1".into(),
-    };
-    let ctx = common::ctx_with(Clients::new(&proxied, CallLog::new(false)).await);
+    let ctx = common::ctx_with(common::clients_at(proxy.endpoint()).await);
     let outcomes = apply_shown(&ctx, &shown).await;
     assert_eq!(proxy.dropped(), [("UpdateFunctionCode", 1)]);
     assert_new_code_served(&direct, &shown, &outcomes, versions).await;
@@ -333,11 +328,7 @@ async fn the_lock_may_go_while_the_guarded_alias_moves() {
             r.method == "PUT" && r.path.contains("/aliases/")
         })],
     );
-    let proxied = xtask::aws::Target::Emulator {
-        endpoint: format!("http://127.0.0.1:{}", proxy.port()),
-        region: "us-east-1".into(),
-    };
-    let ctx = common::ctx_with(Clients::new(&proxied, CallLog::new(false)).await);
+    let ctx = common::ctx_with(common::clients_at(proxy.endpoint()).await);
     let free = Notify::new();
     let apply = apply_shown_freeing(&ctx, &shown, &free);
     tokio::pin!(apply);

@@ -660,14 +660,7 @@ async fn apply_releases_the_lock_beside_the_guarded_alias_move() {
         // The alias's move is only sent under the lock: once it hangs, a missing lock
         // parameter is a released one.
         let moving = proxy.dropped() == [("UpdateAlias", 1)];
-        let lock = h
-            .aws
-            .ssm
-            .get_parameter()
-            .name("/invoice-app/test/xtask-lock")
-            .send()
-            .await;
-        let released = lock.is_err_and(|e| e.into_service_error().is_parameter_not_found());
+        let released = common::test_lock(&h.aws).await.is_none();
         if moving && released {
             break;
         }

@@ -11,7 +11,7 @@ use xtask::lock::{Holder, Lock, Place};
 
 fn place() -> Place {
     Place {
-        lock: "/invoice-app/test/xtask-lock".into(),
+        lock: common::TEST_LOCK.into(),
     }
 }
 
@@ -21,17 +21,7 @@ fn tags() -> BTreeMap<String, String> {
 
 /// The holder the lock parameter names, if it exists.
 async fn holder(ctx: &Ctx) -> Option<Holder> {
-    let out = ctx.aws.ssm.get_parameter().name(place().lock).send().await;
-    match out {
-        Ok(o) => serde_json::from_str(o.parameter()?.value()?).ok(),
-        Err(e) => {
-            assert!(
-                e.into_service_error().is_parameter_not_found(),
-                "only a missing lock reads as no holder"
-            );
-            None
-        }
-    }
+    serde_json::from_str(&common::test_lock(&ctx.aws).await?).ok()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -119,6 +119,11 @@ impl DropFirstAnswer {
         self.port
     }
 
+    /// The proxy's URL, where clients are pointed instead of the emulator's.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     /// `(rule, answers dropped)` for every rule.
     pub fn dropped(&self) -> Vec<(&'static str, usize)> {
         self.dropped.lock().unwrap().clone()

@@ -339,14 +339,40 @@ impl Run {
 
 /// SDK clients (counting calls, as xtask's own) for a test's emulator.
 pub async fn emulator_clients(emu: &xtask::emulator::TestEmulator) -> xtask::aws::Clients {
+    clients_at(emu.endpoint()).await
+}
+
+/// SDK clients (counting calls) for a local endpoint: a fault proxy in front of an emulator.
+pub async fn clients_at(endpoint: String) -> xtask::aws::Clients {
     xtask::aws::Clients::new(
         &xtask::aws::Target::Emulator {
-            endpoint: emu.endpoint(),
+            endpoint,
             region: "us-east-1".into(),
         },
         xtask::aws::CallLog::new(false),
     )
     .await
+}
+
+/// The lock parameter of the tests' environment (`test`, app `invoice-app`).
+pub const TEST_LOCK: &str = "/invoice-app/test/xtask-lock";
+
+/// The value of [`TEST_LOCK`]; `None` when the parameter does not exist (any other error
+/// fails the test).
+pub async fn test_lock(aws: &xtask::aws::Clients) -> Option<String> {
+    match aws.ssm.get_parameter().name(TEST_LOCK).send().await {
+        Ok(o) => Some(
+            o.parameter()
+                .and_then(|p| p.value())
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        Err(e) => {
+            let e = e.into_service_error();
+            assert!(e.is_parameter_not_found(), "reading the lock: {e:?}");
+            None
+        }
+    }
 }
 
 /// An engine context on a test's emulator: its clients, moto's default account, a minute for
